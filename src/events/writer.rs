@@ -1,0 +1,276 @@
+//! The background writer: drains the event queue into a Redis stream with pipelined `XADD`, sends
+//! batches to the spool while Redis is slow or down, and replays the spool in order when it is
+//! back.
+
+use super::spool::Chunk;
+use super::{Event, Recorder};
+use crate::metrics;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use redis::aio::MultiplexedConnection;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How the writer reaches Redis.
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Redis URL.
+    pub redis_url: String,
+    /// Stream key.
+    pub stream: String,
+    /// `MAXLEN ~` cap; 0 for none.
+    pub maxlen: u64,
+    /// Most events per pipeline.
+    pub batch_max: usize,
+    /// Connect and write timeout.
+    pub timeout: Duration,
+}
+
+/// The writer, run as a Pingora background service.
+pub struct Writer {
+    recorder: Arc<Recorder>,
+    cfg: WriterConfig,
+}
+
+/// Wait after a failure before Redis is tried again; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest idle wait between queue checks.
+const IDLE_TICK: Duration = Duration::from_millis(50);
+
+impl Writer {
+    /// A writer draining `recorder`.
+    pub fn new(recorder: Arc<Recorder>, cfg: WriterConfig) -> Writer {
+        Writer { recorder, cfg }
+    }
+}
+
+struct Link {
+    client: Option<redis::Client>,
+    conn: Option<MultiplexedConnection>,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+impl Link {
+    fn healthy_or_due(&self) -> bool {
+        self.conn.is_some() || Instant::now() >= self.retry_at
+    }
+
+    fn failed(&mut self, err: &dyn std::fmt::Display) {
+        if self.conn.is_some() || self.backoff == MIN_BACKOFF {
+            tracing::warn!(error = %err, "redis unavailable; events go to the spool");
+        }
+        self.conn = None;
+        self.retry_at = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    fn succeeded(&mut self) {
+        if self.backoff > MIN_BACKOFF {
+            tracing::info!("redis reachable again");
+        }
+        self.backoff = MIN_BACKOFF;
+    }
+
+    async fn conn(&mut self, cfg: &WriterConfig) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(c) = &self.conn {
+            return Ok(c.clone());
+        }
+        let client = match &self.client {
+            Some(c) => c.clone(),
+            None => {
+                let c = redis::Client::open(cfg.redis_url.as_str())?;
+                self.client = Some(c.clone());
+                c
+            }
+        };
+        let conf = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(cfg.timeout))
+            .set_response_timeout(Some(cfg.timeout));
+        let c = client
+            .get_multiplexed_async_connection_with_config(&conf)
+            .await?;
+        self.conn = Some(c.clone());
+        Ok(c)
+    }
+}
+
+async fn xadd(
+    conn: &mut MultiplexedConnection,
+    cfg: &WriterConfig,
+    events: &[&Event],
+) -> redis::RedisResult<()> {
+    let mut pipe = redis::pipe();
+    for e in events {
+        let cmd = pipe.cmd("XADD").arg(&cfg.stream);
+        if cfg.maxlen > 0 {
+            cmd.arg("MAXLEN").arg("~").arg(cfg.maxlen);
+        }
+        cmd.arg("*");
+        for (k, v) in e.fields() {
+            cmd.arg(k).arg(v);
+        }
+        cmd.ignore();
+    }
+    let start = Instant::now();
+    let r = pipe.query_async::<()>(conn).await;
+    metrics::REDIS_WRITE_SECONDS.observe(start.elapsed().as_secs_f64());
+    r
+}
+
+/// Ids among the stream's last `count` entries, to skip replaying events already written.
+async fn recent_ids(
+    conn: &mut MultiplexedConnection,
+    cfg: &WriterConfig,
+    count: usize,
+) -> redis::RedisResult<HashSet<String>> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(&cfg.stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(count)
+        .query_async(conn)
+        .await?;
+    Ok(reply
+        .ids
+        .into_iter()
+        .filter_map(|e| e.get::<String>("id"))
+        .collect())
+}
+
+impl Writer {
+    /// Sends one batch from the queue: to Redis, or to the spool when a backlog exists (to keep
+    /// order) or Redis fails.
+    async fn write_batch(&self, link: &mut Link, batch: Vec<Event>) {
+        let spool_backlog = self.recorder.lock_spool().has_backlog();
+        if spool_backlog || !link.healthy_or_due() {
+            self.recorder.lock_spool().append(&batch, false);
+            return;
+        }
+        *self.recorder.lock_inflight() = batch;
+        let refs: Vec<Event> = self.recorder.lock_inflight().clone();
+        let result = match link.conn(&self.cfg).await {
+            Ok(mut conn) => {
+                let r: Vec<&Event> = refs.iter().collect();
+                match xadd(&mut conn, &self.cfg, &r).await {
+                    Ok(()) => Ok(()),
+                    // Sent but unanswered: it may be in the stream.
+                    Err(e) => Err((e, true)),
+                }
+            }
+            Err(e) => Err((e, false)),
+        };
+        let batch = std::mem::take(&mut *self.recorder.lock_inflight());
+        match result {
+            Ok(()) => {
+                link.succeeded();
+                metrics::events_outcome("written").inc_by(batch.len() as u64);
+            }
+            Err((e, uncertain)) => {
+                link.failed(&e);
+                self.recorder.lock_spool().append(&batch, uncertain);
+            }
+        }
+    }
+
+    /// Replays one chunk of the spool if Redis is reachable. Returns true if it wrote something.
+    async fn replay_some(&self, link: &mut Link) -> bool {
+        if !link.healthy_or_due() {
+            return false;
+        }
+        let chunk: Option<Chunk> = match self.recorder.lock_spool().next_chunk(self.cfg.batch_max) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the spool");
+                return false;
+            }
+        };
+        let Some(chunk) = chunk else { return false };
+        let mut conn = match link.conn(&self.cfg).await {
+            Ok(c) => c,
+            Err(e) => {
+                link.failed(&e);
+                return false;
+            }
+        };
+        let mut skip = HashSet::new();
+        if chunk.events.iter().any(|e| e.uncertain) {
+            match recent_ids(&mut conn, &self.cfg, self.cfg.batch_max * 8).await {
+                Ok(ids) => skip = ids,
+                Err(e) => {
+                    link.failed(&e);
+                    return false;
+                }
+            }
+        }
+        let todo: Vec<&Event> = chunk
+            .events
+            .iter()
+            .filter(|e| !(e.uncertain && skip.contains(&e.event.id)))
+            .map(|e| &e.event)
+            .collect();
+        let already = chunk.events.len() - todo.len();
+        if let Err(e) = xadd(&mut conn, &self.cfg, &todo).await {
+            link.failed(&e);
+            return false;
+        }
+        link.succeeded();
+        if let Err(e) = self.recorder.lock_spool().commit(&chunk) {
+            tracing::error!(error = %e, "cannot record spool progress");
+        }
+        metrics::events_outcome("replayed").inc_by(todo.len() as u64);
+        metrics::events_outcome("already_written").inc_by(already as u64);
+        true
+    }
+
+    /// The loop: batch, write, replay, until shutdown; then one last flush.
+    pub async fn run(&self, mut shutdown: ShutdownWatch) {
+        let mut link = Link {
+            client: None,
+            conn: None,
+            retry_at: Instant::now(),
+            backoff: MIN_BACKOFF,
+        };
+        loop {
+            let batch = self.recorder.take_batch(self.cfg.batch_max);
+            let had_batch = !batch.is_empty();
+            if had_batch {
+                self.write_batch(&mut link, batch).await;
+            }
+            let replayed = self.replay_some(&mut link).await;
+            if had_batch || replayed {
+                continue;
+            }
+            if *shutdown.borrow() {
+                // Stopping and nothing left that Redis will take now: keep the rest on disk.
+                self.recorder.flush_to_spool();
+                // Keep draining whatever requests still in flight produce.
+                tokio::time::sleep(IDLE_TICK).await;
+                continue;
+            }
+            let wait = if self.recorder.lock_spool().has_backlog() {
+                link.retry_at
+                    .saturating_duration_since(Instant::now())
+                    .clamp(Duration::from_millis(5), IDLE_TICK)
+            } else {
+                IDLE_TICK
+            };
+            tokio::select! {
+                _ = self.recorder.wait() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Writer {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.run(shutdown).await
+    }
+}

@@ -1,0 +1,229 @@
+//! The `linkedge` command: serve, check a config, and mint or decode tracked links.
+
+use clap::{Args, Parser, Subcommand};
+use linkedge::config::Settings;
+use linkedge::server::{self, ProcessOptions};
+use linkedge::token::{Kind, Link, TokenError, normalize_host};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// linkedge: the HTTPS edge for tracked email links. It verifies each link's signature against
+/// the Host it arrived on, records the click to a Redis stream without making anyone wait, and
+/// redirects to the destination.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (HTTP, HTTPS and metrics listeners, and the event writer).
+    ///
+    /// SIGTERM stops gracefully (open requests finish, queued events are written or spooled),
+    /// SIGINT stops at once, SIGQUIT hands the listeners to a new process started with --upgrade.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Run in the background (pid file: server.pid_file).
+        #[arg(short, long)]
+        daemon: bool,
+        /// Take the listening sockets over from a running linkedge (zero-downtime upgrade).
+        #[arg(short, long)]
+        upgrade: bool,
+        /// Load everything, then exit without serving.
+        #[arg(short, long)]
+        test: bool,
+    },
+    /// Validate a config file (and the environment overrides and secrets it refers to).
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Mint, inspect and verify tracked links.
+    #[command(subcommand)]
+    Link(LinkCommand),
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// The YAML config file, e.g. conf/dev.yaml.
+    #[arg(short, long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+#[derive(Args)]
+struct LinkIds {
+    /// Workspace id.
+    #[arg(long, default_value_t = 1)]
+    workspace: u64,
+    /// Message (delivery) id.
+    #[arg(long, default_value_t = 1)]
+    message: u64,
+    /// Link id within the message.
+    #[arg(long, default_value_t = 1)]
+    link: u64,
+}
+
+#[derive(Subcommand)]
+enum LinkCommand {
+    /// Print a tracked click URL for HOST that redirects to URL.
+    Mint {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The branded tracking domain the link is for, e.g. link.example.com.
+        #[arg(long)]
+        host: String,
+        /// The destination: an absolute http:// or https:// URL.
+        #[arg(long)]
+        url: String,
+        #[command(flatten)]
+        ids: LinkIds,
+    },
+    /// Print an open-pixel URL for HOST.
+    Pixel {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The branded tracking domain the pixel is for.
+        #[arg(long)]
+        host: String,
+        #[command(flatten)]
+        ids: LinkIds,
+    },
+    /// Print what a tracked URL carries and whether it verifies for its host.
+    Decode {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// A tracked URL as printed by `link mint` or `link pixel`.
+        url: String,
+    },
+}
+
+fn load(c: &ConfigArg) -> Result<Settings, String> {
+    Settings::load(&c.config).map_err(|e| format!("{}: {e}", c.config.display()))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn mint(c: &ConfigArg, host: &str, kind: Kind, url: String, ids: &LinkIds) -> Result<(), String> {
+    let s = load(c)?;
+    let host = normalize_host(host).ok_or_else(|| format!("--host {host:?}: not a host name"))?;
+    let link = Link {
+        kind,
+        key_id: s.keyring.mint_id(),
+        workspace: ids.workspace,
+        message: ids.message,
+        link: ids.link,
+        issued: now(),
+        url,
+    };
+    let token = s.keyring.mint(&host, &link).map_err(|e| e.to_string())?;
+    println!(
+        "{}://{host}/{}/{token}",
+        s.file.links.scheme,
+        kind.path_segment()
+    );
+    Ok(())
+}
+
+fn decode(c: &ConfigArg, url: &str) -> Result<bool, String> {
+    let s = load(c)?;
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("expected a URL starting with http:// or https://")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = normalize_host(authority).ok_or("the URL has no valid host")?;
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let token = path
+        .strip_prefix("/c/")
+        .or_else(|| path.strip_prefix("/o/"))
+        .ok_or("not a tracked link: the path must be /c/<token> or /o/<token>")?;
+    let link = s
+        .keyring
+        .inspect(token)
+        .map_err(|e| format!("cannot decode: {e}"))?;
+    println!("host:      {host}");
+    println!("kind:      {}", link.kind.event_type());
+    println!("key id:    {}", link.key_id);
+    println!("workspace: {}", link.workspace);
+    println!("message:   {}", link.message);
+    println!("link:      {}", link.link);
+    println!("issued:    {} (Unix seconds)", link.issued);
+    if link.kind == Kind::Click {
+        println!("url:       {}", link.url);
+    }
+    let verdict = match s.keyring.verify(&host, token) {
+        Ok(_) => "valid for this host".to_string(),
+        Err(TokenError::WrongHost) => {
+            "INVALID: genuine, but minted for another host (answered 403 Invalid link security token)"
+                .to_string()
+        }
+        Err(e) => format!("INVALID: {e}"),
+    };
+    println!("signature: {verdict}");
+    Ok(verdict == "valid for this host")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result: Result<bool, String> = match &cli.command {
+        Command::Serve {
+            config,
+            daemon,
+            upgrade,
+            test,
+        } => load(config).and_then(|s| {
+            server::run(
+                s,
+                ProcessOptions {
+                    daemon: *daemon,
+                    upgrade: *upgrade,
+                    test: *test,
+                },
+            )
+            .map(|_| true)
+            .map_err(|e| format!("{e:#}"))
+        }),
+        Command::Check { config } => load(config).map(|s| {
+            println!(
+                "{}: ok ({} link key(s), minting with key {})",
+                config.config.display(),
+                s.file.links.keys.len(),
+                s.keyring.mint_id()
+            );
+            true
+        }),
+        Command::Link(LinkCommand::Mint {
+            config,
+            host,
+            url,
+            ids,
+        }) => mint(config, host, Kind::Click, url.clone(), ids).map(|_| true),
+        Command::Link(LinkCommand::Pixel { config, host, ids }) => {
+            mint(config, host, Kind::Open, String::new(), ids).map(|_| true)
+        }
+        Command::Link(LinkCommand::Decode { config, url }) => decode(config, url),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Every Prometheus metric linkedge exports, in one place. Names carry the `linkedge_` prefix and
+//! their unit; label values come from small fixed sets (never a hostname or URL).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    TextEncoder, register_histogram, register_histogram_vec, register_int_counter,
+    register_int_counter_vec, register_int_gauge,
+};
+use std::sync::LazyLock;
+
+/// The routes a request can take (the `route` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `/c/<token>`.
+    Click,
+    /// `/o/<token>`.
+    Open,
+    /// `/health`.
+    Health,
+    /// Anything else.
+    Other,
+}
+
+impl Route {
+    fn label(self) -> &'static str {
+        match self {
+            Route::Click => "click",
+            Route::Open => "open",
+            Route::Health => "health",
+            Route::Other => "other",
+        }
+    }
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0,
+];
+
+static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_requests_total",
+            "Requests answered, by route and status code."
+        ),
+        &["route", "status"]
+    )
+    .expect("metric registers")
+});
+
+static REQUEST_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        HistogramOpts::new(
+            "linkedge_request_duration_seconds",
+            "Time from the request header read to the response written, by route."
+        )
+        .buckets(LATENCY_BUCKETS.to_vec()),
+        &["route"]
+    )
+    .expect("metric registers")
+});
+
+static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_events_total",
+            "Click and open events by outcome: written, spooled, replayed, already_written."
+        ),
+        &["outcome"]
+    )
+    .expect("metric registers")
+});
+
+static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_events_dropped_total",
+            "Events lost, by reason: spool_full, spool_io, spool_corrupt."
+        ),
+        &["reason"]
+    )
+    .expect("metric registers")
+});
+
+static TOKEN_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_token_failures_total",
+            "Link tokens refused, by reason."
+        ),
+        &["reason"]
+    )
+    .expect("metric registers")
+});
+
+/// Requests whose token was genuine but minted for another Host (answered 403).
+pub static HOST_MISMATCH: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "linkedge_host_mismatch_total",
+        "Links refused with 'Invalid link security token' because the Host differs from the one \
+         they were minted for (a proxy in front rewrote the Host header)."
+    )
+    .expect("metric registers")
+});
+
+/// Events waiting in the in-memory queue.
+pub static EVENT_QUEUE_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "linkedge_event_queue_depth",
+        "Events waiting in the in-memory queue."
+    )
+    .expect("metric registers")
+});
+
+/// Bytes held by the on-disk spool.
+pub static SPOOL_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "linkedge_event_spool_bytes",
+        "Bytes of events held in the on-disk spool."
+    )
+    .expect("metric registers")
+});
+
+/// Duration of one pipelined batch write to Redis.
+pub static REDIS_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        HistogramOpts::new(
+            "linkedge_redis_write_duration_seconds",
+            "Time for one pipelined XADD batch, successful or not."
+        )
+        .buckets(LATENCY_BUCKETS.to_vec())
+    )
+    .expect("metric registers")
+});
+
+/// Per-route handles resolved once, so the request path does no label lookup.
+pub struct RouteMetrics {
+    duration: Histogram,
+    statuses: [(u16, IntCounter); 6],
+    route: Route,
+}
+
+const STATUSES: [u16; 6] = [200, 302, 400, 403, 404, 405];
+
+impl RouteMetrics {
+    fn new(route: Route) -> RouteMetrics {
+        let l = route.label();
+        RouteMetrics {
+            duration: REQUEST_SECONDS.with_label_values(&[l]),
+            statuses: STATUSES.map(|s| (s, REQUESTS.with_label_values(&[l, &s.to_string()]))),
+            route,
+        }
+    }
+
+    /// Counts one answered request and its duration.
+    pub fn observe(&self, status: u16, seconds: f64) {
+        self.duration.observe(seconds);
+        match self.statuses.iter().find(|(s, _)| *s == status) {
+            Some((_, c)) => c.inc(),
+            None => REQUESTS
+                .with_label_values(&[self.route.label(), &status.to_string()])
+                .inc(),
+        }
+    }
+}
+
+static ROUTES: LazyLock<[RouteMetrics; 4]> = LazyLock::new(|| {
+    [
+        RouteMetrics::new(Route::Click),
+        RouteMetrics::new(Route::Open),
+        RouteMetrics::new(Route::Health),
+        RouteMetrics::new(Route::Other),
+    ]
+});
+
+/// The metric handles of a route.
+pub fn route(r: Route) -> &'static RouteMetrics {
+    &ROUTES[r as usize]
+}
+
+/// The counter of events with an outcome.
+pub fn events_outcome(outcome: &str) -> IntCounter {
+    EVENTS.with_label_values(&[outcome])
+}
+
+/// The counter of events dropped for a reason.
+pub fn events_dropped(reason: &str) -> IntCounter {
+    DROPPED.with_label_values(&[reason])
+}
+
+/// The counter of token failures for a reason.
+pub fn token_failure(reason: &str) -> IntCounter {
+    TOKEN_FAILURES.with_label_values(&[reason])
+}
+
+/// Registers every metric so `/metrics` lists them (at zero) from the start.
+pub fn init() {
+    LazyLock::force(&ROUTES);
+    for o in ["written", "spooled", "replayed", "already_written"] {
+        events_outcome(o);
+    }
+    for r in ["spool_full", "spool_io", "spool_corrupt"] {
+        events_dropped(r);
+    }
+    LazyLock::force(&HOST_MISMATCH);
+    LazyLock::force(&EVENT_QUEUE_DEPTH);
+    LazyLock::force(&SPOOL_BYTES);
+    LazyLock::force(&REDIS_WRITE_SECONDS);
+    LazyLock::force(&TOKEN_FAILURES);
+}
+
+/// The Prometheus text exposition of every registered metric.
+pub fn render() -> Vec<u8> {
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&prometheus::gather(), &mut buf)
+        .expect("text encoding succeeds");
+    buf
+}

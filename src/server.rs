@@ -1,0 +1,113 @@
+//! Wiring: builds the Pingora server from validated settings, runs it, and spools whatever
+//! events are left when it stops.
+
+use crate::admin::Admin;
+use crate::config::Settings;
+use crate::edge::Edge;
+use crate::events::Recorder;
+use crate::events::spool::Spool;
+use crate::events::writer::{Writer, WriterConfig};
+use crate::{metrics, tls};
+use pingora::prelude::*;
+use pingora::server::RunArgs;
+use pingora::server::configuration::ServerConf;
+use pingora::services::listening::Service;
+use std::sync::Arc;
+
+/// Pingora's process options that `linkedge serve` passes through.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessOptions {
+    /// Run in the background (`--daemon`).
+    pub daemon: bool,
+    /// Take the listening sockets over from a running linkedge (`--upgrade`).
+    pub upgrade: bool,
+    /// Check that everything loads, then exit (`--test`).
+    pub test: bool,
+}
+
+/// Builds and runs the server until SIGTERM (graceful) or SIGINT (fast); returns once it stopped
+/// and the remaining events are in the spool.
+pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
+    let f = &settings.file;
+    metrics::init();
+    let spool = Spool::open(&f.events.spool.dir, f.events.spool.max_bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "events.spool.dir: cannot open {}: {e}",
+            f.events.spool.dir.display()
+        )
+    })?;
+    if spool.has_backlog() {
+        tracing::info!(
+            bytes = spool.bytes(),
+            "spool holds events from an earlier run; replaying"
+        );
+    }
+    let recorder = Arc::new(Recorder::new(f.events.queue_capacity, spool));
+
+    let threads = f
+        .server
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let conf = ServerConf {
+        daemon: process.daemon,
+        pid_file: f.server.pid_file.clone(),
+        upgrade_sock: f.server.upgrade_sock.clone(),
+        grace_period_seconds: Some(f.server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(f.server.graceful_shutdown_timeout_seconds),
+        threads,
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: process.upgrade,
+        daemon: process.daemon,
+        test: process.test,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let edge = Edge::new(
+        settings.keyring.clone(),
+        recorder.clone(),
+        f.clients.trusted_proxies.clone(),
+    );
+    let mut public = http_proxy_service(&server.configuration, edge);
+    if let Some(addr) = f.listen.http {
+        public.add_tcp(&addr.to_string());
+    }
+    if let Some(addr) = f.listen.https {
+        let tls = tls::settings(&f.tls.cert, &f.tls.key)?;
+        public.add_tls_with_settings(&addr.to_string(), None, tls);
+    }
+    server.add_service(public);
+
+    if let Some(addr) = f.listen.metrics {
+        let mut admin = Service::new("admin".into(), Admin);
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
+
+    let writer = Writer::new(
+        recorder.clone(),
+        WriterConfig {
+            redis_url: f.redis.url.clone(),
+            stream: f.events.stream.clone(),
+            maxlen: f.events.maxlen,
+            batch_max: f.events.batch_max,
+            timeout: f.redis.timeout,
+        },
+    );
+    server.add_service(background_service("event writer", writer));
+
+    tracing::info!(
+        http = ?f.listen.http,
+        https = ?f.listen.https,
+        metrics = ?f.listen.metrics,
+        stream = %f.events.stream,
+        "linkedge starting"
+    );
+    server.run(RunArgs::default());
+    let left = recorder.flush_to_spool();
+    tracing::info!(spooled = left, "linkedge stopped");
+    Ok(())
+}

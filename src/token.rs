@@ -1,0 +1,573 @@
+//! Signed tracked-link tokens: a pure codec with no I/O.
+//!
+//! A tracked URL is `https://<host>/c/<token>` for a click and `https://<host>/o/<token>` for an
+//! open pixel. The token is URL-safe base64 without padding of this byte layout:
+//!
+//! ```text
+//! version   u8        = 1
+//! kind      u8        1 = click, 2 = open
+//! key_id    varint    which keyring entry signed it
+//! workspace varint    u64
+//! message   varint    u64 (the delivery id)
+//! link      varint    u64
+//! issued    varint    Unix seconds at minting
+//! url_len   varint    click: length of the destination; open: 0
+//! url       bytes     click: the absolute http(s) destination
+//! check     4 bytes   HMAC-SHA256(key, 0x01 || payload)[..4]
+//! mac       16 bytes  HMAC-SHA256(key, 0x02 || host || 0x00 || payload)[..16]
+//! ```
+//!
+//! `payload` is every byte before `check`. The 128-bit `mac` binds the token to the Host it was
+//! minted for and is what authorises a redirect. The 32-bit `check` does not involve the Host: when
+//! `mac` fails but `check` holds, the token is genuine but arrived on another Host (a proxy in
+//! front rewrote the Host header), which the edge answers with "Invalid link security token"
+//! instead of a plain 404. Forging `check` gains nothing but a different error page.
+//!
+//! A click link to a 60-character destination on `link.example.com` is about 160 characters.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::fmt;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The only token format this edge mints and decodes.
+pub const VERSION: u8 = 1;
+/// Longest destination URL a token may carry, in bytes.
+pub const MAX_URL_LEN: usize = 2048;
+/// Shortest secret a keyring accepts, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+/// Longest token (base64 text) the decoder looks at; anything longer is rejected before decoding.
+pub const MAX_TOKEN_LEN: usize = (MAX_URL_LEN + 64) * 4 / 3 + 4;
+
+const CHECK_LEN: usize = 4;
+const MAC_LEN: usize = 16;
+const TAG_CHECK: u8 = 0x01;
+const TAG_MAC: u8 = 0x02;
+
+/// What a link does when followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A click: redirect to the destination.
+    Click,
+    /// An open pixel: answer a transparent GIF.
+    Open,
+}
+
+impl Kind {
+    /// The path segment this kind is served under (`c` or `o`).
+    pub fn path_segment(self) -> &'static str {
+        match self {
+            Kind::Click => "c",
+            Kind::Open => "o",
+        }
+    }
+
+    /// The event type name recorded in the stream.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Kind::Click => "click",
+            Kind::Open => "open",
+        }
+    }
+}
+
+/// Everything a token carries, once verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Click or open.
+    pub kind: Kind,
+    /// The keyring entry that signed it.
+    pub key_id: u32,
+    /// Workspace id.
+    pub workspace: u64,
+    /// Message (delivery) id.
+    pub message: u64,
+    /// Link id within the message.
+    pub link: u64,
+    /// Unix seconds when minted.
+    pub issued: u64,
+    /// Destination (clicks only; empty for opens).
+    pub url: String,
+}
+
+/// Why a token was refused. Every variant is a clean refusal; none of them panics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not URL-safe base64 without padding, or too long to be a token.
+    #[error("token is not valid base64")]
+    Base64,
+    /// Too short, a field runs past the end, or bytes are left over.
+    #[error("token has the wrong length")]
+    Length,
+    /// A format version this edge does not decode.
+    #[error("unknown token version")]
+    Version,
+    /// The kind byte is neither click nor open.
+    #[error("unknown link kind")]
+    Kind,
+    /// The key id is not in the keyring.
+    #[error("unknown key id")]
+    UnknownKey,
+    /// A number or the URL is longer than the format allows.
+    #[error("token field is too long")]
+    Overlong,
+    /// The destination is not an absolute http(s) URL without control characters.
+    #[error("destination is not an absolute http(s) URL")]
+    BadUrl,
+    /// The signature does not verify for any Host.
+    #[error("bad signature")]
+    BadSignature,
+    /// The signature is genuine but for another Host than the one the request arrived on.
+    #[error("token was minted for another host")]
+    WrongHost,
+}
+
+impl TokenError {
+    /// A short fixed label for metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenError::Base64 => "base64",
+            TokenError::Length => "length",
+            TokenError::Version => "version",
+            TokenError::Kind => "kind",
+            TokenError::UnknownKey => "unknown_key",
+            TokenError::Overlong => "overlong",
+            TokenError::BadUrl => "bad_url",
+            TokenError::BadSignature => "bad_signature",
+            TokenError::WrongHost => "wrong_host",
+        }
+    }
+}
+
+/// Why a link could not be minted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MintError {
+    /// The destination is refused.
+    #[error(
+        "destination must be an absolute http:// or https:// URL without spaces or control characters, at most {MAX_URL_LEN} bytes"
+    )]
+    BadUrl,
+    /// The host is empty or not a plain host name.
+    #[error("host must be a host name such as link.example.com")]
+    BadHost,
+}
+
+/// A secret shared by the nodes that mint and verify links. Its `Debug` never shows the bytes.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Wraps secret bytes; at least [`MIN_SECRET_LEN`] are required.
+    pub fn new(bytes: Vec<u8>) -> Result<Self, String> {
+        if bytes.len() < MIN_SECRET_LEN {
+            return Err(format!(
+                "secret is {} bytes; at least {MIN_SECRET_LEN} are required",
+                bytes.len()
+            ));
+        }
+        Ok(Secret(bytes))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret(<{} bytes redacted>)", self.0.len())
+    }
+}
+
+/// The keys that verify links, and the one that mints new ones.
+///
+/// Several keys verify at once, so a key can be rotated out of minting while links already sent
+/// with it keep working until it is removed from the keyring.
+#[derive(Clone)]
+pub struct Keyring {
+    keys: HashMap<u32, HmacSha256>,
+    mint_id: u32,
+}
+
+impl Keyring {
+    /// Builds a keyring; `mint_id` must be one of the keys.
+    pub fn new(keys: Vec<(u32, Secret)>, mint_id: u32) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        for (id, secret) in keys {
+            let mac = HmacSha256::new_from_slice(&secret.0).map_err(|e| e.to_string())?;
+            if map.insert(id, mac).is_some() {
+                return Err(format!("key id {id} is listed twice"));
+            }
+        }
+        if !map.contains_key(&mint_id) {
+            return Err(format!("mint key id {mint_id} is not in the keyring"));
+        }
+        Ok(Keyring { keys: map, mint_id })
+    }
+
+    /// The key id new links are signed with.
+    pub fn mint_id(&self) -> u32 {
+        self.mint_id
+    }
+
+    /// Mints a token for `host` (already normalised, see [`normalize_host`]).
+    pub fn mint(&self, host: &str, link: &Link) -> Result<String, MintError> {
+        if host.is_empty() || normalize_host(host).as_deref() != Some(host) {
+            return Err(MintError::BadHost);
+        }
+        match link.kind {
+            Kind::Click => {
+                if !valid_destination(&link.url) {
+                    return Err(MintError::BadUrl);
+                }
+            }
+            Kind::Open => {
+                if !link.url.is_empty() {
+                    return Err(MintError::BadUrl);
+                }
+            }
+        }
+        let key_id = self.mint_id;
+        let key = &self.keys[&key_id];
+        let mut buf = Vec::with_capacity(48 + link.url.len());
+        buf.push(VERSION);
+        buf.push(match link.kind {
+            Kind::Click => 1,
+            Kind::Open => 2,
+        });
+        put_varint(&mut buf, key_id as u64);
+        put_varint(&mut buf, link.workspace);
+        put_varint(&mut buf, link.message);
+        put_varint(&mut buf, link.link);
+        put_varint(&mut buf, link.issued);
+        put_varint(&mut buf, link.url.len() as u64);
+        buf.extend_from_slice(link.url.as_bytes());
+        let check = tag_check(key, &buf);
+        let mac = tag_mac(key, host, &buf);
+        buf.extend_from_slice(&check[..CHECK_LEN]);
+        buf.extend_from_slice(&mac[..MAC_LEN]);
+        Ok(URL_SAFE_NO_PAD.encode(&buf))
+    }
+
+    /// Decodes and verifies `token` for the Host the request arrived on (normalised).
+    ///
+    /// Verification is constant-time in the MAC comparison. Returns [`TokenError::WrongHost`]
+    /// when the token is genuine but minted for another Host.
+    pub fn verify(&self, host: &str, token: &str) -> Result<Link, TokenError> {
+        let (bytes, link) = self.parse(token)?;
+        let key = &self.keys[&link.key_id];
+        let payload_len = bytes.len() - CHECK_LEN - MAC_LEN;
+        let (payload, tags) = bytes.split_at(payload_len);
+        let (check, mac) = tags.split_at(CHECK_LEN);
+
+        let mut m = key.clone();
+        m.update(&[TAG_MAC]);
+        m.update(host.as_bytes());
+        m.update(&[0]);
+        m.update(payload);
+        if m.verify_truncated_left(mac).is_ok() {
+            return Ok(link);
+        }
+        let mut c = key.clone();
+        c.update(&[TAG_CHECK]);
+        c.update(payload);
+        if c.verify_truncated_left(check).is_ok() {
+            Err(TokenError::WrongHost)
+        } else {
+            Err(TokenError::BadSignature)
+        }
+    }
+
+    /// Decodes the fields of `token` without checking its signature (for `link decode`).
+    /// The key must still be in the keyring.
+    pub fn inspect(&self, token: &str) -> Result<Link, TokenError> {
+        self.parse(token).map(|(_, link)| link)
+    }
+
+    fn parse(&self, token: &str) -> Result<(Vec<u8>, Link), TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Overlong);
+        }
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token.as_bytes())
+            .map_err(|_| TokenError::Base64)?;
+        if bytes.len() < 2 + CHECK_LEN + MAC_LEN {
+            return Err(TokenError::Length);
+        }
+        let payload_len = bytes.len() - CHECK_LEN - MAC_LEN;
+        let mut r = Reader {
+            buf: &bytes[..payload_len],
+            pos: 0,
+        };
+        if r.byte()? != VERSION {
+            return Err(TokenError::Version);
+        }
+        let kind = match r.byte()? {
+            1 => Kind::Click,
+            2 => Kind::Open,
+            _ => return Err(TokenError::Kind),
+        };
+        let key_id = u32::try_from(r.varint()?).map_err(|_| TokenError::Overlong)?;
+        if !self.keys.contains_key(&key_id) {
+            return Err(TokenError::UnknownKey);
+        }
+        let workspace = r.varint()?;
+        let message = r.varint()?;
+        let link = r.varint()?;
+        let issued = r.varint()?;
+        let url_len = r.varint()?;
+        if url_len > MAX_URL_LEN as u64 {
+            return Err(TokenError::Overlong);
+        }
+        let url_bytes = r.take(url_len as usize)?;
+        if r.pos != r.buf.len() {
+            return Err(TokenError::Length);
+        }
+        let url = std::str::from_utf8(url_bytes).map_err(|_| TokenError::BadUrl)?;
+        match kind {
+            Kind::Click if !valid_destination(url) => return Err(TokenError::BadUrl),
+            Kind::Open if !url.is_empty() => return Err(TokenError::BadUrl),
+            _ => {}
+        }
+        let url = url.to_owned();
+        Ok((
+            bytes,
+            Link {
+                kind,
+                key_id,
+                workspace,
+                message,
+                link,
+                issued,
+                url,
+            },
+        ))
+    }
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ids: Vec<_> = self.keys.keys().copied().collect();
+        ids.sort_unstable();
+        f.debug_struct("Keyring")
+            .field("key_ids", &ids)
+            .field("mint_id", &self.mint_id)
+            .finish()
+    }
+}
+
+fn tag_check(key: &HmacSha256, payload: &[u8]) -> Vec<u8> {
+    let mut m = key.clone();
+    m.update(&[TAG_CHECK]);
+    m.update(payload);
+    m.finalize().into_bytes().to_vec()
+}
+
+fn tag_mac(key: &HmacSha256, host: &str, payload: &[u8]) -> Vec<u8> {
+    let mut m = key.clone();
+    m.update(&[TAG_MAC]);
+    m.update(host.as_bytes());
+    m.update(&[0]);
+    m.update(payload);
+    m.finalize().into_bytes().to_vec()
+}
+
+/// True when `url` is an absolute `http`/`https` URL with a host, at most [`MAX_URL_LEN`] bytes,
+/// and free of spaces and control characters (which could split a `Location` header).
+pub fn valid_destination(url: &str) -> bool {
+    if url.len() > MAX_URL_LEN || url.bytes().any(|b| b <= 0x20 || b == 0x7f) {
+        return false;
+    }
+    let rest = if let Some(r) = strip_prefix_ci(url, "https://") {
+        r
+    } else if let Some(r) = strip_prefix_ci(url, "http://") {
+        r
+    } else {
+        return false;
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let host = authority.rsplit('@').next().unwrap_or("");
+    !host.is_empty() && !host.starts_with(':') && !authority.contains('\\')
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    if s.len() >= prefix.len()
+        && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    {
+        Some(&s[prefix.len()..])
+    } else {
+        None
+    }
+}
+
+/// Normalises a Host header or `--host` value: lowercase, port and trailing dot removed.
+/// Returns `None` when it is not a plausible host name or IP literal.
+pub fn normalize_host(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        // IPv6 literal, possibly with a port.
+        let end = rest.find(']')?;
+        &raw[..end + 2]
+    } else {
+        match raw.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            Some(_) => return None,
+            None => raw,
+        }
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || host.len() > 253 {
+        return None;
+    }
+    let ok = host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':' | b'_'));
+    ok.then(|| host.to_ascii_lowercase())
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Result<u8, TokenError> {
+        let b = *self.buf.get(self.pos).ok_or(TokenError::Length)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    /// LEB128, canonical only: at most 10 bytes, no value above u64, no trailing zero groups.
+    fn varint(&mut self) -> Result<u64, TokenError> {
+        let mut v: u64 = 0;
+        for i in 0..10 {
+            let b = self.byte()?;
+            let low = (b & 0x7f) as u64;
+            if i == 9 && b > 1 {
+                return Err(TokenError::Overlong);
+            }
+            v |= low << (7 * i);
+            if b & 0x80 == 0 {
+                if i > 0 && b == 0 {
+                    return Err(TokenError::Overlong);
+                }
+                return Ok(v);
+            }
+        }
+        Err(TokenError::Overlong)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], TokenError> {
+        let end = self.pos.checked_add(n).ok_or(TokenError::Length)?;
+        let s = self.buf.get(self.pos..end).ok_or(TokenError::Length)?;
+        self.pos = end;
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> Keyring {
+        Keyring::new(
+            vec![
+                (1, Secret::new(vec![1; 32]).unwrap()),
+                (2, Secret::new(vec![2; 32]).unwrap()),
+            ],
+            2,
+        )
+        .unwrap()
+    }
+
+    fn click(url: &str) -> Link {
+        Link {
+            kind: Kind::Click,
+            key_id: 2,
+            workspace: 42,
+            message: 123_456_789,
+            link: 7,
+            issued: 1_790_000_000,
+            url: url.into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_size() {
+        let r = ring();
+        let url = format!("https://www.example.com/{}", "a".repeat(36));
+        assert_eq!(url.len(), 60);
+        let t = r.mint("link.example.com", &click(&url)).unwrap();
+        let full = format!("https://link.example.com/c/{t}");
+        assert!(full.len() < 200, "{} chars: {full}", full.len());
+        assert_eq!(r.verify("link.example.com", &t).unwrap(), click(&url));
+    }
+
+    #[test]
+    fn other_host_is_wrong_host_not_bad_signature() {
+        let r = ring();
+        let t = r
+            .mint("link.example.com", &click("https://x.test/"))
+            .unwrap();
+        assert_eq!(
+            r.verify("track.example.net", &t),
+            Err(TokenError::WrongHost)
+        );
+    }
+
+    #[test]
+    fn destinations() {
+        assert!(valid_destination("https://example.com"));
+        assert!(valid_destination("HTTP://example.com/a?b#c"));
+        assert!(!valid_destination("javascript:alert(1)"));
+        assert!(!valid_destination("//example.com/"));
+        assert!(!valid_destination("https://"));
+        assert!(!valid_destination("https:///path"));
+        assert!(!valid_destination("https://exa mple.com/"));
+        assert!(!valid_destination("https://example.com/\r\nSet-Cookie: a"));
+        assert!(!valid_destination("ftp://example.com/"));
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            normalize_host("Link.Example.COM:443").as_deref(),
+            Some("link.example.com")
+        );
+        assert_eq!(
+            normalize_host("link.example.com.").as_deref(),
+            Some("link.example.com")
+        );
+        assert_eq!(normalize_host("[::1]:8080").as_deref(), Some("[::1]"));
+        assert_eq!(normalize_host("a/b"), None);
+        assert_eq!(normalize_host(""), None);
+    }
+
+    #[test]
+    fn non_canonical_varint_rejected() {
+        let mut r = Reader {
+            buf: &[0x80, 0x00],
+            pos: 0,
+        };
+        assert_eq!(r.varint(), Err(TokenError::Overlong));
+        let mut r = Reader {
+            buf: &[0xff; 11],
+            pos: 0,
+        };
+        assert_eq!(r.varint(), Err(TokenError::Overlong));
+        let mut r = Reader {
+            buf: &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            pos: 0,
+        };
+        assert_eq!(r.varint(), Ok(u64::MAX));
+    }
+}
