@@ -1,0 +1,420 @@
+//! Test harness: a real `redis-server` and a real `linkedge serve` process, each on free loopback
+//! ports in their own temp directory, torn down on drop. Tests run in parallel without clashes.
+#![allow(dead_code)]
+
+use linkedge::token::{Keyring, Kind, Link, Secret};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Test link keys (not secrets): id 1 is the rotated-out key, id 2 mints.
+pub const KEY1: &str = "test-key-1-not-a-secret-0123456789abcdef";
+/// The current test key.
+pub const KEY2: &str = "test-key-2-not-a-secret-0123456789abcdef";
+
+/// The development CA that signed `certs-dev/leaf.pem`.
+pub fn dev_ca() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev/dev-ca.pem")
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "{what} not ready after {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status();
+}
+
+/// A `redis-server` on a free port, with an append-only file fsynced on every write so a
+/// SIGKILL loses nothing it acknowledged.
+pub struct Redis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = Redis {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let url = self.url();
+        wait_for("redis-server", Duration::from_secs(10), || {
+            redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Starts again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Every entry of `stream` as field maps, oldest first.
+    pub fn entries(&self, stream: &str) -> Vec<std::collections::HashMap<String, String>> {
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(stream)
+            .arg("-")
+            .arg("+")
+            .query(&mut self.conn())
+            .unwrap();
+        reply
+            .ids
+            .into_iter()
+            .map(|id| {
+                id.map
+                    .into_iter()
+                    .map(|(k, v)| (k, redis::from_redis_value::<String>(v).unwrap()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    pub fn xlen(&self, stream: &str) -> usize {
+        redis::cmd("XLEN")
+            .arg(stream)
+            .query(&mut self.conn())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What a test may change in the linkedge config.
+#[derive(Clone)]
+pub struct Options {
+    pub redis_url: String,
+    pub trusted_proxies: Vec<String>,
+    pub queue_capacity: usize,
+    pub spool_max: String,
+    pub spool_dir: Option<PathBuf>,
+}
+
+impl Options {
+    pub fn new(redis_url: String) -> Options {
+        Options {
+            redis_url,
+            trusted_proxies: Vec::new(),
+            queue_capacity: 65536,
+            spool_max: "64MiB".into(),
+            spool_dir: None,
+        }
+    }
+}
+
+/// A `linkedge serve` process on free ports.
+pub struct Linkedge {
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub metrics: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub spool_dir: PathBuf,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+pub const STREAM: &str = "linkedge:events";
+
+/// The Host of plain-HTTP test requests (the URL is `http://127.0.0.1:port/...`).
+pub const LOCAL: &str = "127.0.0.1";
+
+impl Linkedge {
+    pub fn start(opts: &Options) -> Linkedge {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("key1"), KEY1).unwrap();
+        std::fs::write(dir.path().join("key2"), format!("{KEY2}\n")).unwrap();
+        let spool_dir = opts
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("spool"));
+        let root = env!("CARGO_MANIFEST_DIR");
+        let (http, https, metrics) = (free_port(), free_port(), free_port());
+        let trusted = opts
+            .trusted_proxies
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let yaml = format!(
+            r#"listen:
+  http: 127.0.0.1:{http}
+  https: 127.0.0.1:{https}
+  metrics: 127.0.0.1:{metrics}
+tls:
+  cert: {root}/certs-dev/leaf.pem
+  key: {root}/certs-dev/leaf.key
+redis:
+  url: {redis}
+  timeout: 500ms
+links:
+  mint_key: 2
+  keys:
+    - {{ id: 1, secret_file: key1 }}
+    - {{ id: 2, secret_file: key2 }}
+clients:
+  trusted_proxies: [{trusted}]
+events:
+  queue_capacity: {queue}
+  spool:
+    dir: {spool}
+    max_bytes: {spool_max}
+server:
+  threads: 2
+  pid_file: {d}/pid
+  upgrade_sock: {d}/upgrade.sock
+  grace_period_seconds: 1
+  graceful_shutdown_timeout_seconds: 2
+"#,
+            redis = opts.redis_url,
+            queue = opts.queue_capacity,
+            spool = spool_dir.display(),
+            spool_max = opts.spool_max,
+            d = dir.path().display(),
+        );
+        let config = dir.path().join("linkedge.yaml");
+        std::fs::write(&config, yaml).unwrap();
+        let mut le = Linkedge {
+            http: ([127, 0, 0, 1], http).into(),
+            https: ([127, 0, 0, 1], https).into(),
+            metrics: ([127, 0, 0, 1], metrics).into(),
+            dir,
+            spool_dir,
+            config,
+            child: None,
+        };
+        le.spawn();
+        le
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("linkedge.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_linkedge"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let addrs = [self.http, self.https, self.metrics];
+        wait_for("linkedge", Duration::from_secs(20), || {
+            addrs.iter().all(|a| TcpStream::connect(a).is_ok())
+        });
+    }
+
+    /// The server's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("linkedge.log")).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait for the process to exit; returns its success.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        signal(&c, "-TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.success();
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                c.kill().unwrap();
+                c.wait().unwrap();
+                panic!(
+                    "linkedge did not stop within 30 s of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the same config again (same ports, same spool).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics_text(&self) -> String {
+        let mut s = TcpStream::connect(self.metrics).unwrap();
+        use std::io::{Read, Write};
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// The value of a metric line such as `linkedge_host_mismatch_total` (0 when absent).
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics_text()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Linkedge {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The keyring the test servers use.
+pub fn keyring(mint: u32) -> Keyring {
+    Keyring::new(
+        vec![
+            (1, Secret::new(KEY1.as_bytes().to_vec()).unwrap()),
+            (2, Secret::new(KEY2.as_bytes().to_vec()).unwrap()),
+        ],
+        mint,
+    )
+    .unwrap()
+}
+
+/// A click token for `host` to `url`, with link id `link`, signed by key 2.
+pub fn click(host: &str, url: &str, link: u64) -> String {
+    keyring(2)
+        .mint(
+            host,
+            &Link {
+                kind: Kind::Click,
+                key_id: 2,
+                workspace: 11,
+                message: 22,
+                link,
+                issued: 1_790_000_000,
+                url: url.into(),
+            },
+        )
+        .unwrap()
+}
+
+/// An open-pixel token for `host`.
+pub fn pixel(host: &str) -> String {
+    keyring(2)
+        .mint(
+            host,
+            &Link {
+                kind: Kind::Open,
+                key_id: 2,
+                workspace: 11,
+                message: 22,
+                link: 0,
+                issued: 1_790_000_000,
+                url: String::new(),
+            },
+        )
+        .unwrap()
+}
+
+/// An HTTP client that follows no redirects and trusts the development CA.
+pub fn client() -> reqwest::Client {
+    client_builder().build().unwrap()
+}
+
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(dev_ca()).unwrap()).unwrap();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .add_root_certificate(ca)
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+}
+
+/// Polls until `f` holds or `limit` passes; returns whether it held.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
