@@ -1,0 +1,147 @@
+//! No click lost: Redis killed under load, and linkedge restarted with events in its spool.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Sends one click per link id in `ids`, `conc` at a time; returns the link ids answered 302.
+async fn burst(le: &Linkedge, ids: std::ops::Range<u64>, conc: usize) -> BTreeSet<u64> {
+    let client = client();
+    let base = le.http_url("/c/");
+    let ids: Arc<Vec<u64>> = Arc::new(ids.collect());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..conc {
+        let (client, base, ids, next) = (client.clone(), base.clone(), ids.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut ok = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&id) = ids.get(i) else { break };
+                let t = click(LOCAL, "https://example.com/burst", id);
+                let r = client.get(format!("{base}{t}")).send().await.unwrap();
+                assert_eq!(r.status(), StatusCode::FOUND, "link {id}");
+                ok.push(id);
+            }
+            ok
+        }));
+    }
+    let mut served = BTreeSet::new();
+    for t in tasks {
+        served.extend(t.await.unwrap());
+    }
+    served
+}
+
+/// Asserts the stream holds exactly one entry per served link id (and no duplicate event id).
+fn assert_exactly_once(redis: &Redis, le: &Linkedge, served: &BTreeSet<u64>) {
+    let n = served.len();
+    let done = eventually(Duration::from_secs(30), || redis.xlen(STREAM) >= n);
+    let entries = redis.entries(STREAM);
+    assert!(
+        done,
+        "stream holds {} of {n} events\n{}",
+        entries.len(),
+        le.log()
+    );
+    // Give a late duplicate a moment to show up.
+    std::thread::sleep(Duration::from_millis(300));
+    let entries = redis.entries(STREAM);
+    let ids: HashSet<&str> = entries.iter().map(|e| e["id"].as_str()).collect();
+    assert_eq!(
+        ids.len(),
+        entries.len(),
+        "duplicate event ids in the stream"
+    );
+    let links: BTreeSet<u64> = entries.iter().map(|e| e["link"].parse().unwrap()).collect();
+    assert_eq!(entries.len(), n, "one entry per request served");
+    assert_eq!(&links, served);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_killed_mid_burst_loses_no_click() {
+    let mut redis = Redis::start();
+    let le = Linkedge::start(&Options::new(redis.url()));
+
+    let mut served = burst(&le, 0..400, 8).await;
+    redis.kill();
+    let started = std::time::Instant::now();
+    served.extend(burst(&le, 400..1200, 8).await);
+    // Redirects keep coming while Redis is gone (the timeout is 500 ms; none waited on it).
+    let down_for = started.elapsed();
+    redis.restart();
+    served.extend(burst(&le, 1200..1500, 8).await);
+    assert_eq!(served.len(), 1500);
+    assert_exactly_once(&redis, &le, &served);
+    assert!(le.metric("linkedge_events_total{outcome=\"spooled\"}") > 0.0);
+    assert!(le.metric("linkedge_events_total{outcome=\"replayed\"}") > 0.0);
+    assert_eq!(
+        le.metric("linkedge_events_dropped_total{reason=\"spool_full\"}"),
+        0.0
+    );
+    eprintln!("800 redirects with Redis down took {down_for:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spool_survives_a_linkedge_restart() {
+    let mut redis = Redis::start();
+    let mut le = Linkedge::start(&Options::new(redis.url()));
+    redis.kill();
+    let served = burst(&le, 0..500, 4).await;
+    // SIGTERM: the queue goes to the spool, nothing is lost.
+    assert!(le.stop(), "linkedge exited with an error:\n{}", le.log());
+    let segments = std::fs::read_dir(&le.spool_dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "jsonl")
+        })
+        .count();
+    assert!(segments > 0, "nothing in the spool after shutdown");
+
+    redis.restart();
+    assert_eq!(
+        redis.xlen(STREAM),
+        0,
+        "nothing reached Redis before the restart"
+    );
+    le.restart();
+    assert_exactly_once(&redis, &le, &served);
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::read_dir(&le.spool_dir)
+            .unwrap()
+            .count()
+            == 0),
+        "spool not emptied after replay"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_spool_drops_are_counted_not_silent() {
+    let mut redis = Redis::start();
+    let mut opts = Options::new(redis.url());
+    opts.spool_max = "4KiB".into();
+    let le = Linkedge::start(&opts);
+    redis.kill();
+    let served = burst(&le, 0..200, 4).await;
+    assert_eq!(served.len(), 200, "redirects continue with the spool full");
+    let dropped = eventually(Duration::from_secs(10), || {
+        le.metric("linkedge_events_dropped_total{reason=\"spool_full\"}") > 0.0
+    });
+    assert!(dropped, "{}", le.metrics_text());
+    let spooled = le.metric("linkedge_events_total{outcome=\"spooled\"}");
+    let dropped = le.metric("linkedge_events_dropped_total{reason=\"spool_full\"}");
+    let queued = le.metric("linkedge_event_queue_depth");
+    assert_eq!(
+        spooled + dropped + queued,
+        200.0,
+        "every event accounted for"
+    );
+}
