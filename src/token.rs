@@ -14,10 +14,11 @@
 //! url_len   varint    click: length of the destination; open: 0
 //! url       bytes     click: the absolute http(s) destination
 //! check     4 bytes   HMAC-SHA256(key, 0x01 || payload)[..4]
-//! mac       16 bytes  HMAC-SHA256(key, 0x02 || host || 0x00 || payload)[..16]
+//! mac       16 bytes  HMAC-SHA256(key, 0x02 || host || 0x00 || payload || check)[..16]
 //! ```
 //!
-//! `payload` is every byte before `check`. The 128-bit `mac` binds the token to the Host it was
+//! `payload` is every byte before `check`; `mac` covers `payload` and `check`, so no bit of a token
+//! can change without failing verification. The 128-bit `mac` binds the token to the Host it was
 //! minted for and is what authorises a redirect. The 32-bit `check` does not involve the Host: when
 //! `mac` fails but `check` holds, the token is genuine but arrived on another Host (a proxy in
 //! front rewrote the Host header), which the edge answers with "Invalid link security token"
@@ -243,8 +244,8 @@ impl Keyring {
         put_varint(&mut buf, link.url.len() as u64);
         buf.extend_from_slice(link.url.as_bytes());
         let check = tag_check(key, &buf);
-        let mac = tag_mac(key, host, &buf);
         buf.extend_from_slice(&check[..CHECK_LEN]);
+        let mac = tag_mac(key, host, &buf);
         buf.extend_from_slice(&mac[..MAC_LEN]);
         Ok(URL_SAFE_NO_PAD.encode(&buf))
     }
@@ -256,15 +257,14 @@ impl Keyring {
     pub fn verify(&self, host: &str, token: &str) -> Result<Link, TokenError> {
         let (bytes, link) = self.parse(token)?;
         let key = &self.keys[&link.key_id];
-        let payload_len = bytes.len() - CHECK_LEN - MAC_LEN;
-        let (payload, tags) = bytes.split_at(payload_len);
-        let (check, mac) = tags.split_at(CHECK_LEN);
+        let (signed, mac) = bytes.split_at(bytes.len() - MAC_LEN);
+        let (payload, check) = signed.split_at(signed.len() - CHECK_LEN);
 
         let mut m = key.clone();
         m.update(&[TAG_MAC]);
         m.update(host.as_bytes());
         m.update(&[0]);
-        m.update(payload);
+        m.update(signed);
         if m.verify_truncated_left(mac).is_ok() {
             return Ok(link);
         }
@@ -363,12 +363,12 @@ fn tag_check(key: &HmacSha256, payload: &[u8]) -> Vec<u8> {
     m.finalize().into_bytes().to_vec()
 }
 
-fn tag_mac(key: &HmacSha256, host: &str, payload: &[u8]) -> Vec<u8> {
+fn tag_mac(key: &HmacSha256, host: &str, signed: &[u8]) -> Vec<u8> {
     let mut m = key.clone();
     m.update(&[TAG_MAC]);
     m.update(host.as_bytes());
     m.update(&[0]);
-    m.update(payload);
+    m.update(signed);
     m.finalize().into_bytes().to_vec()
 }
 
