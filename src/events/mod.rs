@@ -13,8 +13,8 @@ use crate::metrics;
 use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
 use spool::Spool;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 /// One click or open, as written to the stream.
@@ -74,7 +74,7 @@ pub struct Recorder {
     notify: Notify,
     spool: Mutex<Spool>,
     /// The batch the writer is sending; spooled on shutdown if the send never finished.
-    inflight: Mutex<Vec<Event>>,
+    inflight: Mutex<Option<Arc<Vec<Event>>>>,
     node: u64,
     counter: AtomicU64,
 }
@@ -86,7 +86,7 @@ impl Recorder {
             queue: ArrayQueue::new(capacity),
             notify: Notify::new(),
             spool: Mutex::new(spool),
-            inflight: Mutex::new(Vec::new()),
+            inflight: Mutex::new(None),
             node: rand::random(),
             counter: AtomicU64::new(0),
         }
@@ -112,7 +112,6 @@ impl Recorder {
                 spool.append(std::slice::from_ref(&ev), false);
             }
         }
-        metrics::EVENT_QUEUE_DEPTH.set(self.queue.len() as i64);
     }
 
     /// Events waiting in the queue.
@@ -142,14 +141,14 @@ impl Recorder {
         self.spool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn lock_inflight(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
+    pub(crate) fn lock_inflight(&self) -> std::sync::MutexGuard<'_, Option<Arc<Vec<Event>>>> {
         self.inflight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// After the server stopped: moves whatever is still queued or in flight to the spool, so a
     /// restart replays it. Returns how many events were moved.
     pub fn flush_to_spool(&self) -> usize {
-        let inflight = std::mem::take(&mut *self.lock_inflight());
+        let inflight = self.lock_inflight().take().unwrap_or_default();
         let mut spool = self.lock_spool();
         let mut n = inflight.len();
         // The in-flight batch may or may not have reached Redis: replay checks before writing.

@@ -151,11 +151,11 @@ impl Writer {
             self.recorder.lock_spool().append(&batch, false);
             return;
         }
-        *self.recorder.lock_inflight() = batch;
-        let refs: Vec<Event> = self.recorder.lock_inflight().clone();
+        let batch = Arc::new(batch);
+        *self.recorder.lock_inflight() = Some(batch.clone());
         let result = match link.conn(&self.cfg).await {
             Ok(mut conn) => {
-                let r: Vec<&Event> = refs.iter().collect();
+                let r: Vec<&Event> = batch.iter().collect();
                 match xadd(&mut conn, &self.cfg, &r).await {
                     Ok(()) => Ok(()),
                     // Sent but unanswered: it may be in the stream.
@@ -164,7 +164,7 @@ impl Writer {
             }
             Err(e) => Err((e, false)),
         };
-        let batch = std::mem::take(&mut *self.recorder.lock_inflight());
+        self.recorder.lock_inflight().take();
         match result {
             Ok(()) => {
                 link.succeeded();
@@ -246,10 +246,9 @@ impl Writer {
                 continue;
             }
             if *shutdown.borrow() {
-                // Stopping and nothing left that Redis will take now: keep the rest on disk.
-                self.recorder.flush_to_spool();
-                // Keep draining whatever requests still in flight produce.
-                tokio::time::sleep(IDLE_TICK).await;
+                // Stopping: keep draining what requests still in flight produce. Whatever is
+                // left when the runtime stops is spooled by `Recorder::flush_to_spool`.
+                tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             }
             let wait = if self.recorder.lock_spool().has_backlog() {
