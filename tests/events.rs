@@ -148,3 +148,26 @@ async fn full_spool_drops_are_counted_not_silent() {
         accounted()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_redis_neither_slows_redirects_nor_duplicates_events() {
+    let redis = Redis::start();
+    let le = Linkedge::start(&Options::new(redis.url()));
+    let mut served = burst(&le, 0..100, 4).await;
+    // Redis stops executing writes for 3 s: batches time out (500 ms) after being sent, so they
+    // may or may not land; replay must not write them twice.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(3000)
+        .arg("WRITE")
+        .query(&mut redis.conn())
+        .unwrap();
+    let started = std::time::Instant::now();
+    served.extend(burst(&le, 100..600, 4).await);
+    let slow_for = started.elapsed();
+    assert!(
+        slow_for < Duration::from_secs(3),
+        "500 redirects took {slow_for:?} while Redis was paused"
+    );
+    assert_exactly_once(&redis, &le, &served);
+}
