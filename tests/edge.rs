@@ -6,6 +6,14 @@ use common::*;
 use reqwest::StatusCode;
 use std::time::Duration;
 
+async fn get(le: &Linkedge, path: &str) -> reqwest::Response {
+    client().get(le.http_url(path)).send().await.unwrap()
+}
+
+async fn head(le: &Linkedge, path: &str) -> reqwest::Response {
+    client().head(le.http_url(path)).send().await.unwrap()
+}
+
 fn started() -> (Redis, Linkedge) {
     let redis = Redis::start();
     let le = Linkedge::start(&Options::new(redis.url()));
@@ -25,11 +33,7 @@ async fn click_redirects_over_http_https_and_h2() {
     let dest = "https://shop.example.com/spring?utm_source=email";
 
     let t = click(LOCAL, dest, 1);
-    let r = client()
-        .get(le.http_url(&format!("/c/{t}")))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&le, &format!("/c/{t}")).await;
     assert_eq!(r.status(), StatusCode::FOUND);
     assert_eq!(r.headers()["location"], dest);
     assert_eq!(r.headers()["cache-control"], "no-store, max-age=0");
@@ -112,27 +116,15 @@ async fn tampered_truncated_and_garbage_tokens_are_404() {
     let tampered = String::from_utf8(tampered).unwrap();
     let truncated = &t[..t.len() - 3];
     for bad in [tampered.as_str(), truncated, "not-a-token", "", "%00%0d%0a"] {
-        let r = client()
-            .get(le.http_url(&format!("/c/{bad}")))
-            .send()
-            .await
-            .unwrap();
+        let r = get(&le, &format!("/c/{bad}")).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "token {bad:?}");
         assert!(r.headers().get("location").is_none());
     }
     // A pixel token is not a click and the other way round.
     let p = pixel(LOCAL);
-    let r = client()
-        .get(le.http_url(&format!("/c/{p}")))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&le, &format!("/c/{p}")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = client()
-        .get(le.http_url(&format!("/o/{t}")))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&le, &format!("/o/{t}")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert!(le.metric("linkedge_token_failures_total{reason=\"bad_signature\"}") >= 1.0);
 }
@@ -155,11 +147,7 @@ async fn link_signed_with_rotated_out_key_still_verifies() {
             },
         )
         .unwrap();
-    let r = client()
-        .get(le.http_url(&format!("/c/{old}")))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&le, &format!("/c/{old}")).await;
     assert_eq!(r.status(), StatusCode::FOUND);
     assert_eq!(r.headers()["location"], "https://example.com/old");
 }
@@ -193,11 +181,7 @@ async fn health_on_every_host_http_and_https() {
 async fn pixel_head_405_and_other_paths() {
     let (_redis, le) = started();
     let p = pixel(LOCAL);
-    let r = client()
-        .get(le.http_url(&format!("/o/{p}")))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&le, &format!("/o/{p}")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-type"], "image/gif");
     assert_eq!(r.headers()["cache-control"], "no-store, max-age=0");
@@ -205,25 +189,17 @@ async fn pixel_head_405_and_other_paths() {
     assert_eq!(body.len(), 43);
     assert_eq!(&body[..6], b"GIF89a");
 
-    let r = client()
-        .head(le.http_url(&format!("/o/{p}")))
-        .send()
-        .await
-        .unwrap();
+    let r = head(&le, &format!("/o/{p}")).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.headers()["content-length"], "43");
     assert!(r.bytes().await.unwrap().is_empty());
 
     let t = click(LOCAL, "https://example.com/h", 1);
-    let r = client()
-        .head(le.http_url(&format!("/c/{t}")))
-        .send()
-        .await
-        .unwrap();
+    let r = head(&le, &format!("/c/{t}")).await;
     assert_eq!(r.status(), StatusCode::FOUND);
     assert_eq!(r.headers()["location"], "https://example.com/h");
 
-    let r = client().head(le.http_url("/health")).send().await.unwrap();
+    let r = head(&le, "/health").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.bytes().await.unwrap().is_empty());
 
@@ -238,7 +214,7 @@ async fn pixel_head_405_and_other_paths() {
         assert_eq!(r.headers()["allow"], "GET, HEAD");
     }
     for path in ["/", "/unsubscribe/abc", "/c", "/favicon.ico"] {
-        let r = client().get(le.http_url(path)).send().await.unwrap();
+        let r = get(&le, path).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
     }
 }
@@ -260,11 +236,7 @@ async fn every_event_field_lands_in_the_stream() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::FOUND);
     let p = pixel(LOCAL);
-    let r = client()
-        .get(le.http_url(&format!("/o/{p}")))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&le, &format!("/o/{p}")).await;
     assert_eq!(r.status(), StatusCode::OK);
 
     assert!(
@@ -319,12 +291,8 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
 async fn metrics_listener_exports_prometheus_text() {
     let (_redis, le) = started();
     let t = click(LOCAL, "https://example.com/", 1);
-    client()
-        .get(le.http_url(&format!("/c/{t}")))
-        .send()
-        .await
-        .unwrap();
-    client().get(le.http_url("/nope")).send().await.unwrap();
+    get(&le, &format!("/c/{t}")).await;
+    get(&le, "/nope").await;
     let m = le.metrics_text();
     for series in [
         "linkedge_requests_total{route=\"click\",status=\"302\"} 1",
@@ -338,6 +306,6 @@ async fn metrics_listener_exports_prometheus_text() {
         assert!(m.contains(series), "missing {series} in\n{m}");
     }
     // /metrics is not served on the public listener.
-    let r = client().get(le.http_url("/metrics")).send().await.unwrap();
+    let r = get(&le, "/metrics").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
