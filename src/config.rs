@@ -266,6 +266,20 @@ impl Settings {
         base: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
+        let file = File::from_yaml(text, base, env)?;
+        let keyring = build_keyring(&file.links, env)?;
+        Ok(Settings { file, keyring })
+    }
+}
+
+impl File {
+    /// Parses and checks every field, without reading secrets or other files: what
+    /// `linkedge check --offline` validates away from the machine the config is for.
+    pub fn from_yaml(
+        text: &str,
+        base: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<File, ConfigError> {
         let mut file: File =
             serde_yaml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         apply_env(&mut file, env)?;
@@ -309,9 +323,48 @@ impl Settings {
         if file.server.threads == Some(0) {
             return Err(invalid("server.threads", "must be at least 1"));
         }
-        let keyring = build_keyring(&file.links, env)?;
-        Ok(Settings { file, keyring })
+        check_keys(&file.links)?;
+        Ok(file)
     }
+
+    /// Reads and checks `path` like [`File::from_yaml`].
+    pub fn load(path: &Path) -> Result<File, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        File::from_yaml(&text, base, &|k| std::env::var(k).ok())
+    }
+}
+
+/// The keyring's shape: at least one key, one secret source each, ids unique, mint key listed.
+fn check_keys(links: &Links) -> Result<(), ConfigError> {
+    if links.keys.is_empty() {
+        return Err(invalid("links.keys", "list at least one key"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, k) in links.keys.iter().enumerate() {
+        if k.secret_env.is_some() == k.secret_file.is_some() {
+            return Err(invalid(
+                format!("links.keys[{i}]"),
+                "set exactly one of secret_env and secret_file",
+            ));
+        }
+        if !seen.insert(k.id) {
+            return Err(invalid(
+                format!("links.keys[{i}].id"),
+                format!("key id {} is listed twice", k.id),
+            ));
+        }
+    }
+    if !seen.contains(&links.mint_key) {
+        return Err(invalid(
+            "links.mint_key",
+            format!("key id {} is not in links.keys", links.mint_key),
+        ));
+    }
+    Ok(())
 }
 
 fn apply_env(file: &mut File, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -345,9 +398,6 @@ fn build_keyring(
     links: &Links,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Keyring, ConfigError> {
-    if links.keys.is_empty() {
-        return Err(invalid("links.keys", "list at least one key"));
-    }
     let mut keys = Vec::new();
     for (i, k) in links.keys.iter().enumerate() {
         let field = format!("links.keys[{i}]");

@@ -37,10 +37,15 @@ enum Command {
         #[arg(short, long)]
         test: bool,
     },
-    /// Validate a config file (and the environment overrides and secrets it refers to).
+    /// Validate a config file, the environment overrides, and the secrets and certificate files
+    /// it refers to.
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// Check the fields only, without reading secrets or certificate files (for a config
+        /// meant for another machine).
+        #[arg(long)]
+        offline: bool,
     },
     /// Mint, inspect and verify tracked links.
     #[command(subcommand)]
@@ -171,15 +176,24 @@ fn decode(c: &ConfigArg, url: &str) -> Result<bool, String> {
     Ok(verdict == "valid for this host")
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`); `LINKEDGE_LOG_FORMAT=json` writes one
+/// JSON object per line for log shippers.
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("LINKEDGE_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logs();
     let result: Result<bool, String> = match &cli.command {
         Command::Serve {
             config,
@@ -198,14 +212,35 @@ fn main() -> ExitCode {
             .map(|_| true)
             .map_err(|e| format!("{e:#}"))
         }),
-        Command::Check { config } => load(config).map(|s| {
+        Command::Check {
+            config,
+            offline: true,
+        } => linkedge::config::File::load(&config.config)
+            .map(|f| {
+                println!(
+                    "{}: fields ok ({} link key(s), minting with key {}); secrets and files not read",
+                    config.config.display(),
+                    f.links.keys.len(),
+                    f.links.mint_key
+                );
+                true
+            })
+            .map_err(|e| format!("{}: {e}", config.config.display())),
+        Command::Check {
+            config,
+            offline: false,
+        } => load(config).and_then(|s| {
+            if s.file.listen.https.is_some() {
+                linkedge::tls::settings(&s.file.tls.cert, &s.file.tls.key)
+                    .map_err(|e| format!("{}: {e:#}", config.config.display()))?;
+            }
             println!(
                 "{}: ok ({} link key(s), minting with key {})",
                 config.config.display(),
                 s.file.links.keys.len(),
                 s.keyring.mint_id()
             );
-            true
+            Ok(true)
         }),
         Command::Link(LinkCommand::Mint {
             config,

@@ -64,7 +64,6 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
-    server.bootstrap();
 
     let edge = Edge::new(
         settings.keyring.clone(),
@@ -106,6 +105,8 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         stream = %f.events.stream,
         "linkedge starting"
     );
+    // With --test, bootstrap exits here, after everything above (certificates included) loaded.
+    server.bootstrap();
     server.run(RunArgs::default());
     let left = recorder.flush_to_spool();
     tracing::info!(spooled = left, "linkedge stopped");

@@ -132,3 +132,17 @@ fn mint_refuses_open_redirect_material_and_pixel_prints_o() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("https://l.example.com/o/"));
 }
+
+#[test]
+fn offline_check_validates_fields_without_secrets() {
+    // The production example's secrets are not here, so only --offline passes.
+    let out = linkedge(&["check", "--config", "conf/linkedge.yaml"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("links.keys[0]: environment variable LINKEDGE_LINK_KEY_1 is not set"),
+        "{}",
+        text(&out)
+    );
+    let out = linkedge(&["check", "--offline", "--config", "conf/linkedge.yaml"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
