@@ -5,6 +5,7 @@
 use crate::token::{Keyring, Secret};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -71,6 +72,158 @@ pub struct File {
     /// Process settings handed to Pingora.
     #[serde(default)]
     pub server: Server,
+    /// Regional track backends: every request the edge does not answer itself (anything but
+    /// links, pixels and `/health`) is proxied to the region of its Host. Empty: answered 404.
+    #[serde(default)]
+    pub regions: BTreeMap<String, Region>,
+    /// Which region serves which Host.
+    #[serde(default)]
+    pub routing: Routing,
+}
+
+/// One region's track backends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    /// The backends; at least one.
+    pub backends: Vec<Backend>,
+    /// `round_robin` (default) or `ketama` (consistent hashing on the Host, so one customer
+    /// domain keeps to one backend while the set is stable).
+    #[serde(default)]
+    pub selection: Selection,
+    /// How backends are checked.
+    #[serde(default)]
+    pub health_check: HealthCheck,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Region whose backends take this region's traffic when none of its own is healthy. Leave
+    /// unset to keep traffic in the region (data residency); `eu` traffic reaches `us` only if
+    /// the `eu` region names `us` here. Default: none.
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// Further backends tried after a connection failure (each a different backend). Default 2.
+    #[serde(default = "default_retries")]
+    pub retries: usize,
+    /// PEM file of CA certificates trusted for TLS backends, on top of the system roots.
+    /// Relative paths are relative to the config file's directory. Default: system roots only.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_retries() -> usize {
+    2
+}
+
+/// How backends of a region are chosen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// Each backend in turn, by weight.
+    #[default]
+    RoundRobin,
+    /// Consistent hashing (Ketama) on the request's Host.
+    Ketama,
+}
+
+/// One track backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// `host:port` or `ip:port`; a host name is resolved once at start.
+    pub addr: String,
+    /// Speak TLS to it. Default false.
+    #[serde(default)]
+    pub tls: bool,
+    /// Server name sent in SNI and verified in its certificate (TLS only). Default: the host part
+    /// of `addr`.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Relative share of the region's traffic. Default 1.
+    #[serde(default = "default_weight")]
+    pub weight: usize,
+}
+
+fn default_weight() -> usize {
+    1
+}
+
+/// The active HTTP health check of a region's backends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    /// Path requested with GET. Default `/health`.
+    pub path: String,
+    /// Status a healthy backend answers. Default 200.
+    pub expect_status: u16,
+    /// Body a healthy backend answers, exactly; unset to accept any. Default `{}` (what the
+    /// track backends answer on `/health`).
+    pub expect_body: Option<String>,
+    /// Time between checks. Default `5s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    /// Longest wait for a check's connection and answer. Default `1s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Consecutive passes that bring a backend back into rotation. Default 1.
+    pub successes: usize,
+    /// Consecutive failures that take a backend out of rotation. Default 2.
+    pub failures: usize,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: "/health".into(),
+            expect_status: 200,
+            expect_body: Some("{}".into()),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            successes: 1,
+            failures: 2,
+        }
+    }
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Longest wait for a TCP (and TLS) connection. Default `2s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub connect: Duration,
+    /// Longest wait for each read from the backend; the request fails with 504 after it.
+    /// Default `30s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub read: Duration,
+    /// Longest wait for each write to the backend. Default `30s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub write: Duration,
+    /// How long an idle pooled connection is kept for reuse. Default `60s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(2),
+            read: Duration::from_secs(30),
+            write: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Region choice per Host.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routing {
+    /// Region for Hosts not listed in `domains`. Unset: such Hosts get
+    /// `421 Misdirected Request`. Default: unset.
+    pub default_region: Option<String>,
+    /// Host → region, for domains served before the domain registry knows them.
+    pub domains: BTreeMap<String, String>,
 }
 
 /// Listening addresses (`host:port`).
@@ -298,6 +451,11 @@ impl File {
                 k.secret_file = Some(resolve(p));
             }
         }
+        for r in file.regions.values_mut() {
+            if let Some(p) = &r.ca_file {
+                r.ca_file = Some(resolve(p));
+            }
+        }
 
         if file.listen.http.is_none() && file.listen.https.is_none() {
             return Err(invalid("listen", "set at least one of http and https"));
@@ -324,6 +482,7 @@ impl File {
             return Err(invalid("server.threads", "must be at least 1"));
         }
         check_keys(&file.links)?;
+        check_regions(&mut file)?;
         Ok(file)
     }
 
@@ -336,6 +495,92 @@ impl File {
         let base = path.parent().unwrap_or(Path::new("."));
         File::from_yaml(&text, base, &|k| std::env::var(k).ok())
     }
+}
+
+/// Regions: backends well-formed, fallbacks and routes name regions that exist, hosts normalised.
+fn check_regions(file: &mut File) -> Result<(), ConfigError> {
+    let names: Vec<String> = file.regions.keys().cloned().collect();
+    let exists = |n: &str| names.iter().any(|x| x == n);
+    for (name, r) in &file.regions {
+        let at = format!("regions.{name}");
+        if r.backends.is_empty() {
+            return Err(invalid(
+                format!("{at}.backends"),
+                "list at least one backend",
+            ));
+        }
+        for (i, b) in r.backends.iter().enumerate() {
+            let ok = b
+                .addr
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !ok {
+                return Err(invalid(
+                    format!("{at}.backends[{i}].addr"),
+                    format!(
+                        "expected host:port such as track.example.com:443, got {:?}",
+                        b.addr
+                    ),
+                ));
+            }
+            if b.weight == 0 {
+                return Err(invalid(
+                    format!("{at}.backends[{i}].weight"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        if let Some(fb) = &r.fallback
+            && (fb == name || !exists(fb))
+        {
+            return Err(invalid(
+                format!("{at}.fallback"),
+                format!("{fb:?} is not another configured region"),
+            ));
+        }
+        let hc = &r.health_check;
+        if hc.successes == 0 || hc.failures == 0 {
+            return Err(invalid(
+                format!("{at}.health_check"),
+                "successes and failures must be at least 1",
+            ));
+        }
+        if !hc.path.starts_with('/') {
+            return Err(invalid(
+                format!("{at}.health_check.path"),
+                "must start with /",
+            ));
+        }
+        if hc.interval.is_zero() {
+            return Err(invalid(
+                format!("{at}.health_check.interval"),
+                "must be above 0",
+            ));
+        }
+    }
+    if let Some(d) = &file.routing.default_region
+        && !exists(d)
+    {
+        return Err(invalid(
+            "routing.default_region",
+            format!("{d:?} is not a configured region"),
+        ));
+    }
+    let mut domains = BTreeMap::new();
+    for (host, region) in &file.routing.domains {
+        let at = format!("routing.domains.{host}");
+        let norm =
+            crate::token::normalize_host(host).ok_or_else(|| invalid(&at, "not a host name"))?;
+        if !exists(region) {
+            return Err(invalid(
+                &at,
+                format!("{region:?} is not a configured region"),
+            ));
+        }
+        domains.insert(norm, region.clone());
+    }
+    file.routing.domains = domains;
+    Ok(())
 }
 
 /// The keyring's shape: at least one key, one secret source each, ids unique, mint key listed.

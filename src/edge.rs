@@ -4,12 +4,15 @@
 use crate::client_ip;
 use crate::events::{Event, Recorder};
 use crate::metrics::{self, Route};
+use crate::regions::{Region, Regions};
 use crate::token::{Keyring, Kind, TokenError, normalize_host};
 use async_trait::async_trait;
 use bytes::Bytes;
 use ipnet::IpNet;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,17 +31,51 @@ pub struct Edge {
     keyring: Keyring,
     recorder: Arc<Recorder>,
     trusted_proxies: Vec<IpNet>,
+    regions: Arc<Regions>,
 }
 
 impl Edge {
-    /// An edge verifying with `keyring` and recording to `recorder`.
-    pub fn new(keyring: Keyring, recorder: Arc<Recorder>, trusted_proxies: Vec<IpNet>) -> Edge {
+    /// An edge verifying with `keyring`, recording to `recorder`, and proxying what it does not
+    /// answer itself to `regions`.
+    pub fn new(
+        keyring: Keyring,
+        recorder: Arc<Recorder>,
+        trusted_proxies: Vec<IpNet>,
+        regions: Arc<Regions>,
+    ) -> Edge {
         Edge {
             keyring,
             recorder,
             trusted_proxies,
+            regions,
         }
     }
+}
+
+/// Per-request state for proxied requests.
+#[derive(Default)]
+pub struct Ctx {
+    /// The region chosen for the Host.
+    region: Option<Arc<Region>>,
+    /// The region that took the request (differs from `region` after a failover).
+    served_by: Option<Arc<Region>>,
+    /// The Host to present upstream: the branded domain the client used (normalised: lowercase,
+    /// no port).
+    host: String,
+    /// Backends already tried for this request.
+    tried: Vec<SocketAddr>,
+    /// `X-Request-Id`, from the client or generated.
+    request_id: String,
+    /// When the first backend was chosen.
+    upstream_start: Option<Instant>,
+}
+
+/// What the router decided.
+enum Outcome {
+    /// The edge answers.
+    Reply(Reply),
+    /// The regional backends answer.
+    Proxy,
 }
 
 /// A complete response decided by the router, before it is written.
@@ -86,29 +123,26 @@ fn route_of(path: &str) -> (Route, &str) {
 }
 
 impl Edge {
-    fn answer(&self, session: &Session, route: Route, token: &str, head: bool) -> Reply {
+    fn answer(&self, session: &Session, route: Route, token: &str, head: bool) -> Outcome {
         let req = session.req_header();
         let get_like = head || req.method == http::Method::GET;
-        match route {
+        let reply = match route {
             Route::Health if get_like => Reply {
                 content_type: Some("application/json"),
                 ..Reply::text(200, "{}")
             },
-            Route::Click | Route::Open if get_like => self.link(session, route, token),
+            Route::Click | Route::Open if get_like => return self.link(session, route, token),
             Route::Health | Route::Click | Route::Open => Reply::method_not_allowed(),
-            Route::Other => Reply::not_found(),
-        }
+            Route::Other | Route::Proxy if self.regions.is_empty() => Reply::not_found(),
+            Route::Other | Route::Proxy => return Outcome::Proxy,
+        };
+        Outcome::Reply(reply)
     }
 
-    fn link(&self, session: &Session, route: Route, token: &str) -> Reply {
+    fn link(&self, session: &Session, route: Route, token: &str) -> Outcome {
         let req = session.req_header();
-        let raw_host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()));
-        let Some(host) = raw_host.and_then(normalize_host) else {
-            return Reply::text(400, "Bad Request: missing or invalid Host\n");
+        let Some(host) = raw_host(req).and_then(normalize_host) else {
+            return Outcome::Reply(Reply::text(400, "Bad Request: missing or invalid Host\n"));
         };
         let link = match self.keyring.verify(&host, token) {
             Ok(link) => link,
@@ -116,11 +150,16 @@ impl Edge {
                 metrics::token_failure(TokenError::WrongHost.reason()).inc();
                 metrics::HOST_MISMATCH.inc();
                 tracing::info!(host = %host, "link minted for another host: a proxy in front may rewrite Host");
-                return Reply::text(403, HOST_MISMATCH_BODY);
+                return Outcome::Reply(Reply::text(403, HOST_MISMATCH_BODY));
+            }
+            // A format this edge does not know (older or newer): the track backends decode it.
+            Err(TokenError::Version) if !self.regions.is_empty() => {
+                metrics::token_failure(TokenError::Version.reason()).inc();
+                return Outcome::Proxy;
             }
             Err(e) => {
                 metrics::token_failure(e.reason()).inc();
-                return Reply::not_found();
+                return Outcome::Reply(Reply::not_found());
             }
         };
         let want = if route == Route::Click {
@@ -130,7 +169,7 @@ impl Edge {
         };
         if link.kind != want {
             metrics::token_failure(TokenError::Kind.reason()).inc();
-            return Reply::not_found();
+            return Outcome::Reply(Reply::not_found());
         }
         let header = |name: http::header::HeaderName| {
             req.headers
@@ -162,7 +201,7 @@ impl Edge {
             ua: header(http::header::USER_AGENT),
             referer: header(http::header::REFERER),
         });
-        match link.kind {
+        Outcome::Reply(match link.kind {
             Kind::Click => Reply {
                 status: 302,
                 content_type: None,
@@ -177,7 +216,66 @@ impl Edge {
                 allow: false,
                 body: Bytes::from_static(&PIXEL_GIF),
             },
-        }
+        })
+    }
+
+    /// Sets up `ctx` for proxying, or answers 421 for a Host no region serves.
+    fn prepare_proxy(&self, session: &Session, ctx: &mut Ctx) -> Option<Reply> {
+        let req = session.req_header();
+        let raw = raw_host(req).unwrap_or("");
+        let Some(host) = normalize_host(raw) else {
+            return Some(Reply::text(400, "Bad Request: missing or invalid Host\n"));
+        };
+        let Some(region) = self.regions.region_for(&host) else {
+            return Some(Reply::text(
+                421,
+                "Misdirected Request: this host is not served here\n",
+            ));
+        };
+        ctx.region = Some(region);
+        ctx.host = host;
+        ctx.request_id = req
+            .headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map_or_else(|| self.recorder.next_id(), str::to_owned);
+        None
+    }
+}
+
+/// The request-id header, read from clients and sent to backends and back.
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The Host the client asked for: the `Host` header, or the HTTP/2 `:authority`.
+fn raw_host(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+/// A short plain-text error for a failed proxied request: the status and, for the client, only
+/// the request id; the detail goes to the log.
+fn proxy_error_status(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ConnectTimedout
+        | ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::TLSHandshakeFailure
+        | ErrorType::TLSHandshakeTimedout
+        | ErrorType::InvalidCert => 502,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => 504,
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
     }
 }
 
@@ -216,21 +314,175 @@ pub fn redact_path(path: &str) -> String {
 
 #[async_trait]
 impl ProxyHttp for Edge {
-    type CTX = ();
+    type CTX = Ctx;
 
-    fn new_ctx(&self) -> Self::CTX {}
+    fn new_ctx(&self) -> Self::CTX {
+        Ctx::default()
+    }
 
-    /// Never reached while every request is answered in `request_filter`; proxying to the
-    /// regional backends comes with the regions module.
-    async fn upstream_peer(&self, _s: &mut Session, _c: &mut ()) -> Result<Box<HttpPeer>> {
-        Err(Error::explain(
-            ErrorType::InternalError,
-            "no upstream configured",
-        ))
+    /// Picks a healthy backend of the Host's region not tried yet for this request, or of the
+    /// fallback region when the operator allowed it. None left: 502.
+    async fn upstream_peer(&self, _s: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let region = ctx
+            .region
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no region chosen"))?;
+        let choice = self
+            .regions
+            .choose(&region, ctx.host.as_bytes(), &ctx.tried)
+            .ok_or_else(|| {
+                Error::explain(
+                    ErrorType::HTTPStatus(502),
+                    format!("no healthy backend in region {}", region.name),
+                )
+            })?;
+        if choice.failover && ctx.served_by.as_ref().is_none_or(|r| r.name == region.name) {
+            metrics::upstream_event(&region.name, "failover");
+            tracing::warn!(request_id = %ctx.request_id, from = %region.name, to = %choice.region.name, "region has no healthy backend: failing over");
+        }
+        if let Some(a) = choice.backend.addr.as_inet() {
+            ctx.tried.push(*a);
+        }
+        ctx.served_by = Some(choice.region);
+        ctx.upstream_start.get_or_insert_with(Instant::now);
+        Ok(choice.peer)
+    }
+
+    /// Retries a failed connection on another backend, up to the region's `retries`.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Some(region) = ctx.served_by.as_ref() else {
+            return e;
+        };
+        if ctx.tried.len() <= region.retries {
+            metrics::upstream_event(&region.name, "retry");
+            tracing::warn!(request_id = %ctx.request_id, region = %region.name, backend = %peer, error = %e, "connect failed: retrying another backend");
+            e.set_retry(true);
+        }
+        e
+    }
+
+    /// The branded Host goes upstream unchanged, with the forwarding headers and a request id.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        up.insert_header(http::header::HOST, &ctx.host)?;
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let peer_s = peer.map(|p| p.to_string()).unwrap_or_default();
+        let trusted = peer.is_some_and(|p| self.trusted_proxies.iter().any(|n| n.contains(&p)));
+        let xff = match up
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            // Only a trusted proxy's chain is kept; anyone else could have forged it.
+            Some(prev) if trusted && !prev.is_empty() => format!("{prev}, {peer_s}"),
+            _ => peer_s,
+        };
+        up.insert_header("X-Forwarded-For", xff)?;
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        up.insert_header("X-Forwarded-Proto", if tls { "https" } else { "http" })?;
+        up.insert_header("X-Forwarded-Host", &ctx.host)?;
+        up.insert_header(REQUEST_ID, &ctx.request_id)?;
+        Ok(())
+    }
+
+    /// Hands the request id back to the client.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if !ctx.request_id.is_empty() {
+            resp.insert_header(REQUEST_ID, &ctx.request_id)?;
+        }
+        Ok(())
+    }
+
+    /// Counts pooled-connection reuse.
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        metrics::upstream_connection(reused);
+        Ok(())
+    }
+
+    /// The one place a failed proxied request becomes a response: 502 when no backend could be
+    /// reached, 504 on a timeout, with a short plain body naming the request id.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = proxy_error_status(e);
+        if code > 0 {
+            let region = ctx
+                .served_by
+                .as_ref()
+                .or(ctx.region.as_ref())
+                .map_or("-", |r| r.name.as_str());
+            tracing::warn!(request_id = %ctx.request_id, region = %region, status = code, error = %e, "proxying failed");
+            let reason = http::StatusCode::from_u16(code)
+                .ok()
+                .and_then(|c| c.canonical_reason())
+                .unwrap_or("Error");
+            let body = format!("{code} {reason} (request id {})\n", ctx.request_id);
+            let written = async {
+                let mut h = ResponseHeader::build(code, Some(4))?;
+                h.insert_header("Content-Type", "text/plain; charset=utf-8")?;
+                h.insert_header("Content-Length", body.len().to_string())?;
+                h.insert_header("Cache-Control", "no-store")?;
+                if !ctx.request_id.is_empty() {
+                    h.insert_header(REQUEST_ID, &ctx.request_id)?;
+                }
+                session.write_response_header(Box::new(h), false).await?;
+                session
+                    .write_response_body(Some(Bytes::from(body)), true)
+                    .await
+            };
+            if let Err(err) = written.await {
+                tracing::debug!(error = %err, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Metrics for proxied requests.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let Some(region) = ctx.served_by.as_ref().or(ctx.region.as_ref()) else {
+            return;
+        };
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        metrics::upstream_request(&region.name, status);
+        if let Some(start) = ctx.upstream_start {
+            metrics::upstream_seconds(&region.name, start.elapsed().as_secs_f64());
+        }
+        metrics::route(Route::Proxy).observe(status, 0.0);
+        if e.is_none() {
+            tracing::debug!(request_id = %ctx.request_id, region = %region.name, status, "proxied");
+        }
     }
 
     /// What Pingora's error logs say about a request: method, redacted path, Host.
-    fn request_summary(&self, session: &Session, _ctx: &()) -> String {
+    fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
         let req = session.req_header();
         let host = req
             .headers
@@ -244,13 +496,19 @@ impl ProxyHttp for Edge {
         )
     }
 
-    /// Answers every request: links, pixels, `/health`, and 404 for anything else. Returns
-    /// `Ok(true)` (response written) with keep-alive left on.
-    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+    /// Answers links, pixels and `/health` (returns `Ok(true)`: response written, keep-alive left
+    /// on); returns `Ok(false)` to proxy anything else to the Host's region.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let start = Instant::now();
         let head = session.req_header().method == http::Method::HEAD;
         let (route, token) = route_of(session.req_header().uri.path());
-        let reply = self.answer(session, route, token, head);
+        let (route, reply) = match self.answer(session, route, token, head) {
+            Outcome::Reply(r) => (route, r),
+            Outcome::Proxy => match self.prepare_proxy(session, ctx) {
+                None => return Ok(false),
+                Some(r) => (Route::Other, r),
+            },
+        };
         let status = reply.status;
         write(session, reply, head).await?;
         metrics::route(route).observe(status, start.elapsed().as_secs_f64());

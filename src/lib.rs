@@ -11,6 +11,7 @@ pub mod config;
 pub mod edge;
 pub mod events;
 pub mod metrics;
+pub mod regions;
 pub mod server;
 pub mod tls;
 pub mod token;

@@ -17,8 +17,10 @@ pub enum Route {
     Open,
     /// `/health`.
     Health,
-    /// Anything else.
+    /// Anything else, answered by the edge (404, 421).
     Other,
+    /// Proxied to a regional track backend.
+    Proxy,
 }
 
 impl Route {
@@ -28,6 +30,7 @@ impl Route {
             Route::Open => "open",
             Route::Health => "health",
             Route::Other => "other",
+            Route::Proxy => "proxy",
         }
     }
 }
@@ -136,11 +139,11 @@ pub static REDIS_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 /// Per-route handles resolved once, so the request path does no label lookup.
 pub struct RouteMetrics {
     duration: Histogram,
-    statuses: [(u16, IntCounter); 6],
+    statuses: [(u16, IntCounter); 7],
     route: Route,
 }
 
-const STATUSES: [u16; 6] = [200, 302, 400, 403, 404, 405];
+const STATUSES: [u16; 7] = [200, 302, 400, 403, 404, 405, 421];
 
 impl RouteMetrics {
     fn new(route: Route) -> RouteMetrics {
@@ -164,12 +167,13 @@ impl RouteMetrics {
     }
 }
 
-static ROUTES: LazyLock<[RouteMetrics; 4]> = LazyLock::new(|| {
+static ROUTES: LazyLock<[RouteMetrics; 5]> = LazyLock::new(|| {
     [
         RouteMetrics::new(Route::Click),
         RouteMetrics::new(Route::Open),
         RouteMetrics::new(Route::Health),
         RouteMetrics::new(Route::Other),
+        RouteMetrics::new(Route::Proxy),
     ]
 });
 
@@ -216,4 +220,90 @@ pub fn render() -> Vec<u8> {
         .encode(&prometheus::gather(), &mut buf)
         .expect("text encoding succeeds");
     buf
+}
+
+static BACKEND_HEALTHY: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "linkedge_backend_healthy",
+        "1 while a track backend passes its health checks, 0 while it is out of rotation.",
+        &["region", "backend"]
+    )
+    .expect("metric registers")
+});
+
+/// The health gauge of one backend (`backend` is its configured address).
+pub fn backend_healthy(region: &str, backend: &str) -> IntGauge {
+    BACKEND_HEALTHY.with_label_values(&[region, backend])
+}
+
+static UPSTREAM_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_upstream_requests_total",
+            "Requests proxied to the track backends, by region and status sent downstream."
+        ),
+        &["region", "status"]
+    )
+    .expect("metric registers")
+});
+
+/// Counts one proxied request.
+pub fn upstream_request(region: &str, status: u16) {
+    UPSTREAM_REQUESTS
+        .with_label_values(&[region, &status.to_string()])
+        .inc();
+}
+
+static UPSTREAM_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        HistogramOpts::new(
+            "linkedge_upstream_duration_seconds",
+            "Time from choosing a backend to the end of the proxied response, by region."
+        )
+        .buckets(LATENCY_BUCKETS.to_vec()),
+        &["region"]
+    )
+    .expect("metric registers")
+});
+
+/// Observes one proxied request's duration.
+pub fn upstream_seconds(region: &str, seconds: f64) {
+    UPSTREAM_SECONDS
+        .with_label_values(&[region])
+        .observe(seconds);
+}
+
+static UPSTREAM_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_upstream_events_total",
+            "Upstream retries (after a connect failure) and failovers (to the fallback region), \
+             by region they happened in."
+        ),
+        &["region", "event"]
+    )
+    .expect("metric registers")
+});
+
+/// Counts a retry or a failover.
+pub fn upstream_event(region: &str, event: &str) {
+    UPSTREAM_EVENTS.with_label_values(&[region, event]).inc();
+}
+
+static UPSTREAM_CONNECTIONS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_upstream_connections_total",
+            "Upstream connections used per proxied request: reused from the pool or new."
+        ),
+        &["reused"]
+    )
+    .expect("metric registers")
+});
+
+/// Counts an upstream connection use.
+pub fn upstream_connection(reused: bool) {
+    UPSTREAM_CONNECTIONS
+        .with_label_values(&[if reused { "true" } else { "false" }])
+        .inc();
 }

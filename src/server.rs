@@ -65,10 +65,12 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
 
+    let regions = crate::regions::build(f)?;
     let edge = Edge::new(
         settings.keyring.clone(),
         recorder.clone(),
         f.clients.trusted_proxies.clone(),
+        regions.regions.clone(),
     );
     let mut public = http_proxy_service(&server.configuration, edge);
     if let Some(addr) = f.listen.http {
@@ -79,6 +81,9 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         public.add_tls_with_settings(&addr.to_string(), None, tls);
     }
     server.add_service(public);
+    for svc in regions.services {
+        server.add_boxed_service(svc);
+    }
 
     if let Some(addr) = f.listen.metrics {
         let mut admin = Service::new("admin".into(), Admin);

@@ -2,6 +2,8 @@
 //! ports in their own temp directory, torn down on drop. Tests run in parallel without clashes.
 #![allow(dead_code)]
 
+pub mod upstream;
+
 use linkedge::token::{Keyring, Kind, Link, Secret};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -154,6 +156,8 @@ pub struct Options {
     pub queue_capacity: usize,
     pub spool_max: String,
     pub spool_dir: Option<PathBuf>,
+    /// YAML appended to the config (regions, routing).
+    pub extra_yaml: String,
 }
 
 impl Options {
@@ -164,6 +168,7 @@ impl Options {
             queue_capacity: 65536,
             spool_max: "64MiB".into(),
             spool_dir: None,
+            extra_yaml: String::new(),
         }
     }
 }
@@ -230,7 +235,9 @@ server:
   upgrade_sock: {d}/upgrade.sock
   grace_period_seconds: 1
   graceful_shutdown_timeout_seconds: 2
+{extra}
 "#,
+            extra = opts.extra_yaml,
             redis = opts.redis_url,
             queue = opts.queue_capacity,
             spool = spool_dir.display(),
@@ -265,9 +272,33 @@ server:
             .unwrap();
         self.child = Some(child);
         let addrs = [self.http, self.https, self.metrics];
-        wait_for("linkedge", Duration::from_secs(20), || {
-            addrs.iter().all(|a| TcpStream::connect(a).is_ok())
-        });
+        let start = Instant::now();
+        while !addrs.iter().all(|a| TcpStream::connect(a).is_ok()) {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("linkedge exited ({st}) at start:\n{}", self.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "linkedge not listening after 20 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// A `/proc/<pid>/status` field in kB, such as `VmRSS` or `VmHWM`.
+    pub fn proc_kb(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap()
     }
 
     /// The server's log so far (for assertion messages).

@@ -1,0 +1,409 @@
+//! Regional track backends: one health-checked load balancer per region, region choice per Host,
+//! and failover to a fallback region only where the operator allowed it (data residency).
+
+use crate::config::{self, Selection};
+use crate::metrics;
+use async_trait::async_trait;
+use pingora::lb::discovery::Static;
+use pingora::lb::health_check::HealthCheck;
+use pingora::lb::selection::{Consistent, RoundRobin};
+use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::prelude::*;
+use pingora::protocols::tls::CaType;
+use pingora::services::background::{GenBackgroundService, background_service};
+use pingora::tls::x509::X509;
+use std::collections::{BTreeSet, HashMap};
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How to reach one backend, stored in its `Backend::ext`.
+#[derive(Clone)]
+struct Dial {
+    tls: bool,
+    sni: String,
+    label: String,
+}
+
+enum Selector {
+    RoundRobin(Arc<LoadBalancer<RoundRobin>>),
+    Ketama(Arc<LoadBalancer<Consistent>>),
+}
+
+/// A region at run time.
+pub struct Region {
+    /// Its name from the config (`us`, `eu`, ...).
+    pub name: String,
+    selector: Selector,
+    fallback: Option<String>,
+    /// Further backends tried after a connection failure.
+    pub retries: usize,
+    timeouts: config::Timeouts,
+    ca: Option<Arc<CaType>>,
+}
+
+/// Backends are searched at most this far for a healthy, untried one.
+const MAX_SEARCH: usize = 256;
+
+impl Region {
+    /// A healthy backend not in `tried`, by the region's selection (keyed on `key`).
+    fn select(&self, key: &[u8], tried: &[std::net::SocketAddr]) -> Option<Backend> {
+        let accept = |b: &Backend, healthy: bool| {
+            healthy && !b.addr.as_inet().is_some_and(|a| tried.contains(a))
+        };
+        match &self.selector {
+            Selector::RoundRobin(lb) => lb.select_with(key, MAX_SEARCH, accept),
+            Selector::Ketama(lb) => lb.select_with(key, MAX_SEARCH, accept),
+        }
+    }
+
+    /// The peer to connect to for `backend`, with the region's timeouts and trust.
+    fn peer(&self, backend: &Backend) -> Box<HttpPeer> {
+        let dial = backend.ext.get::<Dial>().cloned().unwrap_or(Dial {
+            tls: false,
+            sni: String::new(),
+            label: backend.addr.to_string(),
+        });
+        let mut peer = HttpPeer::new(backend.addr.clone(), dial.tls, dial.sni);
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.timeouts.connect);
+        o.total_connection_timeout = Some(self.timeouts.connect);
+        o.read_timeout = Some(self.timeouts.read);
+        o.write_timeout = Some(self.timeouts.write);
+        o.idle_timeout = Some(self.timeouts.idle);
+        o.ca = self.ca.clone();
+        Box::new(peer)
+    }
+}
+
+/// The backend's label for metrics and logs (`addr` as configured).
+pub fn backend_label(backend: &Backend) -> String {
+    backend
+        .ext
+        .get::<Dial>()
+        .map_or_else(|| backend.addr.to_string(), |d| d.label.clone())
+}
+
+/// Every region, and the Host → region routing.
+pub struct Regions {
+    regions: HashMap<String, Arc<Region>>,
+    default_region: Option<Arc<Region>>,
+    domains: HashMap<String, Arc<Region>>,
+}
+
+/// What [`Regions::route`] decided for a request.
+pub struct Choice {
+    /// The region that served it in the end.
+    pub region: Arc<Region>,
+    /// The backend.
+    pub backend: Backend,
+    /// The peer to connect to.
+    pub peer: Box<HttpPeer>,
+    /// True when the fallback region took the request.
+    pub failover: bool,
+}
+
+impl Regions {
+    /// True when no region is configured (the edge answers 404 to what it does not serve).
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
+
+    /// The region serving `host` (normalised), or `None` for a Host we do not serve (421).
+    pub fn region_for(&self, host: &str) -> Option<Arc<Region>> {
+        self.domains
+            .get(host)
+            .or(self.default_region.as_ref())
+            .cloned()
+    }
+
+    /// Picks a healthy, untried backend in `region`, else in its fallback region if allowed.
+    pub fn choose(
+        &self,
+        region: &Arc<Region>,
+        key: &[u8],
+        tried: &[std::net::SocketAddr],
+    ) -> Option<Choice> {
+        if let Some(b) = region.select(key, tried) {
+            return Some(Choice {
+                peer: region.peer(&b),
+                region: region.clone(),
+                backend: b,
+                failover: false,
+            });
+        }
+        let fb = self.regions.get(region.fallback.as_deref()?)?;
+        let b = fb.select(key, tried)?;
+        Some(Choice {
+            peer: fb.peer(&b),
+            region: fb.clone(),
+            backend: b,
+            failover: true,
+        })
+    }
+}
+
+/// The active check of a region's backends: GET the configured path with each backend's own
+/// TLS settings, and expect the configured status and (exact) body.
+struct RegionCheck {
+    peers: HashMap<std::net::SocketAddr, HttpPeer>,
+    req: RequestHeader,
+    connector: pingora::connectors::http::Connector,
+    timeout: Duration,
+    expect_status: u16,
+    expect_body: Option<Vec<u8>>,
+    successes: usize,
+    failures: usize,
+    region: String,
+}
+
+/// Longest health-check body read.
+const MAX_CHECK_BODY: usize = 64 << 10;
+
+#[async_trait]
+impl HealthCheck for RegionCheck {
+    async fn check(&self, target: &Backend) -> Result<()> {
+        let peer = target
+            .addr
+            .as_inet()
+            .and_then(|a| self.peers.get(a))
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no check for backend"))?;
+        let (mut session, _) = self.connector.get_http_session(peer).await?;
+        session.set_write_timeout(Some(self.timeout));
+        session.set_read_timeout(Some(self.timeout));
+        session
+            .write_request_header(Box::new(self.req.clone()))
+            .await?;
+        session.finish_request_body().await?;
+        session.read_response_header().await?;
+        let status = session.response_header().map_or(0, |h| h.status.as_u16());
+        if status != self.expect_status {
+            return Error::e_explain(
+                ErrorType::CustomCode("unexpected health check status", status),
+                format!("expected {}", self.expect_status),
+            );
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = session.read_response_body().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_CHECK_BODY {
+                return Error::e_explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "health check body too long",
+                );
+            }
+        }
+        if let Some(want) = &self.expect_body
+            && &body != want
+        {
+            return Error::e_explain(
+                ErrorType::CustomCode("unexpected health check body", status),
+                "body differs from health_check.expect_body",
+            );
+        }
+        Ok(())
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        let label = backend_label(target);
+        if healthy {
+            tracing::info!(region = %self.region, backend = %label, "backend healthy: back in rotation");
+        } else {
+            tracing::warn!(region = %self.region, backend = %label, "backend unhealthy: out of rotation");
+        }
+        metrics::backend_healthy(&self.region, &label).set(healthy as i64);
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        if success {
+            self.successes
+        } else {
+            self.failures
+        }
+    }
+}
+
+fn load_ca(path: &std::path::Path, region: &str) -> anyhow::Result<Arc<CaType>> {
+    let pem = std::fs::read(path).map_err(|e| {
+        anyhow::anyhow!(
+            "regions.{region}.ca_file: cannot read {}: {e}",
+            path.display()
+        )
+    })?;
+    let certs = X509::stack_from_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("regions.{region}.ca_file: not PEM certificates: {e}"))?;
+    Ok(Arc::new(certs.into_boxed_slice()))
+}
+
+fn health_check(
+    name: &str,
+    r: &config::Region,
+    dials: &[(std::net::SocketAddr, Dial)],
+    ca: &Option<Arc<CaType>>,
+) -> anyhow::Result<RegionCheck> {
+    let hc = &r.health_check;
+    let mut peers = HashMap::new();
+    for (addr, dial) in dials {
+        let mut peer = HttpPeer::new(*addr, dial.tls, dial.sni.clone());
+        peer.options.connection_timeout = Some(hc.timeout);
+        peer.options.total_connection_timeout = Some(hc.timeout);
+        peer.options.ca = ca.clone();
+        peers.insert(*addr, peer);
+    }
+    let mut req = RequestHeader::build("GET", hc.path.as_bytes(), None)
+        .map_err(|e| anyhow::anyhow!("regions.{name}.health_check.path: {e}"))?;
+    let host = dials
+        .first()
+        .map(|(a, d)| {
+            if d.sni.is_empty() {
+                a.ip().to_string()
+            } else {
+                d.sni.clone()
+            }
+        })
+        .unwrap_or_default();
+    req.insert_header("Host", host)?;
+    req.insert_header("User-Agent", "linkedge-health-check")?;
+    Ok(RegionCheck {
+        peers,
+        req,
+        connector: pingora::connectors::http::Connector::new(None),
+        timeout: hc.timeout,
+        expect_status: hc.expect_status,
+        expect_body: hc.expect_body.clone().map(String::into_bytes),
+        successes: hc.successes,
+        failures: hc.failures,
+        region: name.to_string(),
+    })
+}
+
+/// The regions plus the background services that health-check them (add those to the server).
+pub struct Built {
+    /// The routing table.
+    pub regions: Arc<Regions>,
+    /// One health-check service per region.
+    pub services: Vec<Box<dyn pingora::services::ServiceWithDependents>>,
+}
+
+fn resolve(addr: &str, at: &str) -> anyhow::Result<std::net::SocketAddr> {
+    addr.to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("{at}: cannot resolve {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{at}: {addr} resolves to no address"))
+}
+
+fn service<S>(
+    name: &str,
+    lb: LoadBalancer<S>,
+) -> (Arc<LoadBalancer<S>>, GenBackgroundService<LoadBalancer<S>>)
+where
+    S: pingora::lb::selection::BackendSelection + Send + Sync + 'static,
+    S::Iter: pingora::lb::selection::BackendIter,
+{
+    let svc = background_service(&format!("health checks {name}"), lb);
+    (svc.task(), svc)
+}
+
+/// Builds every region from the config; resolves backend names (blocking DNS, once at start).
+pub fn build(file: &config::File) -> anyhow::Result<Built> {
+    let mut regions = HashMap::new();
+    let mut services: Vec<Box<dyn pingora::services::ServiceWithDependents>> = Vec::new();
+    for (name, r) in &file.regions {
+        let ca = r.ca_file.as_deref().map(|p| load_ca(p, name)).transpose()?;
+        let mut set = BTreeSet::new();
+        let mut dials = Vec::new();
+        for (i, b) in r.backends.iter().enumerate() {
+            let at = format!("regions.{name}.backends[{i}].addr");
+            let addr = resolve(&b.addr, &at)?;
+            let host = b
+                .addr
+                .rsplit_once(':')
+                .map_or("", |(h, _)| h)
+                .trim_matches(['[', ']']);
+            let sni = if b.tls {
+                b.sni.clone().unwrap_or_else(|| host.to_string())
+            } else {
+                String::new()
+            };
+            let dial = Dial {
+                tls: b.tls,
+                sni,
+                label: b.addr.clone(),
+            };
+            let mut backend = Backend::new_with_weight(&addr.to_string(), b.weight)
+                .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
+            backend.ext.insert(dial.clone());
+            metrics::backend_healthy(name, &b.addr).set(1);
+            dials.push((addr, dial));
+            set.insert(backend);
+        }
+        let check = health_check(name, r, &dials, &ca)?;
+        let mut backends = Backends::new(Static::new(set));
+        backends.set_health_check(Box::new(check));
+        let interval = Some(r.health_check.interval);
+        let selector = match r.selection {
+            Selection::RoundRobin => {
+                let mut lb = LoadBalancer::<RoundRobin>::from_backends(backends);
+                lb.health_check_frequency = interval;
+                lb.update().now_or_never_static()?;
+                let (lb, svc) = service(name, lb);
+                services.push(Box::new(svc));
+                Selector::RoundRobin(lb)
+            }
+            Selection::Ketama => {
+                let mut lb = LoadBalancer::<Consistent>::from_backends(backends);
+                lb.health_check_frequency = interval;
+                lb.update().now_or_never_static()?;
+                let (lb, svc) = service(name, lb);
+                services.push(Box::new(svc));
+                Selector::Ketama(lb)
+            }
+        };
+        regions.insert(
+            name.clone(),
+            Arc::new(Region {
+                name: name.clone(),
+                selector,
+                fallback: r.fallback.clone(),
+                retries: r.retries,
+                timeouts: r.timeouts.clone(),
+                ca,
+            }),
+        );
+    }
+    let get = |n: &String| regions.get(n).cloned();
+    let default_region = file.routing.default_region.as_ref().and_then(get);
+    let domains = file
+        .routing
+        .domains
+        .iter()
+        .filter_map(|(h, n)| Some((h.clone(), get(n)?)))
+        .collect();
+    Ok(Built {
+        regions: Arc::new(Regions {
+            regions,
+            default_region,
+            domains,
+        }),
+        services,
+    })
+}
+
+trait NowOrNever {
+    fn now_or_never_static(self) -> anyhow::Result<()>;
+}
+
+impl<F: std::future::Future<Output = Result<()>>> NowOrNever for F {
+    /// Static discovery never waits; run its first update synchronously.
+    fn now_or_never_static(self) -> anyhow::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), self)
+                .await
+                .map_err(|_| anyhow::anyhow!("backend discovery timed out"))?
+                .map_err(|e| anyhow::anyhow!("backend discovery: {e}"))
+        })
+    }
+}
