@@ -68,6 +68,8 @@ pub struct Ctx {
     request_id: String,
     /// When the first backend was chosen.
     upstream_start: Option<Instant>,
+    /// When the request header was read.
+    start: Option<Instant>,
 }
 
 /// What the router decided.
@@ -475,7 +477,8 @@ impl ProxyHttp for Edge {
         if let Some(start) = ctx.upstream_start {
             metrics::upstream_seconds(&region.name, start.elapsed().as_secs_f64());
         }
-        metrics::route(Route::Proxy).observe(status, 0.0);
+        let seconds = ctx.start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        metrics::route(Route::Proxy).observe(status, seconds);
         if e.is_none() {
             tracing::debug!(request_id = %ctx.request_id, region = %region.name, status, "proxied");
         }
@@ -505,7 +508,10 @@ impl ProxyHttp for Edge {
         let (route, reply) = match self.answer(session, route, token, head) {
             Outcome::Reply(r) => (route, r),
             Outcome::Proxy => match self.prepare_proxy(session, ctx) {
-                None => return Ok(false),
+                None => {
+                    ctx.start = Some(start);
+                    return Ok(false);
+                }
                 Some(r) => (Route::Other, r),
             },
         };

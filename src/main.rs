@@ -230,10 +230,12 @@ fn main() -> ExitCode {
             config,
             offline: false,
         } => load(config).and_then(|s| {
+            let at = |e: anyhow::Error| format!("{}: {e:#}", config.config.display());
             if s.file.listen.https.is_some() {
-                linkedge::tls::settings(&s.file.tls.cert, &s.file.tls.key)
-                    .map_err(|e| format!("{}: {e:#}", config.config.display()))?;
+                linkedge::tls::settings(&s.file.tls.cert, &s.file.tls.key).map_err(at)?;
             }
+            // Resolves backend names and reads CA files, as `serve` will.
+            linkedge::regions::build(&s.file).map_err(at)?;
             println!(
                 "{}: ok ({} link key(s), minting with key {})",
                 config.config.display(),
