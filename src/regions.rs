@@ -10,7 +10,7 @@ use pingora::lb::selection::{Consistent, RoundRobin};
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::prelude::*;
 use pingora::protocols::tls::CaType;
-use pingora::services::background::{GenBackgroundService, background_service};
+use pingora::services::background::background_service;
 use pingora::tls::x509::X509;
 use std::collections::{BTreeSet, HashMap};
 use std::net::ToSocketAddrs;
@@ -292,16 +292,25 @@ fn resolve(addr: &str, at: &str) -> anyhow::Result<std::net::SocketAddr> {
         .ok_or_else(|| anyhow::anyhow!("{at}: {addr} resolves to no address"))
 }
 
-fn service<S>(
+/// A load balancer over `backends`, primed with a first update, whose health checks run every
+/// `interval` in a background service pushed onto `services`.
+fn balancer<S>(
     name: &str,
-    lb: LoadBalancer<S>,
-) -> (Arc<LoadBalancer<S>>, GenBackgroundService<LoadBalancer<S>>)
+    backends: Backends,
+    interval: Duration,
+    services: &mut Vec<Box<dyn pingora::services::ServiceWithDependents>>,
+) -> anyhow::Result<Arc<LoadBalancer<S>>>
 where
     S: pingora::lb::selection::BackendSelection + Send + Sync + 'static,
     S::Iter: pingora::lb::selection::BackendIter,
 {
+    let mut lb = LoadBalancer::<S>::from_backends(backends);
+    lb.health_check_frequency = Some(interval);
+    lb.update().now_or_never_static()?;
     let svc = background_service(&format!("health checks {name}"), lb);
-    (svc.task(), svc)
+    let lb = svc.task();
+    services.push(Box::new(svc));
+    Ok(lb)
 }
 
 /// Builds every region from the config; resolves backend names (blocking DNS, once at start).
@@ -340,23 +349,13 @@ pub fn build(file: &config::File) -> anyhow::Result<Built> {
         let check = health_check(name, r, &dials, &ca)?;
         let mut backends = Backends::new(Static::new(set));
         backends.set_health_check(Box::new(check));
-        let interval = Some(r.health_check.interval);
+        let interval = r.health_check.interval;
         let selector = match r.selection {
             Selection::RoundRobin => {
-                let mut lb = LoadBalancer::<RoundRobin>::from_backends(backends);
-                lb.health_check_frequency = interval;
-                lb.update().now_or_never_static()?;
-                let (lb, svc) = service(name, lb);
-                services.push(Box::new(svc));
-                Selector::RoundRobin(lb)
+                Selector::RoundRobin(balancer(name, backends, interval, &mut services)?)
             }
             Selection::Ketama => {
-                let mut lb = LoadBalancer::<Consistent>::from_backends(backends);
-                lb.health_check_frequency = interval;
-                lb.update().now_or_never_static()?;
-                let (lb, svc) = service(name, lb);
-                services.push(Box::new(svc));
-                Selector::Ketama(lb)
+                Selector::Ketama(balancer(name, backends, interval, &mut services)?)
             }
         };
         regions.insert(

@@ -1,0 +1,423 @@
+#!/usr/bin/env python3
+"""Load benchmark: linkedge against nginx and Caddy on the same machine, in one run.
+
+Started by benches/load/run.sh (which installs the tools and builds linkedge in release mode).
+Every server gets one worker pinned to core 0; the load generator and the shared upstream run on
+core 1. Scenarios alternate servers (A B C A B C) and report the mean of the rounds. A scenario
+with socket errors or unexpected status codes is refused, not reported.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = ROOT / "benches" / "load"
+CLK = os.sysconf("SC_CLK_TCK")
+SERVER_CORE = "0"
+LOAD_CORE = "1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fill(text, **kw):
+    for k, v in kw.items():
+        text = text.replace("{" + k + "}", str(v))
+    return text
+
+
+def wait_port(port, what, proc=None, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            sys.exit(f"{what} exited at start (code {proc.returncode})")
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"{what} did not listen on {port}")
+
+
+def proc_pids(root_pid):
+    """The process and its children (nginx master + worker)."""
+    pids = [root_pid]
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                fields = (p / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == root_pid:
+                    pids.append(int(p.name))
+            except OSError:
+                pass
+    return pids
+
+
+def cpu_seconds(pids):
+    total = 0
+    for pid in pids:
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+        except OSError:
+            pass
+    return total / CLK
+
+
+def peak_rss_kb(pids):
+    best = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    best = max(best, int(line.split()[1]))
+        except OSError:
+            pass
+    return best
+
+
+class Server:
+    def __init__(self, name, cmd, port, env=None, cwd=None):
+        self.name, self.cmd, self.port = name, cmd, port
+        log = open(WORK / f"{name}.log", "w")
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE] + cmd, stdout=log, stderr=log,
+            env={**os.environ, **(env or {})}, cwd=cwd)
+        wait_port(port, name, self.proc)
+        self.pids = proc_pids(self.proc.pid)
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def to_seconds(v):
+    m = re.match(r"([\d.]+)(us|ms|s|m)", v)
+    n, unit = float(m.group(1)), m.group(2)
+    return n * {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60}[unit]
+
+
+def run_wrk(url, seconds, conns=64, headers=()):
+    cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    res = {"raw": out}
+    res["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
+    res["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    res["p50"], res["p99"] = to_seconds(lat["50"]), to_seconds(lat["99"])
+    res["max"] = to_seconds(re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1))
+    errs = re.search(r"Socket errors: (.*)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["errors"] = (errs.group(1) if errs else "") + (f" non-2xx/3xx {non2xx.group(1)}" if non2xx else "")
+    return res
+
+
+def run_h2load(url, seconds, conns=4, streams=64):
+    cmd = ["taskset", "-c", LOAD_CORE, "h2load", "-c", str(conns), "-m", str(streams),
+           "-D", str(seconds), "--warm-up-time", "1", url]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    res = {"raw": out}
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    res["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    res["requests"] = int(m.group(4)) if m else 0
+    failed = (int(m.group(5)) + int(m.group(6))) if m else 1
+    st = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    bad = (int(st.group(3)) + int(st.group(4))) if st else 1
+    res["errors"] = "" if failed == 0 and bad == 0 else f"failed {failed}, 4xx/5xx {bad}"
+    # h2load prints per-request time: min max mean sd; no percentiles. Report mean and max.
+    m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", out)
+    if m:
+        res["max"], res["p50"] = to_seconds(m.group(2)), to_seconds(m.group(3))
+        res["p99"] = None
+    return res
+
+
+def run_handshakes(port, seconds, procs=8):
+    """Full TLS handshakes: parallel `openssl s_time -new` (a new session every connection)."""
+    cmd = ["taskset", "-c", LOAD_CORE, "openssl", "s_time", "-connect", f"127.0.0.1:{port}",
+           "-new", "-time", str(seconds), "-www", "/health"]
+    ps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+          for _ in range(procs)]
+    total, outs = 0, []
+    for p in ps:
+        out = p.communicate()[0]
+        outs.append(out)
+        m = re.search(r"(\d+) connections in [\d.]+s", out)
+        total += int(m.group(1)) if m else 0
+    return {"raw": "\n".join(outs), "requests": total, "rps": total / seconds,
+            "p50": None, "p99": None, "max": None, "errors": ""}
+
+
+def metric(port, series):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def redis_cli(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def measure(server, fn):
+    pids = proc_pids(server.proc.pid)
+    c0 = cpu_seconds(pids)
+    res = fn()
+    res["cpu_s"] = cpu_seconds(pids) - c0
+    res["cpu_s_per_10k"] = res["cpu_s"] / max(res["requests"], 1) * 10_000
+    res["peak_rss_kb"] = peak_rss_kb(pids)
+    if not res.get("errors"):
+        res.pop("raw", None)
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per measured run (>= 10)")
+    ap.add_argument("--rounds", type=int, default=2, help="A B C rounds per scenario")
+    ap.add_argument("--scenarios", default="1,2,3,4,5,6")
+    ap.add_argument("--sustain", type=int, default=60, help="seconds of scenario 6")
+    ap.add_argument("--binary", default=str(ROOT / "target/release/linkedge"))
+    args = ap.parse_args()
+    scenarios = [int(s) for s in args.scenarios.split(",")]
+
+    global WORK
+    WORK = Path(tempfile.mkdtemp(prefix="linkedge-bench-"))
+    ports = {k: free_port() for k in ["redis", "upstream", "le_http", "le_https", "le_metrics",
+                                       "nx_http", "nx_https", "nx_hs", "cd_http", "cd_https", "cd_hs"]}
+    started = []
+    try:
+        redis = subprocess.Popen(["taskset", "-c", LOAD_CORE, "redis-server", "--port", str(ports["redis"]),
+                                  "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                  "--dir", str(WORK)], stdout=subprocess.DEVNULL)
+        started.append(redis)
+        wait_port(ports["redis"], "redis-server", redis)
+
+        (WORK / "upstream.conf").write_text(fill((HERE / "upstream.conf").read_text(),
+                                                  dir=WORK, upstream_port=ports["upstream"]))
+        up = subprocess.Popen(["taskset", "-c", LOAD_CORE, "nginx", "-p", str(WORK), "-c",
+                               str(WORK / "upstream.conf")], stderr=subprocess.DEVNULL)
+        started.append(up)
+        wait_port(ports["upstream"], "upstream nginx", up)
+
+        key = WORK / "bench-link-key"
+        key.write_text("bench-link-key-not-a-secret-0123456789abcdef")
+        (WORK / "linkedge.yaml").write_text(f"""
+listen:
+  http: 127.0.0.1:{ports['le_http']}
+  https: 127.0.0.1:{ports['le_https']}
+  metrics: 127.0.0.1:{ports['le_metrics']}
+tls: {{ cert: {ROOT}/certs-dev/leaf.pem, key: {ROOT}/certs-dev/leaf.key }}
+redis: {{ url: "redis://127.0.0.1:{ports['redis']}/" }}
+links:
+  mint_key: 1
+  keys: [{{ id: 1, secret_file: {key} }}]
+events:
+  spool: {{ dir: {WORK}/spool, max_bytes: 1GiB }}
+server: {{ threads: 1, pid_file: {WORK}/le.pid, upgrade_sock: {WORK}/le.sock }}
+regions:
+  us:
+    backends: [{{ addr: "127.0.0.1:{ports['upstream']}" }}]
+routing: {{ default_region: us }}
+""")
+        link = subprocess.run([args.binary, "link", "mint", "--config", str(WORK / "linkedge.yaml"),
+                               "--host", "127.0.0.1", "--url", "https://example.com/landing"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+        token = link.rsplit("/", 1)[1]
+        le = Server("linkedge", [args.binary, "serve", "--config", str(WORK / "linkedge.yaml")],
+                    ports["le_http"], env={"RUST_LOG": "warn"})
+        wait_port(ports["le_https"], "linkedge https")
+        started.append(le.proc)
+
+        (WORK / "nginx.conf").write_text(fill((HERE / "nginx.conf").read_text(), dir=WORK, root=ROOT,
+                                              upstream_port=ports["upstream"], http_port=ports["nx_http"],
+                                              https_port=ports["nx_https"], handshake_port=ports["nx_hs"]))
+        nx = Server("nginx", ["nginx", "-p", str(WORK), "-c", str(WORK / "nginx.conf")], ports["nx_http"])
+        started.append(nx.proc)
+
+        (WORK / "Caddyfile").write_text(fill((HERE / "Caddyfile").read_text(), root=ROOT,
+                                             upstream_port=ports["upstream"], http_port=ports["cd_http"],
+                                             https_port=ports["cd_https"], handshake_port=ports["cd_hs"]))
+        cd = Server("caddy", ["caddy", "run", "--config", str(WORK / "Caddyfile"), "--adapter", "caddyfile"],
+                    ports["cd_http"], env={"GOMAXPROCS": "1", "HOME": str(WORK), "XDG_DATA_HOME": str(WORK),
+                                           "XDG_CONFIG_HOME": str(WORK)})
+        started.append(cd.proc)
+
+        servers = {"linkedge": (le, "le"), "nginx": (nx, "nx"), "caddy": (cd, "cd")}
+        d = args.duration
+
+        def url(prefix, kind, path):
+            scheme = "https" if kind != "http" else "http"
+            return f"{scheme}://127.0.0.1:{ports[prefix + '_' + kind]}{path}"
+
+        plans = {
+            1: ("HTTP/1.1 keep-alive click redirects, 64 connections",
+                lambda p: run_wrk(url(p, "http", f"/c/{token}"), d)),
+            2: ("HTTPS HTTP/1.1 keep-alive click redirects, 64 connections",
+                lambda p: run_wrk(url(p, "https", f"/c/{token}"), d)),
+            3: ("Full TLS handshakes per second (new session per connection, ECDSA P-256)",
+                lambda p: run_handshakes(ports[p + ("_https" if p == "le" else "_hs")], d)),
+            4: ("HTTP/2 over TLS, 4 connections x 64 streams (h2load)",
+                lambda p: run_h2load(url(p, "https", f"/c/{token}"), d)),
+            5: ("Requests proxied to a local upstream, 64 connections",
+                lambda p: run_wrk(url(p, "http", "/proxied/page"), d)),
+        }
+        results = {"machine": machine(), "duration_s": d, "rounds": args.rounds, "scenarios": {}}
+        for sc in [s for s in scenarios if s in plans]:
+            title, fn = plans[sc]
+            print(f"\n== scenario {sc}: {title}", flush=True)
+            per = {n: [] for n in servers}
+            for name, (srv, p) in servers.items():  # warm-up
+                run_wrk(url(p, "http", "/health"), 2) if sc != 3 else None
+            for r in range(args.rounds):
+                for name, (srv, p) in servers.items():
+                    res = measure(srv, lambda: fn(p))
+                    print(f"  round {r + 1} {name:9} {res['rps']:>10.0f} req/s  cpu {res['cpu_s']:.1f}s"
+                          f"  {('ERRORS: ' + res['errors']) if res['errors'] else ''}", flush=True)
+                    per[name].append(res)
+            results["scenarios"][sc] = {"title": title, "runs": per, "summary": summarize(per)}
+            if sc == 3:
+                results["scenarios"][sc]["reuse"] = handshake_reuse()
+
+        if 6 in scenarios:
+            results["scenarios"][6] = sustained(le, ports, token, results, args.sustain)
+
+        out = HERE / "results" / f"{time.strftime('%Y%m%dT%H%M%S')}.json"
+        out.write_text(json.dumps(results, indent=1, default=str))
+        table = render(results)
+        print("\n" + table)
+        print(f"raw results: {out.relative_to(ROOT)}")
+        (HERE / "results" / "latest.md").write_text(table + "\n")
+    finally:
+        for p in started[::-1]:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        shutil.rmtree(WORK, ignore_errors=True)
+
+
+def handshake_reuse():
+    """Full vs resumed handshakes as nginx saw them ('.' full, 'r' resumed)."""
+    log = WORK / "nginx-handshakes.log"
+    marks = log.read_text().split() if log.exists() else []
+    return {"nginx_full": marks.count("."), "nginx_resumed": marks.count("r")}
+
+
+def summarize(per):
+    out = {}
+    for name, runs in per.items():
+        if any(r["errors"] for r in runs):
+            out[name] = {"refused": "; ".join(r["errors"] for r in runs if r["errors"])}
+            continue
+        mean = lambda k: (sum(r[k] for r in runs) / len(runs)) if all(r.get(k) is not None for r in runs) else None
+        out[name] = {k: mean(k) for k in ["rps", "p50", "p99", "max", "cpu_s_per_10k"]}
+        out[name]["peak_rss_kb"] = max(r["peak_rss_kb"] for r in runs)
+        out[name]["cpu_s"] = sum(r["cpu_s"] for r in runs)
+    return out
+
+
+def sustained(le, ports, token, results, seconds):
+    """60 s at scenario 1's rate; then events in the stream against 302s served."""
+    rate = results["scenarios"].get(1, {}).get("summary", {}).get("linkedge", {}).get("rps") or 20000
+    rate = int(rate * 0.9)
+    print(f"\n== scenario 6: {seconds} s sustained at {rate} req/s (90% of scenario 1), then count events",
+          flush=True)
+    m = ports["le_metrics"]
+    served0 = metric(m, 'linkedge_requests_total{route="click",status="302"}')
+    xlen0 = int(redis_cli(ports["redis"], "XLEN", "linkedge:events") or 0)
+    per_conn = max(rate // 64, 1)
+    cmd = ["taskset", "-c", LOAD_CORE, "h2load", "--h1", "-c", "64", "--rps", str(per_conn), "-D",
+           str(seconds), f"http://127.0.0.1:{ports['le_http']}/c/{token}"]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    end = time.time()
+    served = metric(m, 'linkedge_requests_total{route="click",status="302"}') - served0
+    lag = None
+    while time.time() - end < 30:
+        xlen = int(redis_cli(ports["redis"], "XLEN", "linkedge:events")) - xlen0
+        if xlen >= served:
+            lag = time.time() - end
+            break
+        time.sleep(0.01)
+    xlen = int(redis_cli(ports["redis"], "XLEN", "linkedge:events")) - xlen0
+    dropped = metric(m, 'linkedge_events_dropped_total{reason="spool_full"}')
+    res = {"title": f"{seconds} s sustained at {rate} req/s: events in the stream vs 302s served",
+           "target_rps": rate, "served_302": int(served), "events": xlen, "lost": int(served) - xlen,
+           "dropped": dropped, "writer_lag_s": lag,
+           "h2load": re.search(r"finished in .*", out).group(0) if "finished in" in out else out[-500:]}
+    print(f"  served {int(served)} redirects, stream holds {xlen} events, writer lag {lag}", flush=True)
+    return res
+
+
+def machine():
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    return {"cpu": cpu, "cores": os.cpu_count(), "mem_kb": int(mem), "kernel": os.uname().release,
+            "nginx": subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip(),
+            "caddy": subprocess.run(["caddy", "version"], capture_output=True, text=True).stdout.strip()}
+
+
+def fmt_s(v):
+    if v is None:
+        return "-"
+    return f"{v * 1000:.2f} ms" if v >= 0.001 else f"{v * 1e6:.0f} µs"
+
+
+def render(results):
+    lines = ["| scenario | server | req/s | p50 | p99 | max | CPU s / 10k req | peak RSS | vs nginx | vs Caddy |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for sc, data in results["scenarios"].items():
+        if int(sc) == 6:
+            continue
+        s = data["summary"]
+        for name in ["linkedge", "nginx", "caddy"]:
+            r = s.get(name, {})
+            if "refused" in r:
+                lines.append(f"| {sc} | {name} | refused: {r['refused']} | | | | | | | |")
+                continue
+            ratio = lambda other: (f"{r['rps'] / s[other]['rps']:.2f}×"
+                                   if name == "linkedge" and s.get(other, {}).get("rps") else "")
+            lines.append(f"| {sc} | {name} | {r['rps']:.0f} | {fmt_s(r['p50'])} | {fmt_s(r['p99'])} | "
+                         f"{fmt_s(r['max'])} | {r['cpu_s_per_10k']:.3f} | {r['peak_rss_kb'] / 1024:.1f} MiB | "
+                         f"{ratio('nginx')} | {ratio('caddy')} |")
+        if "reuse" in data:
+            lines.append(f"| {sc} | (nginx saw) | {data['reuse']['nginx_full']} full, "
+                         f"{data['reuse']['nginx_resumed']} resumed handshakes | | | | | | | |")
+    if 6 in results["scenarios"] or "6" in results["scenarios"]:
+        r = results["scenarios"].get(6) or results["scenarios"]["6"]
+        lag = "never caught up in 30 s" if r["writer_lag_s"] is None else f"{r['writer_lag_s']:.2f} s"
+        lines.append("")
+        lines.append(f"Scenario 6 ({r['title']}): {r['served_302']} redirects served, {r['events']} events in "
+                     f"the stream, {r['lost']} lost, {int(r['dropped'])} dropped, writer lag at the end {lag}.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
