@@ -1,27 +1,212 @@
-//! The metrics and admin listener: `/metrics` (Prometheus text) and `/health`. Bind it to a
-//! private address; it is never served on the public listeners.
+//! The metrics and admin listener: `/metrics` (Prometheus text), `/health`, and the admin API
+//! under `/v1/` (bearer token) that manages the domain registry. Bind it to a private address;
+//! it is never served on the public listeners.
+//!
+//! ```sh
+//! curl -s -X PUT -H "Authorization: Bearer $TOKEN" -d '{"workspace":7,"region":"us"}' \
+//!   http://127.0.0.1:9090/v1/domains/link.example.com
+//! ```
 
+use crate::config::AdminToken;
+use crate::domains::{Registry, RegistryError};
 use async_trait::async_trait;
-use http::Response;
+use http::{Method, Response};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use serde::Deserialize;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+/// Largest admin request body read.
+const MAX_BODY: usize = 64 << 10;
+
+/// How the admin API reaches the registry.
+pub struct RegistryConfig {
+    /// Redis URL.
+    pub redis_url: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// Configured region names.
+    pub regions: Vec<String>,
+    /// Connection and command timeout.
+    pub timeout: Duration,
+}
 
 /// The admin application.
-pub struct Admin;
+pub struct Admin {
+    token: Option<AdminToken>,
+    registry_config: RegistryConfig,
+    registry: OnceCell<Registry>,
+}
+
+impl Admin {
+    /// An admin app; with `token` `None` the `/v1/` API is off.
+    pub fn new(token: Option<AdminToken>, registry_config: RegistryConfig) -> Admin {
+        Admin {
+            token,
+            registry_config,
+            registry: OnceCell::new(),
+        }
+    }
+
+    async fn registry(&self) -> Result<&Registry, RegistryError> {
+        let c = &self.registry_config;
+        self.registry
+            .get_or_try_init(|| {
+                Registry::connect(&c.redis_url, &c.prefix, c.regions.clone(), c.timeout)
+            })
+            .await
+    }
+}
+
+struct Answer {
+    status: u16,
+    ctype: &'static str,
+    body: Vec<u8>,
+}
+
+fn json(status: u16, v: serde_json::Value) -> Answer {
+    Answer {
+        status,
+        ctype: "application/json",
+        body: v.to_string().into_bytes(),
+    }
+}
+
+fn error(status: u16, msg: impl std::fmt::Display) -> Answer {
+    json(status, serde_json::json!({ "error": msg.to_string() }))
+}
+
+fn registry_error(e: RegistryError) -> Answer {
+    match e {
+        RegistryError::Invalid(_) | RegistryError::UnknownRegion { .. } => error(400, e),
+        RegistryError::Taken { .. } => error(409, e),
+        RegistryError::NotFound(_) => error(404, e),
+        RegistryError::Redis(_) | RegistryError::Damaged(_) => {
+            tracing::error!(error = %e, "admin API: registry unavailable");
+            error(
+                503,
+                "the domain registry is unavailable; see the linkedge log",
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddDomain {
+    workspace: u64,
+    region: String,
+}
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Answer> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_BODY {
+                    return Err(error(413, "request body too large"));
+                }
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(error(400, format!("cannot read the request body: {e}"))),
+        }
+    }
+}
+
+impl Admin {
+    async fn api(&self, session: &mut ServerSession, path: &str) -> Answer {
+        let Some(token) = &self.token else {
+            return error(
+                404,
+                "the admin API is off: set admin.token_env or admin.token_file",
+            );
+        };
+        let presented = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .unwrap_or(b"");
+        if presented.is_empty() || !token.matches(presented) {
+            return error(401, "missing or wrong bearer token");
+        }
+        let method = session.req_header().method.clone();
+        let rest = path.strip_prefix("/v1/domains").unwrap_or("\0");
+        let registry = match self.registry().await {
+            Ok(r) => r,
+            Err(e) => return registry_error(e),
+        };
+        match (method, rest) {
+            (Method::GET, "" | "/") => match registry.list().await {
+                Ok(all) => json(200, serde_json::json!({ "domains": all })),
+                Err(e) => registry_error(e),
+            },
+            (m, host) if host.len() > 1 && host.starts_with('/') => {
+                let host = &host[1..];
+                match m {
+                    Method::GET => match registry.get(host).await {
+                        Ok(Some(d)) => json(200, serde_json::to_value(d).expect("serializes")),
+                        Ok(None) => error(404, format!("{host} is not registered")),
+                        Err(e) => registry_error(e),
+                    },
+                    Method::PUT => {
+                        let body = match read_body(session).await {
+                            Ok(b) => b,
+                            Err(a) => return a,
+                        };
+                        let add: AddDomain = match serde_json::from_slice(&body) {
+                            Ok(a) => a,
+                            Err(e) => {
+                                return error(
+                                    400,
+                                    format!(
+                                        "expected {{\"workspace\": <number>, \"region\": \"us\"}}: {e}"
+                                    ),
+                                );
+                            }
+                        };
+                        match registry.add(host, add.workspace, &add.region).await {
+                            Ok(d) => json(200, serde_json::to_value(d).expect("serializes")),
+                            Err(e) => registry_error(e),
+                        }
+                    }
+                    Method::DELETE => match registry.remove(host).await {
+                        Ok(()) => json(200, serde_json::json!({ "removed": host })),
+                        Err(e) => registry_error(e),
+                    },
+                    _ => error(405, "use GET, PUT or DELETE"),
+                }
+            }
+            _ => error(404, "no such admin endpoint; see /v1/domains"),
+        }
+    }
+}
 
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let (status, ctype, body) = match session.req_header().uri.path() {
-            "/metrics" => (200, "text/plain; version=0.0.4", crate::metrics::render()),
-            "/health" => (200, "application/json", b"{}".to_vec()),
-            _ => (404, "text/plain", b"Not Found\n".to_vec()),
+        let path = session.req_header().uri.path().to_string();
+        let a = match path.as_str() {
+            "/metrics" => Answer {
+                status: 200,
+                ctype: "text/plain; version=0.0.4",
+                body: crate::metrics::render(),
+            },
+            "/health" => json(200, serde_json::json!({})),
+            p if p.starts_with("/v1/") => self.api(session, p).await,
+            _ => Answer {
+                status: 404,
+                ctype: "text/plain",
+                body: b"Not Found\n".to_vec(),
+            },
         };
         Response::builder()
-            .status(status)
-            .header("Content-Type", ctype)
-            .header("Content-Length", body.len())
-            .body(body)
+            .status(a.status)
+            .header("Content-Type", a.ctype)
+            .header("Content-Length", a.body.len())
+            .body(a.body)
             .expect("static response parts are valid")
     }
 }

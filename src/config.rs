@@ -79,6 +79,28 @@ pub struct File {
     /// Which region serves which Host.
     #[serde(default)]
     pub routing: Routing,
+    /// The admin API on the metrics listener.
+    #[serde(default)]
+    pub admin: Admin,
+}
+
+/// The admin API (`/v1/...` on `listen.metrics`), which manages the domain registry. It answers
+/// only requests with `Authorization: Bearer <token>`; with no token configured it is off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Environment variable holding the bearer token (at least 32 bytes).
+    pub token_env: Option<String>,
+    /// File holding the bearer token (at least 32 bytes; trailing newline ignored). Relative
+    /// paths are relative to the config file's directory.
+    pub token_file: Option<PathBuf>,
+    /// Prefix of every Redis key linkedge keeps state under. Default `linkedge:`.
+    #[serde(default = "default_prefix")]
+    pub redis_prefix: String,
+}
+
+fn default_prefix() -> String {
+    "linkedge:".into()
 }
 
 /// One region's track backends.
@@ -399,6 +421,30 @@ pub struct Settings {
     pub file: File,
     /// The keyring built from `links.keys`.
     pub keyring: Keyring,
+    /// The admin API bearer token, when configured.
+    pub admin_token: Option<AdminToken>,
+}
+
+/// The admin bearer token. Its `Debug` never shows it.
+#[derive(Clone)]
+pub struct AdminToken(Vec<u8>);
+
+impl AdminToken {
+    /// True when `presented` equals the token, compared in constant time.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        openssl::memcmp::eq(&sha2_digest(&self.0), &sha2_digest(presented))
+    }
+}
+
+fn sha2_digest(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 impl Settings {
@@ -421,7 +467,24 @@ impl Settings {
     ) -> Result<Settings, ConfigError> {
         let file = File::from_yaml(text, base, env)?;
         let keyring = build_keyring(&file.links, env)?;
-        Ok(Settings { file, keyring })
+        let admin_token = match (&file.admin.token_env, &file.admin.token_file) {
+            (None, None) => None,
+            (env_var, path) => {
+                let bytes = read_secret("admin", env_var.as_deref(), path.as_deref(), env)?;
+                if bytes.len() < 32 {
+                    return Err(invalid(
+                        "admin",
+                        format!("token is {} bytes; at least 32 are required", bytes.len()),
+                    ));
+                }
+                Some(AdminToken(bytes))
+            }
+        };
+        Ok(Settings {
+            file,
+            keyring,
+            admin_token,
+        })
     }
 }
 
@@ -450,6 +513,9 @@ impl File {
             if let Some(p) = &k.secret_file {
                 k.secret_file = Some(resolve(p));
             }
+        }
+        if let Some(p) = &file.admin.token_file {
+            file.admin.token_file = Some(resolve(p));
         }
         for r in file.regions.values_mut() {
             if let Some(p) = &r.ca_file {
@@ -646,33 +712,43 @@ fn build_keyring(
     let mut keys = Vec::new();
     for (i, k) in links.keys.iter().enumerate() {
         let field = format!("links.keys[{i}]");
-        let bytes = match (&k.secret_env, &k.secret_file) {
-            (Some(var), None) => env(var)
-                .ok_or_else(|| invalid(&field, format!("environment variable {var} is not set")))?
-                .into_bytes(),
-            (None, Some(path)) => {
-                let mut b = std::fs::read(path).map_err(|e| {
-                    invalid(
-                        &field,
-                        format!("cannot read secret_file {}: {e}", path.display()),
-                    )
-                })?;
-                while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
-                    b.pop();
-                }
-                b
-            }
-            _ => {
-                return Err(invalid(
-                    &field,
-                    "set exactly one of secret_env and secret_file",
-                ));
-            }
-        };
+        let bytes = read_secret(
+            &field,
+            k.secret_env.as_deref(),
+            k.secret_file.as_deref(),
+            env,
+        )?;
         let secret = Secret::new(bytes).map_err(|m| invalid(&field, m))?;
         keys.push((k.id, secret));
     }
     Keyring::new(keys, links.mint_key).map_err(|m| invalid("links.mint_key", m))
+}
+
+/// Reads a secret from exactly one of an environment variable and a file (trailing newline
+/// ignored); `field` names the config entry in errors.
+fn read_secret(
+    field: &str,
+    var: Option<&str>,
+    path: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<u8>, ConfigError> {
+    match (var, path) {
+        (Some(var), None) => env(var)
+            .map(String::into_bytes)
+            .ok_or_else(|| invalid(field, format!("environment variable {var} is not set"))),
+        (None, Some(path)) => {
+            let mut b = std::fs::read(path)
+                .map_err(|e| invalid(field, format!("cannot read {}: {e}", path.display())))?;
+            while b.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+                b.pop();
+            }
+            Ok(b)
+        }
+        _ => Err(invalid(
+            field,
+            "set exactly one of the environment variable and the file",
+        )),
+    }
 }
 
 /// Parses a size such as `512MiB`, `64KiB`, `1GB` or a plain number of bytes.

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod client_ip;
 pub mod config;
+pub mod domains;
 pub mod edge;
 pub mod events;
 pub mod metrics;

@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use linkedge::config::Settings;
+use linkedge::domains::Registry;
 use linkedge::server::{self, ProcessOptions};
 use linkedge::token::{Kind, Link, TokenError, normalize_host};
 use std::path::PathBuf;
@@ -50,6 +51,110 @@ enum Command {
     /// Mint, inspect and verify tracked links.
     #[command(subcommand)]
     Link(LinkCommand),
+    /// Manage the registry of customer tracking domains (kept in Redis).
+    #[command(subcommand)]
+    Domain(DomainCommand),
+}
+
+#[derive(Subcommand)]
+enum DomainCommand {
+    /// Register HOST for a workspace in a region (it starts pending).
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The tracking host, such as link.example.com (IDNA names are converted to punycode).
+        host: String,
+        /// The workspace that owns it.
+        #[arg(long)]
+        workspace: u64,
+        /// Its data region, one of the configured regions (us, eu).
+        #[arg(long)]
+        region: String,
+    },
+    /// Print one domain as JSON.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The tracking host.
+        host: String,
+    },
+    /// List every domain, one per line: host, state, region, workspace, last error.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Remove a domain from the registry.
+    Remove {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The tracking host.
+        host: String,
+    },
+}
+
+fn domain(cmd: &DomainCommand) -> Result<bool, String> {
+    let config = match cmd {
+        DomainCommand::Add { config, .. }
+        | DomainCommand::Show { config, .. }
+        | DomainCommand::List { config }
+        | DomainCommand::Remove { config, .. } => config,
+    };
+    let s = load(config)?;
+    let f = &s.file;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let reg = Registry::connect(
+            &f.redis.url,
+            &f.admin.redis_prefix,
+            f.regions.keys().cloned().collect(),
+            f.redis.timeout,
+        )
+        .await
+        .map_err(|e| format!("cannot reach the registry at {}: {e}", f.redis.url))?;
+        let show = |d: &linkedge::domains::Domain| {
+            serde_json::to_string_pretty(d).expect("domains serialize")
+        };
+        match cmd {
+            DomainCommand::Add {
+                host,
+                workspace,
+                region,
+                ..
+            } => {
+                let d = reg
+                    .add(host, *workspace, region)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("{}", show(&d));
+            }
+            DomainCommand::Show { host, .. } => {
+                match reg.get(host).await.map_err(|e| e.to_string())? {
+                    Some(d) => println!("{}", show(&d)),
+                    None => return Err(format!("{host} is not registered")),
+                }
+            }
+            DomainCommand::List { .. } => {
+                for d in reg.list().await.map_err(|e| e.to_string())? {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        d.host,
+                        d.state.as_str(),
+                        d.region,
+                        d.workspace,
+                        d.error
+                    );
+                }
+            }
+            DomainCommand::Remove { host, .. } => {
+                reg.remove(host).await.map_err(|e| e.to_string())?;
+                println!("removed {host}");
+            }
+        }
+        Ok(true)
+    })
 }
 
 #[derive(Args)]
@@ -254,6 +359,7 @@ fn main() -> ExitCode {
             mint(config, host, Kind::Open, String::new(), ids).map(|_| true)
         }
         Command::Link(LinkCommand::Decode { config, url }) => decode(config, url),
+        Command::Domain(cmd) => domain(cmd),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,7 +1,7 @@
 //! Wiring: builds the Pingora server from validated settings, runs it, and spools whatever
 //! events are left when it stops.
 
-use crate::admin::Admin;
+use crate::admin::{Admin, RegistryConfig};
 use crate::config::Settings;
 use crate::edge::Edge;
 use crate::events::Recorder;
@@ -86,7 +86,16 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     }
 
     if let Some(addr) = f.listen.metrics {
-        let mut admin = Service::new("admin".into(), Admin);
+        let admin = Admin::new(
+            settings.admin_token.clone(),
+            RegistryConfig {
+                redis_url: f.redis.url.clone(),
+                prefix: f.admin.redis_prefix.clone(),
+                regions: f.regions.keys().cloned().collect(),
+                timeout: f.redis.timeout,
+            },
+        );
+        let mut admin = Service::new("admin".into(), admin);
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
     }

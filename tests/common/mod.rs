@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub const KEY1: &str = "test-key-1-not-a-secret-0123456789abcdef";
 /// The current test key.
 pub const KEY2: &str = "test-key-2-not-a-secret-0123456789abcdef";
+/// The test admin API token (not a secret).
+pub const ADMIN_TOKEN: &str = "test-admin-token-not-a-secret-0123456789";
 
 /// The development CA that signed `certs-dev/leaf.pem`.
 pub fn dev_ca() -> PathBuf {
@@ -194,6 +196,7 @@ impl Linkedge {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("key1"), KEY1).unwrap();
         std::fs::write(dir.path().join("key2"), format!("{KEY2}\n")).unwrap();
+        std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).unwrap();
         let spool_dir = opts
             .spool_dir
             .clone()
@@ -235,6 +238,8 @@ server:
   upgrade_sock: {d}/upgrade.sock
   grace_period_seconds: 1
   graceful_shutdown_timeout_seconds: 2
+admin:
+  token_file: admin-token
 {extra}
 "#,
             extra = opts.extra_yaml,

@@ -1,0 +1,231 @@
+//! The domain registry through the CLI and the admin API, against a real Redis.
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::process::Command;
+
+fn regions_yaml() -> String {
+    // Regions name the data regions a domain may be in; these backends are never contacted here.
+    "regions:\n  us: { backends: [{ addr: \"127.0.0.1:9\" }] }\n  eu: { backends: [{ addr: \"127.0.0.1:9\" }] }\n".into()
+}
+
+fn started() -> (Redis, Linkedge) {
+    let redis = Redis::start();
+    let mut o = Options::new(redis.url());
+    o.extra_yaml = regions_yaml();
+    let le = Linkedge::start(&o);
+    (redis, le)
+}
+
+fn cli(le: &Linkedge, args: &[&str]) -> (bool, String) {
+    let mut full = vec!["domain", args[0], "--config", le.config.to_str().unwrap()];
+    full.extend(&args[1..]);
+    let out = Command::new(env!("CARGO_BIN_EXE_linkedge"))
+        .args(&full)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_adds_shows_lists_and_removes() {
+    let (_redis, le) = started();
+    let (ok, out) = cli(
+        &le,
+        &[
+            "add",
+            "Link.Example.COM.",
+            "--workspace",
+            "7",
+            "--region",
+            "eu",
+        ],
+    );
+    assert!(ok, "{out}");
+    let d: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(d["host"], "link.example.com");
+    assert_eq!(d["state"], "pending");
+    assert_eq!(d["region"], "eu");
+
+    let (ok, out) = cli(
+        &le,
+        &[
+            "add",
+            "a.b.bücher.example",
+            "--workspace",
+            "7",
+            "--region",
+            "us",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("a.b.xn--bcher-kva.example"), "{out}");
+
+    let (ok, out) = cli(
+        &le,
+        &[
+            "add",
+            "link.example.com",
+            "--workspace",
+            "8",
+            "--region",
+            "eu",
+        ],
+    );
+    assert!(!ok);
+    assert!(out.contains("already registered to workspace 7"), "{out}");
+    let (ok, out) = cli(
+        &le,
+        &[
+            "add",
+            "link.other.example",
+            "--workspace",
+            "8",
+            "--region",
+            "ap",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("unknown region \"ap\"; configured: eu, us"),
+        "{out}"
+    );
+    let (ok, out) = cli(
+        &le,
+        &[
+            "add",
+            "bad_name.example",
+            "--workspace",
+            "8",
+            "--region",
+            "us",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("may hold only letters, digits and hyphens"),
+        "{out}"
+    );
+
+    let (ok, out) = cli(&le, &["list"]);
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[1].starts_with("link.example.com\tpending\teu\t7"),
+        "{out}"
+    );
+
+    let (ok, out) = cli(&le, &["show", "link.example.com"]);
+    assert!(ok && out.contains("\"workspace\": 7"), "{out}");
+    let (ok, _) = cli(&le, &["remove", "link.example.com"]);
+    assert!(ok);
+    let (ok, out) = cli(&le, &["show", "link.example.com"]);
+    assert!(!ok && out.contains("is not registered"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_api_requires_the_token_and_explains_refusals() {
+    let (_redis, le) = started();
+    let base = format!("http://{}/v1/domains", le.metrics);
+    let c = client();
+
+    let r = c.get(&base).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c
+        .get(&base)
+        .bearer_auth("wrong-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = c
+        .put(format!("{base}/link.example.com"))
+        .json(&serde_json::json!({"workspace": 3, "region": "us"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "no write without a token"
+    );
+
+    let put = |host: &str, body: Value| {
+        c.put(format!("{base}/{host}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let r = put(
+        "Link.Example.com",
+        serde_json::json!({"workspace": 3, "region": "us"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["host"], "link.example.com");
+
+    let r = put(
+        "-bad-.example.com",
+        serde_json::json!({"workspace": 3, "region": "us"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(
+        e["error"],
+        "label \"-bad-\" may not start or end with a hyphen"
+    );
+
+    let r = put("x.example.com", serde_json::json!({"workspace": 3}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = put(
+        "link.example.com",
+        serde_json::json!({"workspace": 4, "region": "us"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+
+    let r = c.get(&base).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let all: Value = r.json().await.unwrap();
+    assert_eq!(all["domains"].as_array().unwrap().len(), 1);
+
+    let r = c
+        .delete(format!("{base}/link.example.com"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = c
+        .get(format!("{base}/link.example.com"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Never on the public listener (this Host is in no region: 421, not the admin API).
+    let r = c
+        .get(le.http_url("/v1/domains"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+}
