@@ -277,7 +277,8 @@ static UPSTREAM_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         Opts::new(
             "linkedge_upstream_events_total",
-            "Upstream retries (after a connect failure) and failovers (to the fallback region), \
+            "Upstream retries (after a connect failure), failovers (to the fallback region) and \
+             fail_open (no healthy backend anywhere allowed: an unhealthy one tried anyway), \
              by region they happened in."
         ),
         &["region", "event"]

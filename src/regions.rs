@@ -46,10 +46,16 @@ pub struct Region {
 const MAX_SEARCH: usize = 256;
 
 impl Region {
-    /// A healthy backend not in `tried`, by the region's selection (keyed on `key`).
-    fn select(&self, key: &[u8], tried: &[std::net::SocketAddr]) -> Option<Backend> {
+    /// A backend not in `tried`, by the region's selection (keyed on `key`); only a healthy one
+    /// unless `any_health`.
+    fn select(
+        &self,
+        key: &[u8],
+        tried: &[std::net::SocketAddr],
+        any_health: bool,
+    ) -> Option<Backend> {
         let accept = |b: &Backend, healthy: bool| {
-            healthy && !b.addr.as_inet().is_some_and(|a| tried.contains(a))
+            (healthy || any_health) && !b.addr.as_inet().is_some_and(|a| tried.contains(a))
         };
         match &self.selector {
             Selector::RoundRobin(lb) => lb.select_with(key, MAX_SEARCH, accept),
@@ -118,28 +124,33 @@ impl Regions {
     }
 
     /// Picks a healthy, untried backend in `region`, else in its fallback region if allowed.
+    /// When no backend anywhere allowed is healthy, it fails open: an untried backend of
+    /// `region` is tried anyway (health checks can be wrong; a backend that is really down just
+    /// refuses the connection, and the request ends 502 as it would have).
     pub fn choose(
         &self,
         region: &Arc<Region>,
         key: &[u8],
         tried: &[std::net::SocketAddr],
     ) -> Option<Choice> {
-        if let Some(b) = region.select(key, tried) {
-            return Some(Choice {
-                peer: region.peer(&b),
-                region: region.clone(),
+        let pick = |r: &Arc<Region>, any_health: bool, failover: bool| {
+            r.select(key, tried, any_health).map(|b| Choice {
+                peer: r.peer(&b),
+                region: r.clone(),
                 backend: b,
-                failover: false,
-            });
-        }
-        let fb = self.regions.get(region.fallback.as_deref()?)?;
-        let b = fb.select(key, tried)?;
-        Some(Choice {
-            peer: fb.peer(&b),
-            region: fb.clone(),
-            backend: b,
-            failover: true,
-        })
+                failover,
+            })
+        };
+        let fallback = region.fallback.as_deref().and_then(|f| self.regions.get(f));
+        pick(region, false, false)
+            .or_else(|| fallback.and_then(|fb| pick(fb, false, true)))
+            .or_else(|| {
+                let c = pick(region, true, false);
+                if c.is_some() {
+                    metrics::upstream_event(&region.name, "fail_open");
+                }
+                c
+            })
     }
 }
 

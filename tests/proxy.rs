@@ -23,8 +23,13 @@ fn region(name: &str, backends: &[(&Upstream, bool)], extra: &str) -> String {
         })
         .collect();
     let ca = dev_ca().display().to_string();
+    let check = if extra.contains("health_check") {
+        ""
+    } else {
+        "    health_check: { interval: 200ms, timeout: 500ms, failures: 1, successes: 1 }\n"
+    };
     format!(
-        "  {name}:\n    backends: [{}]\n    ca_file: {ca}\n    health_check: {{ interval: 200ms, timeout: 500ms, failures: 1, successes: 1 }}\n    timeouts: {{ connect: 500ms, read: 1s, write: 1s }}\n{extra}",
+        "  {name}:\n    backends: [{}]\n    ca_file: {ca}\n{check}    timeouts: {{ connect: 500ms, read: 1s, write: 1s }}\n{extra}",
         list.join(", ")
     )
 }
@@ -364,4 +369,29 @@ fn futures_util_stream(
         }
     }
     S { left: total }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_health_checks_fail_open_instead_of_breaking_links() {
+    let redis = Redis::start();
+    let us = Upstream::start("us-1", false).await;
+    // The check expects a body the backend never sends: it is marked unhealthy, yet it serves.
+    let le = start(
+        &redis,
+        &[region(
+            "us",
+            &[(&us, false)],
+            "    health_check: { interval: 200ms, failures: 1, expect_body: nope }\n",
+        )],
+        "  default_region: us\n",
+    );
+    let gauge = format!(
+        "linkedge_backend_healthy{{backend=\"{}\",region=\"us\"}}",
+        us.addr
+    );
+    assert!(eventually(Duration::from_secs(5), || le.metric(&gauge) == 0.0));
+    let (s, e) = echo(&le, "link.example.com", "/p").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(e["server"], "us-1");
+    assert!(le.metric("linkedge_upstream_events_total{event=\"fail_open\",region=\"us\"}") >= 1.0);
 }
