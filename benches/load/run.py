@@ -151,20 +151,21 @@ def run_h2load(url, seconds, conns=4, streams=64):
     return res
 
 
-def run_handshakes(port, seconds, procs=8):
-    """Full TLS handshakes: parallel `openssl s_time -new` (a new session every connection)."""
-    cmd = ["taskset", "-c", LOAD_CORE, "openssl", "s_time", "-connect", f"127.0.0.1:{port}",
-           "-new", "-time", str(seconds), "-www", "/health"]
-    ps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-          for _ in range(procs)]
-    total, outs = 0, []
-    for p in ps:
-        out = p.communicate()[0]
-        outs.append(out)
-        m = re.search(r"(\d+) connections in [\d.]+s", out)
-        total += int(m.group(1)) if m else 0
-    return {"raw": "\n".join(outs), "requests": total, "rps": total / seconds,
-            "p50": None, "p99": None, "max": None, "errors": ""}
+def run_handshakes(port, seconds, concurrency=64):
+    """Full TLS handshakes: examples/hsload opens a new connection and a new TLS session (no
+    resumption offered) for every request."""
+    cmd = ["taskset", "-c", LOAD_CORE, str(ROOT / "target/release/examples/hsload"),
+           f"127.0.0.1:{port}", "--seconds", str(seconds), "--concurrency", str(concurrency),
+           "--sni", "localhost"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    errors = ""
+    if r["errors"]:
+        errors = f"{r['errors']} failed handshakes ({r['first_error']})"
+    if r["resumed"]:
+        errors += f" {r['resumed']} resumed handshakes"
+    return {"raw": out, "requests": r["handshakes"], "rps": r["per_second"], "p50": None,
+            "p99": None, "max": None, "errors": errors.strip()}
 
 
 def metric(port, series):
@@ -276,7 +277,8 @@ routing: {{ default_region: us }}
                 lambda p: run_wrk(url(p, "http", f"/c/{token}"), d)),
             2: ("HTTPS HTTP/1.1 keep-alive click redirects, 64 connections",
                 lambda p: run_wrk(url(p, "https", f"/c/{token}"), d)),
-            3: ("Full TLS handshakes per second (new session per connection, ECDSA P-256)",
+            3: ("Full TLS handshakes per second (new connection and session per request, ECDSA P-256, "
+                "one certificate)",
                 lambda p: run_handshakes(ports[p + ("_https" if p == "le" else "_hs")], d)),
             4: ("HTTP/2 over TLS, 4 connections x 64 streams (h2load)",
                 lambda p: run_h2load(url(p, "https", f"/c/{token}"), d)),
@@ -299,6 +301,16 @@ routing: {{ default_region: us }}
             results["scenarios"][sc] = {"title": title, "runs": per, "summary": summarize(per)}
             if sc == 3:
                 results["scenarios"][sc]["reuse"] = handshake_reuse()
+            if sc == 5:
+                # The same load straight to the upstream, and linkedge's upstream connection reuse.
+                direct = [run_wrk(f"http://127.0.0.1:{ports['upstream']}/proxied/page", d)
+                          for _ in range(args.rounds)]
+                results["scenarios"][sc]["direct_rps"] = sum(r["rps"] for r in direct) / len(direct)
+                reused = metric(ports["le_metrics"], 'linkedge_upstream_connections_total{reused="true"}')
+                new = metric(ports["le_metrics"], 'linkedge_upstream_connections_total{reused="false"}')
+                results["scenarios"][sc]["reuse_ratio"] = reused / max(reused + new, 1)
+                print(f"  direct to upstream {results['scenarios'][sc]['direct_rps']:.0f} req/s; "
+                      f"linkedge upstream connection reuse {reused:.0f}/{reused + new:.0f}", flush=True)
 
         if 6 in scenarios:
             results["scenarios"][6] = sustained(le, ports, token, results, args.sustain)
@@ -407,6 +419,10 @@ def render(results):
             lines.append(f"| {sc} | {name} | {r['rps']:.0f} | {fmt_s(r['p50'])} | {fmt_s(r['p99'])} | "
                          f"{fmt_s(r['max'])} | {r['cpu_s_per_10k']:.3f} | {r['peak_rss_kb'] / 1024:.1f} MiB | "
                          f"{ratio('nginx')} | {ratio('caddy')} |")
+        if "direct_rps" in data:
+            lines.append(f"| {sc} | (upstream direct) | {data['direct_rps']:.0f} | | | | | | | |")
+            lines.append(f"| {sc} | (linkedge pool reuse) | {data['reuse_ratio'] * 100:.2f}% of upstream "
+                         f"requests on a reused connection | | | | | | | |")
         if "reuse" in data:
             lines.append(f"| {sc} | (nginx saw) | {data['reuse']['nginx_full']} full, "
                          f"{data['reuse']['nginx_resumed']} resumed handshakes | | | | | | | |")
