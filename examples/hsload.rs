@@ -47,7 +47,10 @@ fn args() -> Args {
             _ => a.addr = arg,
         }
     }
-    assert!(!a.addr.is_empty(), "usage: hsload HOST:PORT [--seconds N] [--concurrency N] [--sni NAME | --sni-file FILE]");
+    assert!(
+        !a.addr.is_empty(),
+        "usage: hsload HOST:PORT [--seconds N] [--concurrency N] [--sni NAME | --sni-file FILE]"
+    );
     a
 }
 
@@ -65,14 +68,22 @@ async fn one(connector: &SslConnector, addr: &str, name: &str) -> Result<bool, S
     cfg.set_verify_hostname(false);
     let ssl = cfg.into_ssl(name).map_err(|e| e.to_string())?;
     let mut s = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
-    Pin::new(&mut s).connect().await.map_err(|e| e.to_string())?;
+    Pin::new(&mut s)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
     let resumed = s.ssl().session_reused();
     let req = format!("GET /health HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut buf = Vec::with_capacity(512);
     let _ = s.read_to_end(&mut buf).await;
     if !buf.starts_with(b"HTTP/1.1 200") {
-        return Err(format!("unexpected answer: {:?}", String::from_utf8_lossy(&buf[..buf.len().min(40)])));
+        return Err(format!(
+            "unexpected answer: {:?}",
+            String::from_utf8_lossy(&buf[..buf.len().min(40)])
+        ));
     }
     Ok(resumed)
 }
@@ -87,13 +98,21 @@ fn main() {
     let connector = Arc::new(b.build());
     let counts = Arc::new(Counts::default());
     let names = Arc::new(a.names);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(a.seconds);
     rt.block_on(async {
         let mut tasks = Vec::new();
         for t in 0..a.concurrency {
-            let (connector, counts, names, addr) = (connector.clone(), counts.clone(), names.clone(), a.addr.clone());
+            let (connector, counts, names, addr) = (
+                connector.clone(),
+                counts.clone(),
+                names.clone(),
+                a.addr.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut i = t;
                 let mut first_error = None;
