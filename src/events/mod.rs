@@ -13,7 +13,7 @@ use crate::metrics;
 use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
 use spool::Spool;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
@@ -77,6 +77,9 @@ pub struct Recorder {
     inflight: Mutex<Option<Arc<Vec<Event>>>>,
     node: u64,
     counter: AtomicU64,
+    /// Set by the writer while it waits on an empty queue: only then does `record` wake it, so
+    /// under load the request path never pays for a wake-up (or a context switch).
+    writer_idle: AtomicBool,
 }
 
 impl Recorder {
@@ -89,6 +92,7 @@ impl Recorder {
             inflight: Mutex::new(None),
             node: rand::random(),
             counter: AtomicU64::new(0),
+            writer_idle: AtomicBool::new(false),
         }
     }
 
@@ -103,7 +107,9 @@ impl Recorder {
     pub fn record(&self, ev: Event) {
         match self.queue.push(ev) {
             Ok(()) => {
-                if self.queue.len() == 1 {
+                if self.writer_idle.load(Ordering::Relaxed)
+                    && self.writer_idle.swap(false, Ordering::AcqRel)
+                {
                     self.notify.notify_one();
                 }
             }
@@ -133,8 +139,13 @@ impl Recorder {
         batch
     }
 
-    pub(crate) async fn wait(&self) {
-        self.notify.notified().await
+    /// Waits (at most `limit`) for `record` to hand over an event, unless one is already queued.
+    pub(crate) async fn wait_idle(&self, limit: std::time::Duration) {
+        self.writer_idle.store(true, Ordering::Release);
+        if self.queue.is_empty() {
+            let _ = tokio::time::timeout(limit, self.notify.notified()).await;
+        }
+        self.writer_idle.store(false, Ordering::Release);
     }
 
     pub(crate) fn lock_spool(&self) -> std::sync::MutexGuard<'_, Spool> {

@@ -39,6 +39,9 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Longest idle wait between queue checks.
 const IDLE_TICK: Duration = Duration::from_millis(50);
+/// While events keep coming, the writer waits this long between batches so each pipeline carries
+/// many events; it bounds how late an event reaches the stream under load.
+const LINGER: Duration = Duration::from_millis(1);
 
 impl Writer {
     /// A writer draining `recorder`.
@@ -241,14 +244,25 @@ impl Writer {
             if had_batch {
                 self.write_batch(&mut link, batch).await;
             }
-            let replayed = self.replay_some(&mut link).await;
-            if had_batch || replayed {
+            if self.replay_some(&mut link).await {
                 continue;
             }
             if *shutdown.borrow() {
                 // Stopping: keep draining what requests still in flight produce. Whatever is
                 // left when the runtime stops is spooled by `Recorder::flush_to_spool`.
                 tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            let queued = self.recorder.queue_len();
+            if queued >= self.cfg.batch_max {
+                continue;
+            }
+            if queued > 0 || had_batch {
+                // Busy: let a batch gather rather than pay a round trip (and a wake-up) per event.
+                tokio::select! {
+                    _ = tokio::time::sleep(LINGER) => {}
+                    _ = shutdown.changed() => {}
+                }
                 continue;
             }
             let wait = if self.recorder.lock_spool().has_backlog() {
@@ -259,8 +273,7 @@ impl Writer {
                 IDLE_TICK
             };
             tokio::select! {
-                _ = self.recorder.wait() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = self.recorder.wait_idle(wait) => {}
                 _ = shutdown.changed() => {}
             }
         }
