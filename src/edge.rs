@@ -84,7 +84,7 @@ enum Outcome {
 struct Reply {
     status: u16,
     content_type: Option<&'static str>,
-    location: Option<String>,
+    location: Option<Bytes>,
     allow: bool,
     body: Bytes,
 }
@@ -176,8 +176,7 @@ impl Edge {
         let header = |name: http::header::HeaderName| {
             req.headers
                 .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default()
+                .map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.as_bytes()))
         };
         let ip = client_ip::resolve(
             session
@@ -190,16 +189,18 @@ impl Edge {
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        // One buffer for the destination, shared by the event and the Location header.
+        let url = Bytes::from(link.url);
         self.recorder.record(Event {
             id: self.recorder.next_id(),
-            kind: link.kind.event_type().to_owned(),
+            kind: link.kind,
             ts,
             host,
             workspace: link.workspace,
             message: link.message,
             link: link.link,
-            url: link.url.clone(),
-            ip: ip.map(|i| i.to_string()).unwrap_or_default(),
+            url: url.clone(),
+            ip,
             ua: header(http::header::USER_AGENT),
             referer: header(http::header::REFERER),
         });
@@ -207,7 +208,7 @@ impl Edge {
             Kind::Click => Reply {
                 status: 302,
                 content_type: None,
-                location: Some(link.url),
+                location: Some(url),
                 allow: false,
                 body: Bytes::new(),
             },
@@ -241,7 +242,7 @@ impl Edge {
             .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .map_or_else(|| self.recorder.next_id(), str::to_owned);
+            .map_or_else(|| self.recorder.next_id().to_string(), str::to_owned);
         None
     }
 }
@@ -288,7 +289,10 @@ async fn write(session: &mut Session, reply: Reply, head: bool) -> Result<()> {
     }
     h.insert_header("Content-Length", reply.body.len().to_string())?;
     if let Some(loc) = reply.location {
-        h.insert_header("Location", loc)?;
+        // Verified destinations hold no control characters; the check here costs a scan only.
+        let v = http::HeaderValue::from_maybe_shared(loc)
+            .map_err(|_| Error::explain(ErrorType::InternalError, "invalid Location"))?;
+        h.insert_header("Location", v)?;
     }
     if reply.allow {
         h.insert_header("Allow", "GET, HEAD")?;

@@ -43,6 +43,8 @@ pub const MAX_URL_LEN: usize = 2048;
 pub const MIN_SECRET_LEN: usize = 32;
 /// Longest token (base64 text) the decoder looks at; anything longer is rejected before decoding.
 pub const MAX_TOKEN_LEN: usize = (MAX_URL_LEN + 64) * 4 / 3 + 4;
+/// Room for any token of at most [`MAX_TOKEN_LEN`] characters, decoded.
+const MAX_DECODED: usize = MAX_TOKEN_LEN * 3 / 4 + 3;
 
 const CHECK_LEN: usize = 4;
 const MAC_LEN: usize = 16;
@@ -255,7 +257,8 @@ impl Keyring {
     /// Verification is constant-time in the MAC comparison. Returns [`TokenError::WrongHost`]
     /// when the token is genuine but minted for another Host.
     pub fn verify(&self, host: &str, token: &str) -> Result<Link, TokenError> {
-        let (bytes, link) = self.parse(token)?;
+        let mut buf = [0u8; MAX_DECODED];
+        let (bytes, link) = self.parse(token, &mut buf)?;
         let key = &self.keys[&link.key_id];
         let (signed, mac) = bytes.split_at(bytes.len() - MAC_LEN);
         let (payload, check) = signed.split_at(signed.len() - CHECK_LEN);
@@ -281,16 +284,24 @@ impl Keyring {
     /// Decodes the fields of `token` without checking its signature (for `link decode`).
     /// The key must still be in the keyring.
     pub fn inspect(&self, token: &str) -> Result<Link, TokenError> {
-        self.parse(token).map(|(_, link)| link)
+        let mut buf = [0u8; MAX_DECODED];
+        self.parse(token, &mut buf).map(|(_, link)| link)
     }
 
-    fn parse(&self, token: &str) -> Result<(Vec<u8>, Link), TokenError> {
+    /// Decodes into `buf` (on the caller's stack: no allocation but the URL's) and reads the
+    /// fields; the signature is not checked here.
+    fn parse<'b>(
+        &self,
+        token: &str,
+        buf: &'b mut [u8; MAX_DECODED],
+    ) -> Result<(&'b [u8], Link), TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Overlong);
         }
-        let bytes = URL_SAFE_NO_PAD
-            .decode(token.as_bytes())
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(token.as_bytes(), &mut buf[..])
             .map_err(|_| TokenError::Base64)?;
+        let bytes: &'b [u8] = &buf[..n];
         if bytes.len() < 2 + CHECK_LEN + MAC_LEN {
             return Err(TokenError::Length);
         }

@@ -10,22 +10,68 @@ pub mod spool;
 pub mod writer;
 
 use crate::metrics;
+use crate::token::Kind;
+use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
 use spool::Spool;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
-/// One click or open, as written to the stream.
+/// An event's unique id: a per-process random half and a per-process counter, written as 32 hex
+/// digits so consumers can drop duplicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EventId {
+    /// Random per process.
+    pub node: u64,
+    /// Counter within the process.
+    pub seq: u64,
+}
+
+impl EventId {
+    /// The 32 hex digits, without allocating.
+    pub fn hex(&self) -> [u8; 32] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, v) in [self.node, self.seq].into_iter().enumerate() {
+            for j in 0..16 {
+                out[i * 16 + j] = DIGITS[((v >> (60 - 4 * j)) & 0xf) as usize];
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::str::from_utf8(&self.hex()).expect("hex is ASCII"))
+    }
+}
+
+impl std::str::FromStr for EventId {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        if s.len() != 32 || !s.is_ascii() {
+            return Err(());
+        }
+        let node = u64::from_str_radix(&s[..16], 16).map_err(|_| ())?;
+        let seq = u64::from_str_radix(&s[16..], 16).map_err(|_| ())?;
+        Ok(EventId { node, seq })
+    }
+}
+
+/// One click or open, as written to the stream. The request path builds it without formatting
+/// anything: ids, numbers and addresses become text only in the writer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
-    /// Unique per event (32 hex digits: a per-process random half and a counter), so consumers
-    /// can drop duplicates.
-    pub id: String,
-    /// `click` or `open`.
-    #[serde(rename = "type")]
-    pub kind: String,
+    /// Unique per event, so consumers can drop duplicates.
+    #[serde(with = "serde_text")]
+    pub id: EventId,
+    /// Click or open (`type` in the stream).
+    #[serde(rename = "type", with = "serde_kind")]
+    pub kind: Kind,
     /// Unix milliseconds when the request arrived.
     pub ts: u64,
     /// The Host the link was followed on.
@@ -36,35 +82,115 @@ pub struct Event {
     pub message: u64,
     /// Link id from the token.
     pub link: u64,
-    /// Destination (clicks; empty for opens).
-    pub url: String,
+    /// Destination (clicks; empty for opens); shared with the `Location` header.
+    #[serde(with = "serde_bytes_text")]
+    pub url: Bytes,
     /// Client IP (the TCP peer, or `X-Forwarded-For` from a trusted proxy).
-    pub ip: String,
+    #[serde(with = "serde_ip")]
+    pub ip: Option<IpAddr>,
     /// `User-Agent`, possibly empty.
-    pub ua: String,
+    #[serde(with = "serde_bytes_text")]
+    pub ua: Bytes,
     /// `Referer`, possibly empty.
-    pub referer: String,
+    #[serde(with = "serde_bytes_text")]
+    pub referer: Bytes,
 }
 
 impl Event {
-    /// The stream entry's field/value pairs, in a fixed order (`url` only for clicks).
-    pub fn fields(&self) -> Vec<(&'static str, String)> {
-        let mut f = vec![
-            ("id", self.id.clone()),
-            ("type", self.kind.clone()),
-            ("ts", self.ts.to_string()),
-            ("host", self.host.clone()),
-            ("workspace", self.workspace.to_string()),
-            ("message", self.message.to_string()),
-            ("link", self.link.to_string()),
-        ];
-        if self.kind == "click" {
-            f.push(("url", self.url.clone()));
+    /// Appends the stream entry's field/value pairs to `cmd`, in a fixed order (`url` only for
+    /// clicks).
+    pub fn write_fields(&self, cmd: &mut redis::Cmd) {
+        let mut ip = [0u8; 48];
+        let ip_len = match self.ip {
+            Some(addr) => {
+                use std::io::Write;
+                let mut c = std::io::Cursor::new(&mut ip[..]);
+                let _ = write!(c, "{addr}");
+                c.position() as usize
+            }
+            None => 0,
+        };
+        cmd.arg("id")
+            .arg(&self.id.hex()[..])
+            .arg("type")
+            .arg(self.kind.event_type())
+            .arg("ts")
+            .arg(self.ts)
+            .arg("host")
+            .arg(&self.host)
+            .arg("workspace")
+            .arg(self.workspace)
+            .arg("message")
+            .arg(self.message)
+            .arg("link")
+            .arg(self.link);
+        if self.kind == Kind::Click {
+            cmd.arg("url").arg(&self.url[..]);
         }
-        f.push(("ip", self.ip.clone()));
-        f.push(("ua", self.ua.clone()));
-        f.push(("referer", self.referer.clone()));
-        f
+        cmd.arg("ip")
+            .arg(&ip[..ip_len])
+            .arg("ua")
+            .arg(&self.ua[..])
+            .arg("referer")
+            .arg(&self.referer[..]);
+    }
+}
+
+/// A `Display`/`FromStr` value as a JSON string (spool records).
+mod serde_text {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    pub fn serialize<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+    pub fn deserialize<'de, T: std::str::FromStr, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<T, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(|_| D::Error::custom("bad event id"))
+    }
+}
+
+mod serde_kind {
+    use crate::token::Kind;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    pub fn serialize<S: Serializer>(k: &Kind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(k.event_type())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Kind, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "click" => Ok(Kind::Click),
+            "open" => Ok(Kind::Open),
+            other => Err(D::Error::custom(format!("unknown event type {other:?}"))),
+        }
+    }
+}
+
+mod serde_bytes_text {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(b: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(b))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        Ok(Bytes::from(String::deserialize(d)?))
+    }
+}
+
+mod serde_ip {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use std::net::IpAddr;
+    pub fn serialize<S: Serializer>(ip: &Option<IpAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match ip {
+            Some(ip) => s.collect_str(ip),
+            None => s.serialize_str(""),
+        }
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse().map(Some).map_err(|_| D::Error::custom("bad ip"))
     }
 }
 
@@ -97,9 +223,11 @@ impl Recorder {
     }
 
     /// A fresh event id, unique across processes (random per process) and within one (a counter).
-    pub fn next_id(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}{:016x}", self.node, n)
+    pub fn next_id(&self) -> EventId {
+        EventId {
+            node: self.node,
+            seq: self.counter.fetch_add(1, Ordering::Relaxed),
+        }
     }
 
     /// Hands an event over without waiting: into the queue, or into the spool when the queue is

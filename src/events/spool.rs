@@ -270,17 +270,17 @@ mod tests {
 
     fn ev(n: u64) -> Event {
         Event {
-            id: format!("{n:032x}"),
-            kind: "click".into(),
+            id: super::super::EventId { node: 1, seq: n },
+            kind: crate::token::Kind::Click,
             ts: n,
             host: "link.example.com".into(),
             workspace: 1,
             message: 2,
             link: 3,
             url: "https://example.com/".into(),
-            ip: "192.0.2.1".into(),
+            ip: Some("192.0.2.1".parse().unwrap()),
             ua: "ua \"quoted\"\n".into(),
-            referer: String::new(),
+            referer: bytes::Bytes::new(),
         }
     }
 

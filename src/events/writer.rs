@@ -108,15 +108,14 @@ async fn xadd(
 ) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     for e in events {
-        let cmd = pipe.cmd("XADD").arg(&cfg.stream);
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&cfg.stream);
         if cfg.maxlen > 0 {
             cmd.arg("MAXLEN").arg("~").arg(cfg.maxlen);
         }
         cmd.arg("*");
-        for (k, v) in e.fields() {
-            cmd.arg(k).arg(v);
-        }
-        cmd.ignore();
+        e.write_fields(&mut cmd);
+        pipe.add_command(cmd).ignore();
     }
     let start = Instant::now();
     let r = pipe.query_async::<()>(conn).await;
@@ -213,7 +212,7 @@ impl Writer {
         let todo: Vec<&Event> = chunk
             .events
             .iter()
-            .filter(|e| !(e.uncertain && skip.contains(&e.event.id)))
+            .filter(|e| !(e.uncertain && skip.contains(&e.event.id.to_string())))
             .map(|e| &e.event)
             .collect();
         let already = chunk.events.len() - todo.len();
