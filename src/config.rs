@@ -82,6 +82,42 @@ pub struct File {
     /// The admin API on the metrics listener.
     #[serde(default)]
     pub admin: Admin,
+    /// Per-domain certificates from Redis, chosen by SNI. Unset: every HTTPS handshake gets
+    /// `tls.cert`.
+    #[serde(default)]
+    pub certs: Option<Certs>,
+}
+
+/// The certificate store: per-domain certificates in Redis (private keys encrypted with
+/// AES-256-GCM), cached in memory and chosen per SNI during the handshake.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certs {
+    /// Id of the master key that encrypts newly stored private keys; must be listed.
+    pub master_key: u32,
+    /// Every master key that can decrypt stored keys: `{id, secret_env}` or `{id, secret_file}`,
+    /// each secret 64 hex characters (32 bytes). Keep a retired key listed until every
+    /// certificate it encrypted has been renewed.
+    pub master_keys: Vec<LinkKey>,
+    /// Certificates held in memory (each about 4 KiB). Default 10000.
+    #[serde(default = "default_cache_size")]
+    pub cache_size: usize,
+    /// How long a name with no certificate is remembered, so a scanner's random SNI does not
+    /// reach Redis on every handshake. Default `60s`.
+    #[serde(default = "default_negative_ttl", deserialize_with = "de_duration")]
+    pub negative_ttl: Duration,
+    /// Serve `tls.cert` when the SNI has no certificate (or there is no SNI); otherwise such
+    /// handshakes fail. Default false.
+    #[serde(default)]
+    pub fallback: bool,
+}
+
+fn default_cache_size() -> usize {
+    10_000
+}
+
+fn default_negative_ttl() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// The admin API (`/v1/...` on `listen.metrics`), which manages the domain registry. It answers
@@ -423,6 +459,8 @@ pub struct Settings {
     pub keyring: Keyring,
     /// The admin API bearer token, when configured.
     pub admin_token: Option<AdminToken>,
+    /// The certificate store's master keys (id → 32-byte key), when `certs` is configured.
+    pub master_keys: Vec<(u32, [u8; 32])>,
 }
 
 /// The admin bearer token. Its `Debug` never shows it.
@@ -480,10 +518,26 @@ impl Settings {
                 Some(AdminToken(bytes))
             }
         };
+        let mut master_keys = Vec::new();
+        if let Some(c) = &file.certs {
+            for (i, k) in c.master_keys.iter().enumerate() {
+                let field = format!("certs.master_keys[{i}]");
+                let raw = read_secret(
+                    &field,
+                    k.secret_env.as_deref(),
+                    k.secret_file.as_deref(),
+                    env,
+                )?;
+                let key = parse_master_key(&raw)
+                    .ok_or_else(|| invalid(&field, "expected 64 hex characters (a 32-byte key)"))?;
+                master_keys.push((k.id, key));
+            }
+        }
         Ok(Settings {
             file,
             keyring,
             admin_token,
+            master_keys,
         })
     }
 }
@@ -549,6 +603,35 @@ impl File {
         }
         check_keys(&file.links)?;
         check_regions(&mut file)?;
+        if let Some(c) = &mut file.certs {
+            if c.cache_size == 0 {
+                return Err(invalid("certs.cache_size", "must be at least 1"));
+            }
+            let mut ids = std::collections::HashSet::new();
+            for (i, k) in c.master_keys.iter_mut().enumerate() {
+                if k.secret_env.is_some() == k.secret_file.is_some() {
+                    return Err(invalid(
+                        format!("certs.master_keys[{i}]"),
+                        "set exactly one of secret_env and secret_file",
+                    ));
+                }
+                if !ids.insert(k.id) {
+                    return Err(invalid(
+                        format!("certs.master_keys[{i}].id"),
+                        format!("key id {} is listed twice", k.id),
+                    ));
+                }
+                if let Some(p) = &k.secret_file {
+                    k.secret_file = Some(resolve(p));
+                }
+            }
+            if !ids.contains(&c.master_key) {
+                return Err(invalid(
+                    "certs.master_key",
+                    format!("key id {} is not in certs.master_keys", c.master_key),
+                ));
+            }
+        }
         Ok(file)
     }
 
@@ -722,6 +805,19 @@ fn build_keyring(
         keys.push((k.id, secret));
     }
     Keyring::new(keys, links.mint_key).map_err(|m| invalid("links.mint_key", m))
+}
+
+/// A 32-byte key written as 64 hex characters.
+fn parse_master_key(raw: &[u8]) -> Option<[u8; 32]> {
+    let text = std::str::from_utf8(raw).ok()?.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    for (i, k) in key.iter_mut().enumerate() {
+        *k = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
 }
 
 /// Reads a secret from exactly one of an environment variable and a file (trailing newline

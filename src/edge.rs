@@ -1,6 +1,7 @@
 //! The public request path: tracked-link clicks, open pixels and `/health`, answered inside
 //! Pingora's `request_filter` without waiting for any I/O but the response itself.
 
+use crate::certs::Sni;
 use crate::client_ip;
 use crate::events::{Event, Recorder};
 use crate::metrics::{self, Route};
@@ -146,6 +147,19 @@ impl Edge {
         let Some(host) = raw_host(req).and_then(normalize_host) else {
             return Outcome::Reply(Reply::text(400, "Bad Request: missing or invalid Host\n"));
         };
+        // Over TLS, the Host must be the name the handshake was for (SNI): a request on one
+        // customer's connection may not borrow another's Host.
+        let sni = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|d| d.extension.get::<Sni>());
+        if let Some(Sni(sni)) = sni
+            && *sni != host
+        {
+            metrics::token_failure("sni_mismatch").inc();
+            metrics::HOST_MISMATCH.inc();
+            return Outcome::Reply(Reply::text(403, HOST_MISMATCH_BODY));
+        }
         let link = match self.keyring.verify(&host, token) {
             Ok(link) => link,
             Err(TokenError::WrongHost) => {

@@ -6,6 +6,7 @@
 //! with an on-disk spool while Redis is away.
 
 pub mod admin;
+pub mod certs;
 pub mod client_ip;
 pub mod config;
 pub mod domains;

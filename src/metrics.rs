@@ -308,3 +308,47 @@ pub fn upstream_connection(reused: bool) {
         .with_label_values(&[if reused { "true" } else { "false" }])
         .inc();
 }
+
+static CERT_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_cert_lookups_total",
+            "Handshake certificate look-ups by source: memory, redis, negative (a cached miss), \
+             miss (not in Redis either), fallback (tls.cert served), error (Redis failed)."
+        ),
+        &["source"]
+    )
+    .expect("metric registers")
+});
+
+/// The counter of certificate look-ups from a source.
+pub fn cert_lookup(source: &str) -> IntCounter {
+    CERT_LOOKUPS.with_label_values(&[source])
+}
+
+/// Names held by the certificate cache (certificates and remembered misses).
+pub static CERT_CACHE_ENTRIES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "linkedge_cert_cache_entries",
+        "Names held by the in-memory certificate cache, certificates and remembered misses."
+    )
+    .expect("metric registers")
+});
+
+static TLS_HANDSHAKES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_tls_handshakes_total",
+            "Completed TLS handshakes on the HTTPS listener, by whether the session was resumed."
+        ),
+        &["resumed"]
+    )
+    .expect("metric registers")
+});
+
+/// Counts a completed handshake.
+pub fn tls_handshake(resumed: bool) {
+    TLS_HANDSHAKES
+        .with_label_values(&[if resumed { "true" } else { "false" }])
+        .inc();
+}

@@ -2,6 +2,7 @@
 //! events are left when it stops.
 
 use crate::admin::{Admin, RegistryConfig};
+use crate::certs::{Cache, Invalidator, Sealer, Selector};
 use crate::config::Settings;
 use crate::edge::Edge;
 use crate::events::Recorder;
@@ -13,6 +14,7 @@ use pingora::server::RunArgs;
 use pingora::server::configuration::ServerConf;
 use pingora::services::listening::Service;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Pingora's process options that `linkedge serve` passes through.
 #[derive(Debug, Clone, Copy, Default)]
@@ -73,14 +75,50 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         regions.regions.clone(),
     );
     let mut public = http_proxy_service(&server.configuration, edge);
+    let mut invalidator = None;
     if let Some(addr) = f.listen.http {
         public.add_tcp(&addr.to_string());
     }
     if let Some(addr) = f.listen.https {
-        let tls = tls::settings(&f.tls.cert, &f.tls.key)?;
+        let tls = match &f.certs {
+            None => tls::dynamic_settings(Selector::new(
+                Arc::new(Cache::new(1, Duration::ZERO)),
+                None,
+                f.redis.timeout,
+                String::new(),
+                Sealer::new(Vec::new(), 0),
+                Some(tls::load_pair(&f.tls.cert, &f.tls.key)?),
+            ))?,
+            Some(c) => {
+                let cache = Arc::new(Cache::new(c.cache_size, c.negative_ttl));
+                let sealer = Sealer::new(settings.master_keys.clone(), c.master_key);
+                let fallback = if c.fallback {
+                    Some(tls::load_pair(&f.tls.cert, &f.tls.key)?)
+                } else {
+                    None
+                };
+                let selector = Selector::new(
+                    cache.clone(),
+                    Some(f.redis.url.clone()),
+                    f.redis.timeout,
+                    f.admin.redis_prefix.clone(),
+                    sealer,
+                    fallback,
+                );
+                invalidator = Some(Invalidator::new(
+                    cache,
+                    f.redis.url.clone(),
+                    &f.admin.redis_prefix,
+                ));
+                tls::dynamic_settings(selector)?
+            }
+        };
         public.add_tls_with_settings(&addr.to_string(), None, tls);
     }
     server.add_service(public);
+    if let Some(inv) = invalidator {
+        server.add_service(background_service("certificate invalidation", inv));
+    }
     for svc in regions.services {
         server.add_boxed_service(svc);
     }

@@ -1,0 +1,623 @@
+//! Per-domain certificates: stored in Redis with the private key sealed (AES-256-GCM), cached in
+//! memory, and chosen per SNI during the TLS handshake.
+//!
+//! Redis layout, under the configured prefix: `cert:<host>` is a hash with `chain` (PEM, leaf
+//! first), `key` (base64 of nonce ‖ ciphertext ‖ tag of the PKCS#8 PEM key, the host as
+//! associated data), `key_id` (the master key that sealed it), `not_before` and `not_after`
+//! (Unix seconds). A change is announced on the channel `certs` so every node drops its copy.
+
+use crate::metrics;
+use crate::token::normalize_host;
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use openssl::asn1::Asn1Time;
+use openssl::pkey::{PKey, Private};
+use openssl::ssl::NameType;
+use openssl::symm::{Cipher, decrypt_aead, encrypt_aead};
+use openssl::x509::X509;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+/// A certificate store operation that failed, said plainly.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// The PEM could not be read.
+    #[error("{0}")]
+    Invalid(String),
+    /// The certificate does not cover the host.
+    #[error("the certificate does not cover {0}")]
+    WrongName(String),
+    /// The private key does not belong to the certificate.
+    #[error("the private key does not match the certificate")]
+    KeyMismatch,
+    /// Sealed with a master key this node does not have.
+    #[error("sealed with master key {0}, which is not configured")]
+    UnknownMasterKey(u32),
+    /// The sealed key does not open (wrong key, or tampered).
+    #[error("the stored private key does not decrypt")]
+    Unseal,
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Seals and opens private keys with the master keys (AES-256-GCM).
+#[derive(Clone)]
+pub struct Sealer {
+    keys: HashMap<u32, [u8; 32]>,
+    current: u32,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Sealer(current {}, {} keys)",
+            self.current,
+            self.keys.len()
+        )
+    }
+}
+
+impl Sealer {
+    /// A sealer sealing with `current` and opening with any of `keys`.
+    pub fn new(keys: Vec<(u32, [u8; 32])>, current: u32) -> Sealer {
+        Sealer {
+            keys: keys.into_iter().collect(),
+            current,
+        }
+    }
+
+    /// Seals `plain` for `host`; returns the key id and the base64 text.
+    pub fn seal(&self, host: &str, plain: &[u8]) -> (u32, String) {
+        let key = &self.keys[&self.current];
+        let mut nonce = [0u8; 12];
+        openssl::rand::rand_bytes(&mut nonce).expect("the OS has randomness");
+        let mut tag = [0u8; 16];
+        let ct = encrypt_aead(
+            Cipher::aes_256_gcm(),
+            key,
+            Some(&nonce),
+            host.as_bytes(),
+            plain,
+            &mut tag,
+        )
+        .expect("AES-256-GCM encrypts");
+        let mut out = Vec::with_capacity(12 + ct.len() + 16);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        out.extend_from_slice(&tag);
+        (self.current, STANDARD.encode(out))
+    }
+
+    /// Opens what [`Sealer::seal`] sealed for `host` with key `key_id`.
+    pub fn open(&self, host: &str, key_id: u32, sealed: &str) -> Result<Vec<u8>, CertError> {
+        let key = self
+            .keys
+            .get(&key_id)
+            .ok_or(CertError::UnknownMasterKey(key_id))?;
+        let raw = STANDARD.decode(sealed).map_err(|_| CertError::Unseal)?;
+        if raw.len() < 28 {
+            return Err(CertError::Unseal);
+        }
+        let (nonce, rest) = raw.split_at(12);
+        let (ct, tag) = rest.split_at(rest.len() - 16);
+        decrypt_aead(
+            Cipher::aes_256_gcm(),
+            key,
+            Some(nonce),
+            host.as_bytes(),
+            ct,
+            tag,
+        )
+        .map_err(|_| CertError::Unseal)
+    }
+}
+
+/// A certificate ready for handshakes.
+pub struct Loaded {
+    /// Leaf first.
+    pub chain: Vec<X509>,
+    /// The leaf's key.
+    pub key: PKey<Private>,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Loaded(chain of {}, not_after {})",
+            self.chain.len(),
+            self.not_after
+        )
+    }
+}
+
+fn unix(t: &openssl::asn1::Asn1TimeRef) -> i64 {
+    let epoch = Asn1Time::from_unix(0).expect("epoch");
+    let d = epoch.diff(t).expect("times compare");
+    d.days as i64 * 86_400 + d.secs as i64
+}
+
+/// Whether `leaf` covers `host` (exact or single-label wildcard SAN, or CN without SANs).
+fn covers(leaf: &X509, host: &str) -> bool {
+    let matches = |name: &str| {
+        let name = name.to_ascii_lowercase();
+        if let Some(suffix) = name.strip_prefix("*.") {
+            host.split_once('.').is_some_and(|(_, rest)| rest == suffix)
+        } else {
+            name == host
+        }
+    };
+    if let Some(sans) = leaf.subject_alt_names() {
+        return sans.iter().filter_map(|n| n.dnsname()).any(matches);
+    }
+    leaf.subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .filter_map(|e| e.data().to_string().ok())
+        .any(|cn| matches(&cn))
+}
+
+/// Parses and checks a chain and key for `host`.
+pub fn parse_pair(host: &str, chain_pem: &[u8], key_pem: &[u8]) -> Result<Loaded, CertError> {
+    let chain = X509::stack_from_pem(chain_pem)
+        .map_err(|e| CertError::Invalid(format!("not a PEM certificate chain: {e}")))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| CertError::Invalid("the chain holds no certificate".into()))?;
+    let key = PKey::private_key_from_pem(key_pem)
+        .map_err(|e| CertError::Invalid(format!("not a PEM private key: {e}")))?;
+    let public = leaf
+        .public_key()
+        .map_err(|e| CertError::Invalid(format!("unreadable certificate key: {e}")))?;
+    if !public.public_eq(&key) {
+        return Err(CertError::KeyMismatch);
+    }
+    if !covers(leaf, host) {
+        return Err(CertError::WrongName(host.to_string()));
+    }
+    let not_after = unix(leaf.not_after());
+    Ok(Loaded {
+        chain,
+        key,
+        not_after,
+    })
+}
+
+/// Facts about a stored certificate.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Info {
+    /// The host.
+    pub host: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
+    pub not_after: i64,
+    /// The master key that sealed the private key.
+    pub key_id: u32,
+}
+
+/// The Redis-backed store.
+#[derive(Clone)]
+pub struct Store {
+    conn: MultiplexedConnection,
+    prefix: String,
+    sealer: Sealer,
+}
+
+impl Store {
+    /// A store on `conn` under `prefix`.
+    pub fn new(conn: MultiplexedConnection, prefix: &str, sealer: Sealer) -> Store {
+        Store {
+            conn,
+            prefix: prefix.to_string(),
+            sealer,
+        }
+    }
+
+    fn key(&self, host: &str) -> String {
+        format!("{}cert:{host}", self.prefix)
+    }
+
+    /// The invalidation channel.
+    pub fn channel(prefix: &str) -> String {
+        format!("{prefix}certs")
+    }
+
+    /// Checks and stores a chain and key for `host`, sealing the key, and tells every node.
+    pub async fn put(
+        &self,
+        host: &str,
+        chain_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<Info, CertError> {
+        let host =
+            normalize_host(host).ok_or_else(|| CertError::Invalid("not a host name".into()))?;
+        let loaded = parse_pair(&host, chain_pem, key_pem)?;
+        let not_before = unix(loaded.chain[0].not_before());
+        // Store the key as PKCS#8 PEM whatever form it came in.
+        let pkcs8 = loaded
+            .key
+            .private_key_to_pem_pkcs8()
+            .map_err(|e| CertError::Invalid(e.to_string()))?;
+        let (key_id, sealed) = self.sealer.seal(&host, &pkcs8);
+        let chain: Vec<u8> = loaded
+            .chain
+            .iter()
+            .map(|c| c.to_pem().expect("certificates encode"))
+            .collect::<Vec<_>>()
+            .concat();
+        let mut conn = self.conn.clone();
+        let _: () = redis::pipe()
+            .atomic()
+            .hset_multiple(
+                self.key(&host),
+                &[
+                    ("chain", String::from_utf8_lossy(&chain).into_owned()),
+                    ("key", sealed),
+                    ("key_id", key_id.to_string()),
+                    ("not_before", not_before.to_string()),
+                    ("not_after", loaded.not_after.to_string()),
+                ],
+            )
+            .publish(Store::channel(&self.prefix), &host)
+            .query_async(&mut conn)
+            .await?;
+        Ok(Info {
+            host,
+            not_before,
+            not_after: loaded.not_after,
+            key_id,
+        })
+    }
+
+    /// The certificate for `host`, opened, or `None`.
+    pub async fn load(&self, host: &str) -> Result<Option<Loaded>, CertError> {
+        let mut conn = self.conn.clone();
+        let m: HashMap<String, String> = conn.hgetall(self.key(host)).await?;
+        if m.is_empty() {
+            return Ok(None);
+        }
+        let field = |k: &str| {
+            m.get(k)
+                .ok_or_else(|| CertError::Invalid(format!("stored record lacks {k}")))
+        };
+        let key_id: u32 = field("key_id")?
+            .parse()
+            .map_err(|_| CertError::Invalid("bad key_id".into()))?;
+        let key_pem = self.sealer.open(host, key_id, field("key")?)?;
+        parse_pair(host, field("chain")?.as_bytes(), &key_pem).map(Some)
+    }
+
+    /// Facts about the stored certificate for `host`, without opening the key.
+    pub async fn info(&self, host: &str) -> Result<Option<Info>, CertError> {
+        let mut conn = self.conn.clone();
+        let m: HashMap<String, String> = conn.hgetall(self.key(host)).await?;
+        if m.is_empty() {
+            return Ok(None);
+        }
+        let num = |k: &str| m.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        Ok(Some(Info {
+            host: host.to_string(),
+            not_before: num("not_before"),
+            not_after: num("not_after"),
+            key_id: num("key_id") as u32,
+        }))
+    }
+
+    /// Removes the certificate for `host` and tells every node.
+    pub async fn remove(&self, host: &str) -> Result<bool, CertError> {
+        let mut conn = self.conn.clone();
+        let (n, _): (u64, u64) = redis::pipe()
+            .atomic()
+            .del(self.key(host))
+            .publish(Store::channel(&self.prefix), host)
+            .query_async(&mut conn)
+            .await?;
+        Ok(n > 0)
+    }
+}
+
+enum Slot {
+    Cert(Arc<Loaded>),
+    Missing(Instant),
+}
+
+/// The in-memory cache in front of the store: bounded, with a negative entry per unknown name.
+pub struct Cache {
+    map: Mutex<HashMap<String, Slot>>,
+    cap: usize,
+    negative_ttl: Duration,
+}
+
+impl Cache {
+    /// A cache of at most `cap` names.
+    pub fn new(cap: usize, negative_ttl: Duration) -> Cache {
+        Cache {
+            map: Mutex::new(HashMap::with_capacity(cap.min(1 << 16))),
+            cap,
+            negative_ttl,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, host: &str, slot: Slot) {
+        let mut m = self.lock();
+        if m.len() >= self.cap && !m.contains_key(host) {
+            // Bounded: drop expired negatives first, else an arbitrary entry.
+            let now = Instant::now();
+            m.retain(|_, s| !matches!(s, Slot::Missing(t) if *t <= now));
+            if m.len() >= self.cap
+                && let Some(k) = m.keys().next().cloned()
+            {
+                m.remove(&k);
+            }
+        }
+        m.insert(host.to_string(), slot);
+        metrics::CERT_CACHE_ENTRIES.set(m.len() as i64);
+    }
+
+    /// Forgets `host` (its certificate changed).
+    pub fn invalidate(&self, host: &str) {
+        let mut m = self.lock();
+        m.remove(host);
+        metrics::CERT_CACHE_ENTRIES.set(m.len() as i64);
+    }
+
+    /// Forgets everything (invalidations may have been missed).
+    pub fn clear(&self) {
+        self.lock().clear();
+        metrics::CERT_CACHE_ENTRIES.set(0);
+    }
+}
+
+/// Chooses the certificate for each handshake by SNI: memory, else Redis, else the fallback.
+pub struct Selector {
+    cache: Arc<Cache>,
+    /// `None`: no store, every handshake gets the fallback.
+    redis_url: Option<String>,
+    timeout: Duration,
+    prefix: String,
+    sealer: Sealer,
+    store: OnceCell<Store>,
+    fallback: Option<Arc<Loaded>>,
+}
+
+/// The SNI name a TLS connection asked for, carried into the HTTP phase.
+#[derive(Debug, Clone)]
+pub struct Sni(pub String);
+
+impl Selector {
+    /// A selector reading `redis_url` on a cache miss.
+    pub fn new(
+        cache: Arc<Cache>,
+        redis_url: Option<String>,
+        timeout: Duration,
+        prefix: String,
+        sealer: Sealer,
+        fallback: Option<Arc<Loaded>>,
+    ) -> Selector {
+        Selector {
+            cache,
+            redis_url,
+            timeout,
+            prefix,
+            sealer,
+            store: OnceCell::new(),
+            fallback,
+        }
+    }
+
+    async fn store(&self) -> Result<&Store, CertError> {
+        self.store
+            .get_or_try_init(|| async {
+                let conf = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout));
+                let url = self.redis_url.as_deref().unwrap_or_default();
+                let conn = redis::Client::open(url)?
+                    .get_multiplexed_async_connection_with_config(&conf)
+                    .await?;
+                Ok(Store::new(conn, &self.prefix, self.sealer.clone()))
+            })
+            .await
+    }
+
+    /// The certificate for `host`: from memory, else from Redis (then cached), else `None`
+    /// (remembered for the negative TTL).
+    pub async fn lookup(&self, host: &str) -> Option<Arc<Loaded>> {
+        {
+            let m = self.cache.lock();
+            match m.get(host) {
+                Some(Slot::Cert(c)) => {
+                    metrics::cert_lookup("memory").inc();
+                    return Some(c.clone());
+                }
+                Some(Slot::Missing(until)) if *until > Instant::now() => {
+                    metrics::cert_lookup("negative").inc();
+                    return None;
+                }
+                _ => {}
+            }
+        }
+        let loaded = match self.store().await {
+            Ok(store) => store.load(host).await,
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok(Some(l)) => {
+                metrics::cert_lookup("redis").inc();
+                let l = Arc::new(l);
+                self.cache.insert(host, Slot::Cert(l.clone()));
+                Some(l)
+            }
+            Ok(None) => {
+                metrics::cert_lookup("miss").inc();
+                self.cache.insert(
+                    host,
+                    Slot::Missing(Instant::now() + self.cache.negative_ttl),
+                );
+                None
+            }
+            Err(e) => {
+                metrics::cert_lookup("error").inc();
+                tracing::warn!(host = %host, error = %e, "certificate lookup failed");
+                // Remember briefly, so an outage does not turn every handshake into a wait.
+                self.cache
+                    .insert(host, Slot::Missing(Instant::now() + Duration::from_secs(1)));
+                None
+            }
+        }
+    }
+}
+
+fn use_cert(ssl: &mut TlsRef, c: &Loaded) -> Result<(), openssl::error::ErrorStack> {
+    use pingora::tls::ext;
+    ext::ssl_use_certificate(ssl, &c.chain[0])?;
+    ext::ssl_use_private_key(ssl, &c.key)?;
+    for extra in &c.chain[1..] {
+        ext::ssl_add_chain_cert(ssl, extra)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl TlsAccept for Selector {
+    /// Sets the certificate for the ClientHello's SNI; sets none (the handshake fails) when the
+    /// name has none and no fallback is configured.
+    async fn certificate_callback(&self, ssl: &mut TlsRef) {
+        let sni = ssl.servername(NameType::HOST_NAME).and_then(normalize_host);
+        let found = match (&sni, &self.redis_url) {
+            (Some(name), Some(_)) => self.lookup(name).await,
+            _ => None,
+        };
+        let chosen = found.or_else(|| {
+            if self.fallback.is_some() && self.redis_url.is_some() {
+                metrics::cert_lookup("fallback").inc();
+            }
+            self.fallback.clone()
+        });
+        if let Some(c) = chosen
+            && let Err(e) = use_cert(ssl, &c)
+        {
+            tracing::error!(error = %e, "cannot use certificate");
+        }
+    }
+
+    /// Carries the SNI name into the HTTP phase (see [`Sni`]).
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        metrics::tls_handshake(ssl.session_reused());
+        let sni = ssl
+            .servername(NameType::HOST_NAME)
+            .and_then(normalize_host)?;
+        Some(Arc::new(Sni(sni)))
+    }
+}
+
+/// Drops cached certificates when any node announces a change, as a background service.
+pub struct Invalidator {
+    cache: Arc<Cache>,
+    redis_url: String,
+    channel: String,
+}
+
+impl Invalidator {
+    /// Listens on `prefix`'s channel and clears entries of `cache`.
+    pub fn new(cache: Arc<Cache>, redis_url: String, prefix: &str) -> Invalidator {
+        Invalidator {
+            cache,
+            redis_url,
+            channel: Store::channel(prefix),
+        }
+    }
+
+    async fn listen(&self) -> redis::RedisResult<()> {
+        use futures_util::StreamExt;
+        let client = redis::Client::open(self.redis_url.as_str())?;
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(&self.channel).await?;
+        // Messages sent while not subscribed are lost: start from a clean cache.
+        self.cache.clear();
+        let mut stream = pubsub.on_message();
+        while let Some(msg) = stream.next().await {
+            if let Ok(host) = msg.get_payload::<String>() {
+                self.cache.invalidate(&host);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for Invalidator {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        loop {
+            tokio::select! {
+                r = self.listen() => {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "certificate invalidation channel lost; retrying");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_round_trips_and_binds_the_host() {
+        let s = Sealer::new(vec![(1, [7; 32]), (2, [9; 32])], 2);
+        let (id, sealed) = s.seal("a.example.com", b"secret key");
+        assert_eq!(id, 2);
+        assert!(!sealed.contains("secret"));
+        assert_eq!(s.open("a.example.com", 2, &sealed).unwrap(), b"secret key");
+        assert!(matches!(
+            s.open("b.example.com", 2, &sealed),
+            Err(CertError::Unseal)
+        ));
+        assert!(matches!(
+            s.open("a.example.com", 1, &sealed),
+            Err(CertError::Unseal)
+        ));
+        assert!(matches!(
+            s.open("a.example.com", 3, &sealed),
+            Err(CertError::UnknownMasterKey(3))
+        ));
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let c = Cache::new(3, Duration::from_secs(60));
+        for i in 0..10 {
+            c.insert(
+                &format!("h{i}.example"),
+                Slot::Missing(Instant::now() + Duration::from_secs(60)),
+            );
+        }
+        assert!(c.lock().len() <= 3);
+    }
+}
