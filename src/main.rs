@@ -1,6 +1,7 @@
 //! The `linkedge` command: serve, check a config, and mint or decode tracked links.
 
 use clap::{Args, Parser, Subcommand};
+use linkedge::certs::{Sealer, Store};
 use linkedge::config::Settings;
 use linkedge::domains::Registry;
 use linkedge::server::{self, ProcessOptions};
@@ -54,6 +55,101 @@ enum Command {
     /// Manage the registry of customer tracking domains (kept in Redis).
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// Manage per-domain certificates in the certificate store (needs `certs` in the config).
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Store a certificate chain and key for HOST (checked: the key matches, the certificate
+    /// covers HOST); every node serves it at its next handshake for HOST.
+    Import {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The tracking host.
+        host: String,
+        /// PEM certificate chain, leaf first.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// PEM private key of the leaf.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Print the stored certificate's validity and sealing key id as JSON.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The tracking host.
+        host: String,
+    },
+    /// Remove HOST's certificate; nodes stop serving it at once.
+    Remove {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The tracking host.
+        host: String,
+    },
+}
+
+fn cert(cmd: &CertCommand) -> Result<bool, String> {
+    let (CertCommand::Import { config, host, .. }
+    | CertCommand::Show { config, host }
+    | CertCommand::Remove { config, host }) = cmd;
+    let s = load(config)?;
+    let f = &s.file;
+    let c = f
+        .certs
+        .as_ref()
+        .ok_or("the config has no certs section: per-domain certificates are off")?;
+    let host = normalize_host(host).ok_or_else(|| format!("{host:?}: not a host name"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let conf = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(f.redis.timeout))
+            .set_response_timeout(Some(f.redis.timeout));
+        let conn = redis::Client::open(f.redis.url.as_str())
+            .map_err(|e| e.to_string())?
+            .get_multiplexed_async_connection_with_config(&conf)
+            .await
+            .map_err(|e| format!("cannot reach Redis at {}: {e}", f.redis.url))?;
+        let store = Store::new(
+            conn,
+            &f.admin.redis_prefix,
+            Sealer::new(s.master_keys.clone(), c.master_key),
+        );
+        match cmd {
+            CertCommand::Import { cert, key, .. } => {
+                let chain = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+                let key = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+                let info = store
+                    .put(&host, &chain, &key)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&info).expect("serializes")
+                );
+            }
+            CertCommand::Show { .. } => match store.info(&host).await.map_err(|e| e.to_string())? {
+                Some(info) => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&info).expect("serializes")
+                ),
+                None => return Err(format!("no certificate stored for {host}")),
+            },
+            CertCommand::Remove { .. } => {
+                if !store.remove(&host).await.map_err(|e| e.to_string())? {
+                    return Err(format!("no certificate stored for {host}"));
+                }
+                println!("removed the certificate of {host}");
+            }
+        }
+        Ok(true)
+    })
 }
 
 #[derive(Subcommand)]
@@ -360,6 +456,7 @@ fn main() -> ExitCode {
         }
         Command::Link(LinkCommand::Decode { config, url }) => decode(config, url),
         Command::Domain(cmd) => domain(cmd),
+        Command::Cert(cmd) => cert(cmd),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 pub const KEY1: &str = "test-key-1-not-a-secret-0123456789abcdef";
 /// The current test key.
 pub const KEY2: &str = "test-key-2-not-a-secret-0123456789abcdef";
+/// The test certificate-store master key (not a secret), 64 hex characters.
+pub const MASTER_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 /// The test admin API token (not a secret).
 pub const ADMIN_TOKEN: &str = "test-admin-token-not-a-secret-0123456789";
 
@@ -197,6 +199,7 @@ impl Linkedge {
         std::fs::write(dir.path().join("key1"), KEY1).unwrap();
         std::fs::write(dir.path().join("key2"), format!("{KEY2}\n")).unwrap();
         std::fs::write(dir.path().join("admin-token"), ADMIN_TOKEN).unwrap();
+        std::fs::write(dir.path().join("master-key"), MASTER_KEY).unwrap();
         let spool_dir = opts
             .spool_dir
             .clone()

@@ -1,0 +1,268 @@
+//! Per-domain certificates chosen by SNI, from a real Redis, over real TLS handshakes.
+
+mod common;
+
+use common::*;
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::PKey;
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use openssl::x509::extension::SubjectAlternativeName;
+use openssl::x509::{X509, X509NameBuilder};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::Command;
+
+/// A leaf for `name` signed by the development CA; returns (cert path, key path, serial hex).
+fn leaf(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev");
+    let ca = X509::from_pem(&std::fs::read(root.join("dev-ca.pem")).unwrap()).unwrap();
+    let ca_key =
+        PKey::private_key_from_pem(&std::fs::read(root.join("dev-ca.key")).unwrap()).unwrap();
+    let key = PKey::from_ec_key(
+        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    let mut serial = BigNum::new().unwrap();
+    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
+    b.set_serial_number(&serial.to_asn1_integer().unwrap())
+        .unwrap();
+    let mut n = X509NameBuilder::new().unwrap();
+    n.append_entry_by_text("CN", name).unwrap();
+    b.set_subject_name(&n.build()).unwrap();
+    b.set_issuer_name(ca.subject_name()).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .dns(name)
+        .build(&b.x509v3_context(Some(&ca), None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+    let serial = cert
+        .serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string();
+    let (cp, kp) = (
+        dir.join(format!("{name}-{serial}.pem")),
+        dir.join(format!("{name}-{serial}.key")),
+    );
+    std::fs::write(&cp, cert.to_pem().unwrap()).unwrap();
+    std::fs::write(&kp, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    (cp, kp, serial)
+}
+
+fn start(fallback: bool) -> (Redis, Linkedge) {
+    let redis = Redis::start();
+    let mut o = Options::new(redis.url());
+    o.extra_yaml = format!(
+        "certs:\n  master_key: 1\n  master_keys: [{{ id: 1, secret_file: master-key }}]\n  negative_ttl: 60s\n  fallback: {fallback}\n"
+    );
+    let le = Linkedge::start(&o);
+    (redis, le)
+}
+
+fn cli(le: &Linkedge, args: &[&str]) -> (bool, String) {
+    let mut full = vec!["cert", args[0], "--config", le.config.to_str().unwrap()];
+    full.extend(&args[1..]);
+    let out = Command::new(env!("CARGO_BIN_EXE_linkedge"))
+        .args(&full)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A TLS handshake with `sni`, verifying against the development CA; the served leaf's serial.
+async fn handshake(le: &Linkedge, sni: &str) -> Result<String, String> {
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(dev_ca()).unwrap();
+    b.set_verify(SslVerifyMode::PEER);
+    let ssl = b.build().configure().unwrap().into_ssl(sni).unwrap();
+    let tcp = tokio::net::TcpStream::connect(le.https).await.unwrap();
+    let mut s = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    Pin::new(&mut s)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let cert = s.ssl().peer_certificate().ok_or("no certificate")?;
+    Ok(cert
+        .serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string())
+}
+
+fn hgetall_calls(redis: &Redis) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.conn())
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_hgetall:calls="))
+        .and_then(|v| v.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificate_per_sni_from_redis_replaced_without_restart() {
+    let (redis, le) = start(false);
+    let (cert, key, serial) = leaf(le.dir.path(), "a.linkedge.test");
+    let (ok, out) = cli(
+        &le,
+        &[
+            "import",
+            "a.linkedge.test",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+
+    assert_eq!(handshake(&le, "a.linkedge.test").await.unwrap(), serial);
+    // The second handshake is answered from memory.
+    assert_eq!(handshake(&le, "a.linkedge.test").await.unwrap(), serial);
+    assert!(le.metric("linkedge_cert_lookups_total{source=\"memory\"}") >= 1.0);
+    assert_eq!(
+        le.metric("linkedge_cert_lookups_total{source=\"redis\"}"),
+        1.0
+    );
+    // The private key is sealed at rest: Redis alone does not hold a usable key.
+    let sealed: String = redis::cmd("HGET")
+        .arg("linkedge:cert:a.linkedge.test")
+        .arg("key")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(!sealed.contains("PRIVATE KEY"));
+    assert!(!std::fs::read_to_string(&key).unwrap().contains(&sealed));
+
+    // No certificate for the name, no fallback: the handshake fails cleanly.
+    assert!(handshake(&le, "c.linkedge.test").await.is_err());
+
+    // A new certificate is served at the next handshake, no restart.
+    let (cert2, key2, serial2) = leaf(le.dir.path(), "a.linkedge.test");
+    let (ok, out) = cli(
+        &le,
+        &[
+            "import",
+            "a.linkedge.test",
+            "--cert",
+            cert2.to_str().unwrap(),
+            "--key",
+            key2.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    let mut now = String::new();
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || {
+            now = futures_block(handshake(&le, "a.linkedge.test")).unwrap();
+            now == serial2
+        }),
+        "still serving {now}, not {serial2}"
+    );
+
+    // A certificate that does not cover the name, or a key of another certificate, is refused.
+    let (other_cert, _, _) = leaf(le.dir.path(), "b.linkedge.test");
+    let (ok, out) = cli(
+        &le,
+        &[
+            "import",
+            "a.linkedge.test",
+            "--cert",
+            other_cert.to_str().unwrap(),
+            "--key",
+            key2.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("does not match") || out.contains("does not cover"),
+        "{out}"
+    );
+    let (ok, out) = cli(&le, &["show", "a.linkedge.test"]);
+    assert!(ok && out.contains("not_after"), "{out}");
+}
+
+fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_sni_flood_reads_redis_once_per_name() {
+    let (redis, le) = start(false);
+    let before = hgetall_calls(&redis);
+    let names: Vec<String> = (0..20).map(|i| format!("scan{i}.example.org")).collect();
+    for _ in 0..10 {
+        for n in &names {
+            assert!(handshake(&le, n).await.is_err());
+        }
+    }
+    let reads = hgetall_calls(&redis) - before;
+    assert!(
+        reads <= names.len() as u64,
+        "{reads} Redis reads for {} names x 10 handshakes",
+        names.len()
+    );
+    assert!(le.metric("linkedge_cert_lookups_total{source=\"negative\"}") >= 180.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fallback_certificate_and_sni_host_mismatch() {
+    let (_redis, le) = start(true);
+    // Unknown name with fallback on: the tls.cert (dev certificate) is served.
+    let serial = handshake(&le, "x.linkedge.test").await.unwrap();
+    let dev = X509::from_pem(
+        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev/leaf.pem")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        serial,
+        dev.serial_number()
+            .to_bn()
+            .unwrap()
+            .to_hex_str()
+            .unwrap()
+            .to_string()
+    );
+
+    // A link for x.linkedge.test requested with Host y.linkedge.test on a connection made for
+    // x.linkedge.test: the Host-mismatch answer.
+    let t = click("y.linkedge.test", "https://example.com/", 1);
+    let c = client_builder()
+        .resolve("x.linkedge.test", le.https)
+        .http1_only()
+        .build()
+        .unwrap();
+    let r = c
+        .get(format!("https://x.linkedge.test:{}/c/{t}", le.https.port()))
+        .header("Host", "y.linkedge.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN);
+    assert_eq!(r.text().await.unwrap(), "Invalid link security token");
+    assert!(le.metric("linkedge_tls_handshakes_total{resumed=\"false\"}") >= 2.0);
+}
