@@ -86,6 +86,76 @@ pub struct File {
     /// `tls.cert`.
     #[serde(default)]
     pub certs: Option<Certs>,
+    /// Certificates from an ACME CA for verified domains (needs `certs`). Unset: none are
+    /// ordered.
+    #[serde(default)]
+    pub acme: Option<Acme>,
+    /// How `linkedge domain verify` checks a customer's DNS and proxy setup.
+    #[serde(default)]
+    pub verify: Verify,
+}
+
+/// The ACME client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acme {
+    /// Directory URL: Let's Encrypt production
+    /// `https://acme-v02.api.letsencrypt.org/directory`, staging
+    /// `https://acme-staging-v02.api.letsencrypt.org/directory`, or a test CA.
+    pub directory: String,
+    /// PEM file of a root trusted for the directory's HTTPS, on top of the system roots (a test
+    /// CA such as pebble). Relative to the config file's directory. Default: none.
+    #[serde(default)]
+    pub extra_root: Option<PathBuf>,
+    /// Contact URIs for the account, such as `mailto:ops@example.com`. Default: none.
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// Time between passes over the registry for domains to issue or renew. Default `30s`.
+    #[serde(default = "default_scan", deserialize_with = "de_duration")]
+    pub scan_interval: Duration,
+    /// Longest wait for the CA to validate and issue one order. Default `90s`.
+    #[serde(default = "default_order_timeout", deserialize_with = "de_duration")]
+    pub order_timeout: Duration,
+    /// First wait after a failed order for a domain; doubles per failure. Default `60s`.
+    #[serde(default = "default_backoff_base", deserialize_with = "de_duration")]
+    pub backoff_base: Duration,
+    /// Longest wait between attempts for a domain. Default `6h` written as `360m`.
+    #[serde(default = "default_backoff_max", deserialize_with = "de_duration")]
+    pub backoff_max: Duration,
+    /// Failed first issuances in a row after which a domain is marked `failed`. Default 5.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+}
+
+fn default_scan() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_order_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_backoff_base() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+fn default_max_failures() -> u32 {
+    5
+}
+
+/// Domain verification.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Verify {
+    /// The name customers point their CNAME at, such as `track.linkedge.example`.
+    pub target: Option<String>,
+    /// The addresses the target resolves to (the edge's); a domain whose A/AAAA records land
+    /// on one of these passes the DNS check.
+    pub target_addrs: Vec<std::net::IpAddr>,
+    /// DNS servers (`ip:port`) for verification look-ups. Default: the system's resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+    /// Port of the HTTP check to the domain. Default 80.
+    pub http_port: Option<u16>,
 }
 
 /// The certificate store: per-domain certificates in Redis (private keys encrypted with
@@ -568,6 +638,11 @@ impl File {
                 k.secret_file = Some(resolve(p));
             }
         }
+        if let Some(a) = &mut file.acme
+            && let Some(p) = &a.extra_root
+        {
+            a.extra_root = Some(resolve(p));
+        }
         if let Some(p) = &file.admin.token_file {
             file.admin.token_file = Some(resolve(p));
         }
@@ -603,6 +678,20 @@ impl File {
         }
         check_keys(&file.links)?;
         check_regions(&mut file)?;
+        if let Some(a) = &file.acme {
+            if file.certs.is_none() {
+                return Err(invalid(
+                    "acme",
+                    "needs a certs section to store what it orders",
+                ));
+            }
+            if !a.directory.starts_with("https://") {
+                return Err(invalid(
+                    "acme.directory",
+                    "expected an https:// directory URL",
+                ));
+            }
+        }
         if let Some(c) = &mut file.certs {
             if c.cache_size == 0 {
                 return Err(invalid("certs.cache_size", "must be at least 1"));

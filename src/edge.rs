@@ -33,6 +33,7 @@ pub struct Edge {
     recorder: Arc<Recorder>,
     trusted_proxies: Vec<IpNet>,
     regions: Arc<Regions>,
+    well_known: Option<WellKnown>,
 }
 
 impl Edge {
@@ -49,6 +50,93 @@ impl Edge {
             recorder,
             trusted_proxies,
             regions,
+            well_known: None,
+        }
+    }
+
+    /// Serves ACME HTTP-01 and verification nonces from shared state.
+    pub fn with_well_known(mut self, wk: WellKnown) -> Edge {
+        self.well_known = Some(wk);
+        self
+    }
+}
+
+/// Answers the two `/.well-known/` paths every node must serve from shared state: ACME HTTP-01
+/// key authorizations, and the nonces of `linkedge domain verify`'s Host check.
+pub struct WellKnown {
+    redis_url: String,
+    prefix: String,
+    timeout: std::time::Duration,
+    conn: tokio::sync::OnceCell<redis::aio::MultiplexedConnection>,
+}
+
+/// The Redis key of a verification nonce (its value is the host being verified).
+pub fn verify_nonce_key(prefix: &str, nonce: &str) -> String {
+    format!("{prefix}verify:{nonce}")
+}
+
+impl WellKnown {
+    /// Reads from `redis_url` under `prefix`.
+    pub fn new(redis_url: String, prefix: String, timeout: std::time::Duration) -> WellKnown {
+        WellKnown {
+            redis_url,
+            prefix,
+            timeout,
+            conn: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn get(&self, key: &str) -> redis::RedisResult<Option<String>> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| async {
+                let conf = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(self.timeout));
+                redis::Client::open(self.redis_url.as_str())?
+                    .get_multiplexed_async_connection_with_config(&conf)
+                    .await
+            })
+            .await?;
+        redis::AsyncCommands::get(&mut conn.clone(), key).await
+    }
+
+    /// The reply for `path`, or `None` when it is not one of ours.
+    async fn answer(&self, path: &str, host: Option<String>) -> Option<Reply> {
+        let (key, verify) = if let Some(t) = path.strip_prefix("/.well-known/acme-challenge/") {
+            (crate::acme::http01_key(&self.prefix, t), false)
+        } else if let Some(n) = path.strip_prefix("/.well-known/linkedge/verify/") {
+            (verify_nonce_key(&self.prefix, n), true)
+        } else {
+            return None;
+        };
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 128
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !valid(path.rsplit('/').next().unwrap_or("")) {
+            return Some(Reply::not_found());
+        }
+        match self.get(&key).await {
+            Ok(Some(v)) if !verify => Some(Reply {
+                body: Bytes::from(v),
+                ..Reply::text(200, "")
+            }),
+            // The verifier compares the Host this node saw with the domain it is verifying.
+            Ok(Some(_)) => Some(Reply {
+                content_type: Some("application/json"),
+                body: Bytes::from(
+                    serde_json::json!({ "host": host.unwrap_or_default() }).to_string(),
+                ),
+                ..Reply::text(200, "")
+            }),
+            Ok(None) => Some(Reply::not_found()),
+            Err(e) => {
+                tracing::warn!(error = %e, "well-known look-up failed");
+                Some(Reply::text(503, "Service Unavailable\n"))
+            }
         }
     }
 }
@@ -136,8 +224,10 @@ impl Edge {
             },
             Route::Click | Route::Open if get_like => return self.link(session, route, token),
             Route::Health | Route::Click | Route::Open => Reply::method_not_allowed(),
-            Route::Other | Route::Proxy if self.regions.is_empty() => Reply::not_found(),
-            Route::Other | Route::Proxy => return Outcome::Proxy,
+            Route::Other | Route::Proxy | Route::WellKnown if self.regions.is_empty() => {
+                Reply::not_found()
+            }
+            Route::Other | Route::Proxy | Route::WellKnown => return Outcome::Proxy,
         };
         Outcome::Reply(reply)
     }
@@ -522,6 +612,19 @@ impl ProxyHttp for Edge {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let start = Instant::now();
         let head = session.req_header().method == http::Method::HEAD;
+        if let Some(wk) = &self.well_known
+            && session.req_header().uri.path().starts_with("/.well-known/")
+            && (head || session.req_header().method == http::Method::GET)
+        {
+            let host = raw_host(session.req_header()).and_then(normalize_host);
+            let path = session.req_header().uri.path().to_string();
+            if let Some(reply) = wk.answer(&path, host).await {
+                let status = reply.status;
+                write(session, reply, head).await?;
+                metrics::route(Route::WellKnown).observe(status, start.elapsed().as_secs_f64());
+                return Ok(true);
+            }
+        }
         let (route, token) = route_of(session.req_header().uri.path());
         let (route, reply) = match self.answer(session, route, token, head) {
             Outcome::Reply(r) => (route, r),

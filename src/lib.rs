@@ -5,6 +5,7 @@
 //! waiting, and redirects ([`edge`]). Events reach a Redis stream through a background writer,
 //! with an on-disk spool while Redis is away.
 
+pub mod acme;
 pub mod admin;
 pub mod certs;
 pub mod client_ip;
@@ -17,3 +18,4 @@ pub mod regions;
 pub mod server;
 pub mod tls;
 pub mod token;
+pub mod verify;

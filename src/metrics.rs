@@ -21,6 +21,8 @@ pub enum Route {
     Other,
     /// Proxied to a regional track backend.
     Proxy,
+    /// `/.well-known/acme-challenge/` and `/.well-known/linkedge/verify/`.
+    WellKnown,
 }
 
 impl Route {
@@ -31,6 +33,7 @@ impl Route {
             Route::Health => "health",
             Route::Other => "other",
             Route::Proxy => "proxy",
+            Route::WellKnown => "well_known",
         }
     }
 }
@@ -167,13 +170,14 @@ impl RouteMetrics {
     }
 }
 
-static ROUTES: LazyLock<[RouteMetrics; 5]> = LazyLock::new(|| {
+static ROUTES: LazyLock<[RouteMetrics; 6]> = LazyLock::new(|| {
     [
         RouteMetrics::new(Route::Click),
         RouteMetrics::new(Route::Open),
         RouteMetrics::new(Route::Health),
         RouteMetrics::new(Route::Other),
         RouteMetrics::new(Route::Proxy),
+        RouteMetrics::new(Route::WellKnown),
     ]
 });
 
@@ -352,3 +356,44 @@ pub fn tls_handshake(resumed: bool) {
         .with_label_values(&[if resumed { "true" } else { "false" }])
         .inc();
 }
+
+static ACME_ORDERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_acme_orders_total",
+            "ACME orders by outcome: placed, issued, failed."
+        ),
+        &["outcome"]
+    )
+    .expect("metric registers")
+});
+
+/// Counts an ACME order outcome.
+pub fn acme_order(outcome: &str) {
+    ACME_ORDERS.with_label_values(&[outcome]).inc();
+}
+
+static ACME_ATTEMPTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_certificate_attempts_total",
+            "Certificate issuance and renewal attempts by outcome."
+        ),
+        &["kind", "outcome"]
+    )
+    .expect("metric registers")
+});
+
+/// Counts an issuance or renewal attempt.
+pub fn acme_attempt(kind: &str, outcome: &str) {
+    ACME_ATTEMPTS.with_label_values(&[kind, outcome]).inc();
+}
+
+/// Seconds until the earliest stored certificate expires (negative once expired; 0 when none).
+pub static CERT_EARLIEST_EXPIRY_SECONDS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "linkedge_certificate_earliest_expiry_seconds",
+        "Seconds until the earliest stored certificate expires, as of the issuer's last pass."
+    )
+    .expect("metric registers")
+});

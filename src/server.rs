@@ -1,10 +1,11 @@
 //! Wiring: builds the Pingora server from validated settings, runs it, and spools whatever
 //! events are left when it stops.
 
+use crate::acme::Issuer;
 use crate::admin::{Admin, RegistryConfig};
 use crate::certs::{Cache, Invalidator, Sealer, Selector};
 use crate::config::Settings;
-use crate::edge::Edge;
+use crate::edge::{Edge, WellKnown};
 use crate::events::Recorder;
 use crate::events::spool::Spool;
 use crate::events::writer::{Writer, WriterConfig};
@@ -73,7 +74,12 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         recorder.clone(),
         f.clients.trusted_proxies.clone(),
         regions.regions.clone(),
-    );
+    )
+    .with_well_known(WellKnown::new(
+        f.redis.url.clone(),
+        f.admin.redis_prefix.clone(),
+        f.redis.timeout,
+    ));
     let mut public = http_proxy_service(&server.configuration, edge);
     let mut invalidator = None;
     if let Some(addr) = f.listen.http {
@@ -118,6 +124,17 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     server.add_service(public);
     if let Some(inv) = invalidator {
         server.add_service(background_service("certificate invalidation", inv));
+    }
+    if let (Some(acme), Some(c)) = (&f.acme, &f.certs) {
+        let issuer = Issuer::new(
+            f.redis.url.clone(),
+            f.redis.timeout,
+            f.admin.redis_prefix.clone(),
+            f.regions.keys().cloned().collect(),
+            acme.clone(),
+            Sealer::new(settings.master_keys.clone(), c.master_key),
+        );
+        server.add_service(background_service("certificate issuer", issuer));
     }
     for svc in regions.services {
         server.add_boxed_service(svc);

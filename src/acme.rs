@@ -1,0 +1,414 @@
+//! Certificates from an ACME CA (RFC 8555) over HTTP-01, for registered, verified domains only.
+//!
+//! - One account per directory URL, created once and kept in Redis (`acme:account:<url>`).
+//! - HTTP-01 key authorizations live in Redis (`acme:http01:<token>`), so whichever node the CA
+//!   reaches answers `/.well-known/acme-challenge/<token>`.
+//! - A per-domain lock (`acme:lock:<host>`, with expiry) makes a fleet place one order per domain.
+//! - The [`Issuer`] background service orders certificates for verified domains, renews at two
+//!   thirds of the lifetime, and backs off per domain after failures (exponential, capped),
+//!   marking a domain `failed` with the CA's words after `max_failures` attempts in a row.
+
+use crate::certs::{Info, Sealer, Store};
+use crate::config;
+use crate::domains::{Registry, State};
+use crate::metrics;
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
+};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::PKey;
+use openssl::stack::Stack;
+use openssl::x509::extension::SubjectAlternativeName;
+use openssl::x509::{X509NameBuilder, X509ReqBuilder};
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::OnceCell;
+
+/// Why an order did not produce a certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum AcmeError {
+    /// Another node holds the domain's lock.
+    #[error("another node is ordering a certificate for {0}")]
+    Locked(String),
+    /// The CA refused or validation failed; the CA's words.
+    #[error("{0}")]
+    Ca(String),
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Storing the certificate failed.
+    #[error("{0}")]
+    Store(#[from] crate::certs::CertError),
+}
+
+impl From<instant_acme::Error> for AcmeError {
+    fn from(e: instant_acme::Error) -> Self {
+        AcmeError::Ca(match e {
+            instant_acme::Error::Api(p) => p.to_string(),
+            other => other.to_string(),
+        })
+    }
+}
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The Redis key holding the key authorization of an HTTP-01 `token`.
+pub fn http01_key(prefix: &str, token: &str) -> String {
+    format!("{prefix}acme:http01:{token}")
+}
+
+/// Orders certificates.
+pub struct Acme {
+    conn: MultiplexedConnection,
+    prefix: String,
+    cfg: config::Acme,
+    store: Store,
+    account: OnceCell<Account>,
+    node: String,
+}
+
+/// An EC P-256 key and a CSR for `host`, as (PKCS#8 PEM key, DER CSR).
+fn key_and_csr(host: &str) -> Result<(Vec<u8>, Vec<u8>), openssl::error::ErrorStack> {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+    let key = PKey::from_ec_key(EcKey::generate(&group)?)?;
+    let mut req = X509ReqBuilder::new()?;
+    let mut name = X509NameBuilder::new()?;
+    name.append_entry_by_text("CN", host)?;
+    req.set_subject_name(&name.build())?;
+    req.set_pubkey(&key)?;
+    let mut exts = Stack::new()?;
+    exts.push(
+        SubjectAlternativeName::new()
+            .dns(host)
+            .build(&req.x509v3_context(None))?,
+    )?;
+    req.add_extensions(&exts)?;
+    req.sign(&key, MessageDigest::sha256())?;
+    Ok((key.private_key_to_pem_pkcs8()?, req.build().to_der()?))
+}
+
+impl Acme {
+    /// An ACME client storing into `store`.
+    pub fn new(
+        conn: MultiplexedConnection,
+        prefix: &str,
+        cfg: config::Acme,
+        sealer: Sealer,
+    ) -> Acme {
+        Acme {
+            store: Store::new(conn.clone(), prefix, sealer),
+            conn,
+            prefix: prefix.to_string(),
+            cfg,
+            account: OnceCell::new(),
+            node: format!("{:016x}", rand::random::<u64>()),
+        }
+    }
+
+    /// The certificate store this client fills.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    async fn account(&self) -> Result<&Account, AcmeError> {
+        self.account
+            .get_or_try_init(|| async {
+                let builder = || -> Result<_, AcmeError> {
+                    Ok(match &self.cfg.extra_root {
+                        Some(p) => Account::builder_with_root(p)?,
+                        None => Account::builder()?,
+                    })
+                };
+                let key = format!("{}acme:account:{}", self.prefix, self.cfg.directory);
+                let mut conn = self.conn.clone();
+                if let Some(json) = conn.get::<_, Option<String>>(&key).await? {
+                    let creds: AccountCredentials = serde_json::from_str(&json).map_err(|e| {
+                        AcmeError::Ca(format!("stored ACME account unreadable: {e}"))
+                    })?;
+                    return Ok(builder()?.from_credentials(creds).await?);
+                }
+                let contact: Vec<&str> = self.cfg.contact.iter().map(String::as_str).collect();
+                let (account, creds) = builder()?
+                    .create(
+                        &NewAccount {
+                            contact: &contact,
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        self.cfg.directory.clone(),
+                        None,
+                    )
+                    .await?;
+                let json = serde_json::to_string(&creds).expect("credentials serialize");
+                // Another node may have created one meanwhile: keep the first, use it.
+                let set: bool = conn.set_nx(&key, &json).await?;
+                if !set {
+                    let json: String = conn.get(&key).await?;
+                    let creds: AccountCredentials = serde_json::from_str(&json).map_err(|e| {
+                        AcmeError::Ca(format!("stored ACME account unreadable: {e}"))
+                    })?;
+                    return Ok(builder()?.from_credentials(creds).await?);
+                }
+                tracing::info!(directory = %self.cfg.directory, "ACME account created");
+                Ok(account)
+            })
+            .await
+    }
+
+    /// Orders a certificate for `host` over HTTP-01 and stores it. Holds the domain's lock for
+    /// the duration, so a fleet places one order per domain.
+    pub async fn issue(&self, host: &str) -> Result<Info, AcmeError> {
+        let lock = format!("{}acme:lock:{host}", self.prefix);
+        let mut conn = self.conn.clone();
+        let got: Option<String> = redis::cmd("SET")
+            .arg(&lock)
+            .arg(&self.node)
+            .arg("NX")
+            .arg("EX")
+            .arg(300)
+            .query_async(&mut conn)
+            .await?;
+        if got.is_none() {
+            return Err(AcmeError::Locked(host.to_string()));
+        }
+        let result = self.order(host).await;
+        // Release only our own lock.
+        let _: redis::RedisResult<i64> = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+        )
+        .key(&lock)
+        .arg(&self.node)
+        .invoke_async(&mut conn)
+        .await;
+        metrics::acme_order(if result.is_ok() { "issued" } else { "failed" });
+        result
+    }
+
+    async fn order(&self, host: &str) -> Result<Info, AcmeError> {
+        let account = self.account().await?;
+        metrics::acme_order("placed");
+        let ids = [Identifier::Dns(host.to_string())];
+        let mut order = account.new_order(&NewOrder::new(&ids)).await?;
+        let mut conn = self.conn.clone();
+        let mut tokens = Vec::new();
+        {
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz = authz?;
+                if authz.status == AuthorizationStatus::Valid {
+                    continue;
+                }
+                let mut ch = authz
+                    .challenge(ChallengeType::Http01)
+                    .ok_or_else(|| AcmeError::Ca("the CA offered no HTTP-01 challenge".into()))?;
+                let key = http01_key(&self.prefix, &ch.token);
+                let _: () = conn
+                    .set_ex(&key, ch.key_authorization().as_str(), 3600)
+                    .await?;
+                tokens.push(key);
+                ch.set_ready().await?;
+            }
+        }
+        let retry = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(100))
+            .backoff(1.5)
+            .timeout(self.cfg.order_timeout);
+        let status = order.poll_ready(&retry).await;
+        for k in &tokens {
+            let _: redis::RedisResult<()> = conn.del(k).await;
+        }
+        let status = status?;
+        if status != OrderStatus::Ready {
+            // Say why, in the CA's words.
+            let mut why = format!("order {status:?}");
+            let mut authzs = order.authorizations();
+            while let Some(Ok(a)) = authzs.next().await {
+                for c in &a.challenges {
+                    if let Some(e) = &c.error {
+                        why = e.to_string();
+                    }
+                }
+            }
+            return Err(AcmeError::Ca(why));
+        }
+        let (key_pem, csr) = key_and_csr(host).map_err(|e| AcmeError::Ca(e.to_string()))?;
+        order.finalize_csr(&csr).await?;
+        let chain = order.poll_certificate(&retry).await?;
+        Ok(self.store.put(host, chain.as_bytes(), &key_pem).await?)
+    }
+}
+
+/// Per-domain failure record, for backoff.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Backoff {
+    failures: u32,
+    next_s: i64,
+}
+
+/// The background issuer: orders for verified domains, renews, backs off.
+pub struct Issuer {
+    acme: OnceCell<(Acme, Registry)>,
+    redis_url: String,
+    timeout: Duration,
+    prefix: String,
+    regions: Vec<String>,
+    cfg: config::Acme,
+    sealer: Sealer,
+}
+
+impl Issuer {
+    /// An issuer for the domains in the registry at `redis_url`.
+    pub fn new(
+        redis_url: String,
+        timeout: Duration,
+        prefix: String,
+        regions: Vec<String>,
+        cfg: config::Acme,
+        sealer: Sealer,
+    ) -> Issuer {
+        Issuer {
+            acme: OnceCell::new(),
+            redis_url,
+            timeout,
+            prefix,
+            regions,
+            cfg,
+            sealer,
+        }
+    }
+
+    async fn parts(&self) -> redis::RedisResult<&(Acme, Registry)> {
+        self.acme
+            .get_or_try_init(|| async {
+                let conf = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.timeout))
+                    .set_response_timeout(Some(Duration::from_secs(30)));
+                let conn = redis::Client::open(self.redis_url.as_str())?
+                    .get_multiplexed_async_connection_with_config(&conf)
+                    .await?;
+                let acme = Acme::new(
+                    conn.clone(),
+                    &self.prefix,
+                    self.cfg.clone(),
+                    self.sealer.clone(),
+                );
+                let registry = Registry::new(conn, &self.prefix, self.regions.clone());
+                Ok((acme, registry))
+            })
+            .await
+    }
+
+    /// One pass over the registry.
+    pub async fn scan(&self) -> Result<(), AcmeError> {
+        let (acme, registry) = self.parts().await?;
+        let domains = registry
+            .list()
+            .await
+            .map_err(|e| AcmeError::Ca(e.to_string()))?;
+        let mut earliest: Option<i64> = None;
+        for d in domains {
+            let info = acme.store().info(&d.host).await?;
+            if let Some(i) = &info {
+                earliest = Some(earliest.map_or(i.not_after, |e| e.min(i.not_after)));
+            }
+            let due = match (d.state, &info) {
+                (State::Verified, None) => true,
+                (State::Verified | State::Issued, Some(i)) => {
+                    let renew_at = i.not_before + (i.not_after - i.not_before) * 2 / 3;
+                    now_s() >= renew_at
+                }
+                _ => false,
+            };
+            if !due {
+                continue;
+            }
+            self.attempt(acme, registry, &d.host, info.is_some())
+                .await?;
+        }
+        metrics::CERT_EARLIEST_EXPIRY_SECONDS.set(earliest.map_or(0, |e| e - now_s()));
+        Ok(())
+    }
+
+    async fn attempt(
+        &self,
+        acme: &Acme,
+        registry: &Registry,
+        host: &str,
+        renewal: bool,
+    ) -> Result<(), AcmeError> {
+        let key = format!("{}acme:backoff", self.prefix);
+        let mut conn = acme.conn.clone();
+        let raw: Option<String> = conn.hget(&key, host).await?;
+        let mut b: Backoff = raw
+            .and_then(|r| serde_json::from_str(&r).ok())
+            .unwrap_or_default();
+        if b.next_s > now_s() {
+            return Ok(());
+        }
+        let kind = if renewal { "renewal" } else { "issuance" };
+        match acme.issue(host).await {
+            Ok(info) => {
+                tracing::info!(host = %host, not_after = info.not_after, "{kind}: certificate stored");
+                let _: () = conn.hdel(&key, host).await?;
+                metrics::acme_attempt(kind, "ok");
+                registry
+                    .set_state(host, State::Issued, "")
+                    .await
+                    .map_err(|e| AcmeError::Ca(e.to_string()))?;
+            }
+            Err(AcmeError::Locked(_)) => {}
+            Err(e) => {
+                b.failures += 1;
+                let wait = self
+                    .cfg
+                    .backoff_base
+                    .saturating_mul(1 << b.failures.min(16))
+                    .min(self.cfg.backoff_max);
+                b.next_s = now_s() + wait.as_secs() as i64;
+                tracing::warn!(host = %host, error = %e, failures = b.failures, retry_in_s = wait.as_secs(), "{kind} failed");
+                metrics::acme_attempt(kind, "failed");
+                let _: () = conn
+                    .hset(&key, host, serde_json::to_string(&b).expect("serializes"))
+                    .await?;
+                // A renewal failure keeps the old certificate serving; a domain that keeps failing
+                // its first issuance is marked failed with the CA's words.
+                let state = if !renewal && b.failures >= self.cfg.max_failures {
+                    State::Failed
+                } else if renewal {
+                    State::Issued
+                } else {
+                    State::Verified
+                };
+                registry
+                    .set_state(host, state, &e.to_string())
+                    .await
+                    .map_err(|e| AcmeError::Ca(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Issuer {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        loop {
+            if let Err(e) = self.scan().await {
+                tracing::warn!(error = %e, "certificate issuer pass failed");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.scan_interval) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Domain verification: checks what the customer was asked to set up, and says exactly what is
+//! wrong when it is not.
+//!
+//! 1. DNS: the domain is a CNAME to `verify.target`, or its A/AAAA records land on
+//!    `verify.target_addrs`. Addresses in Cloudflare's ranges mean the record is "Proxied".
+//! 2. HTTP: a request to the domain for `/.well-known/linkedge/verify/<nonce>` reaches a
+//!    linkedge node (which knows the one-time nonce from Redis) with the Host header intact; a
+//!    proxy that rewrites Host (Fastly's "Override default host") is named as such.
+
+use crate::config;
+use crate::edge::verify_nonce_key;
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::RecordType;
+use ipnet::IpNet;
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Cloudflare's published ranges: a domain resolving here is proxied by Cloudflare.
+const CLOUDFLARE: &[&str] = &[
+    "173.245.48.0/20",
+    "103.21.244.0/22",
+    "103.22.200.0/22",
+    "103.31.4.0/22",
+    "141.101.64.0/18",
+    "108.162.192.0/18",
+    "190.93.240.0/20",
+    "188.114.96.0/20",
+    "197.234.240.0/22",
+    "198.41.128.0/17",
+    "162.158.0.0/15",
+    "104.16.0.0/13",
+    "104.24.0.0/14",
+    "172.64.0.0/13",
+    "131.0.72.0/22",
+    "2400:cb00::/32",
+    "2606:4700::/32",
+    "2803:f800::/32",
+    "2405:b500::/32",
+    "2405:8100::/32",
+    "2a06:98c0::/29",
+    "2c0f:f248::/32",
+];
+
+fn cloudflare(ip: &IpAddr) -> bool {
+    CLOUDFLARE
+        .iter()
+        .filter_map(|n| n.parse::<IpNet>().ok())
+        .any(|n| n.contains(ip))
+}
+
+/// Checks domains.
+pub struct Verifier {
+    resolver: TokioResolver,
+    cfg: config::Verify,
+    conn: MultiplexedConnection,
+    prefix: String,
+}
+
+fn list(addrs: &[IpAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Verifier {
+    /// A verifier using `cfg.nameservers` (or the system's) and Redis for nonces.
+    pub fn new(
+        cfg: config::Verify,
+        conn: MultiplexedConnection,
+        prefix: &str,
+    ) -> anyhow::Result<Verifier> {
+        let resolver = if cfg.nameservers.is_empty() {
+            TokioResolver::builder_tokio()?.build()?
+        } else {
+            let servers = cfg
+                .nameservers
+                .iter()
+                .map(|ns| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = ns.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = ns.port();
+                    NameServerConfig::new(ns.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, vec![], servers),
+                TokioRuntimeProvider::default(),
+            )
+            .build()?
+        };
+        Ok(Verifier {
+            resolver,
+            cfg,
+            conn,
+            prefix: prefix.to_string(),
+        })
+    }
+
+    /// Runs both checks; `Err` says what is wrong, in words for the customer.
+    pub async fn verify(&self, host: &str) -> Result<(), String> {
+        let addrs = self.dns(host).await?;
+        self.http(host, &addrs).await
+    }
+
+    async fn dns(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+        let target = self
+            .cfg
+            .target
+            .as_deref()
+            .map(|t| t.trim_end_matches('.').to_ascii_lowercase());
+        let fqdn = format!("{host}.");
+        if let Ok(l) = self.resolver.lookup(fqdn.as_str(), RecordType::CNAME).await
+            && let Some(cname) = l.answers().iter().find_map(|r| match &r.data {
+                hickory_resolver::proto::rr::RData::CNAME(c) => Some(c.0.to_ascii()),
+                _ => None,
+            })
+        {
+            let cname = cname.trim_end_matches('.').to_ascii_lowercase();
+            if let Some(t) = &target
+                && cname != *t
+            {
+                return Err(format!(
+                    "{host} is a CNAME to {cname}, not to {t}: point it at {t}"
+                ));
+            }
+        }
+        let addrs: Vec<IpAddr> = match self.resolver.lookup_ip(fqdn.as_str()).await {
+            Ok(l) => l.iter().collect(),
+            Err(_) => Vec::new(),
+        };
+        let want = target
+            .clone()
+            .unwrap_or_else(|| list(&self.cfg.target_addrs));
+        if addrs.is_empty() {
+            return Err(format!(
+                "{host} does not resolve: add a CNAME record pointing to {want}"
+            ));
+        }
+        if addrs.iter().any(cloudflare) {
+            return Err(format!(
+                "{host} resolves to Cloudflare ({}): its DNS record is Proxied; set the Proxy status to \"DNS only\" so we can issue its certificate",
+                list(&addrs)
+            ));
+        }
+        if !self.cfg.target_addrs.is_empty()
+            && !addrs.iter().any(|a| self.cfg.target_addrs.contains(a))
+        {
+            return Err(format!(
+                "{host} resolves to {}, not to {want} ({})",
+                list(&addrs),
+                list(&self.cfg.target_addrs)
+            ));
+        }
+        Ok(addrs)
+    }
+
+    async fn http(&self, host: &str, addrs: &[IpAddr]) -> Result<(), String> {
+        let nonce = format!("{:032x}", rand::random::<u128>());
+        let key = verify_nonce_key(&self.prefix, &nonce);
+        let mut conn = self.conn.clone();
+        let _: () = conn
+            .set_ex(&key, host, 300)
+            .await
+            .map_err(|e| format!("cannot store the verification nonce: {e}"))?;
+        let port = self.cfg.http_port.unwrap_or(80);
+        let path = format!("/.well-known/linkedge/verify/{nonce}");
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            get(SocketAddr::new(addrs[0], port), host, &path),
+        )
+        .await;
+        let _: redis::RedisResult<()> = conn.del(&key).await;
+        let (status, headers, body) = match result {
+            Err(_) => {
+                return Err(format!(
+                    "HTTP check: http://{host}{path} did not answer within 10 s"
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "HTTP check: cannot reach http://{host}:{port}/ ({e})"
+                ));
+            }
+            Ok(Ok(r)) => r,
+        };
+        let header = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.as_str())
+        };
+        if header("cf-ray").is_some()
+            || header("server").is_some_and(|s| s.eq_ignore_ascii_case("cloudflare"))
+        {
+            return Err(format!(
+                "{host} is proxied by Cloudflare: set its DNS record's Proxy status to \"DNS only\""
+            ));
+        }
+        if status != 200 {
+            return Err(format!(
+                "HTTP check: http://{host}{path} answered {status}, so the request did not reach linkedge: check the CNAME and any proxy in front"
+            ));
+        }
+        let seen = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["host"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        if seen != host {
+            return Err(format!(
+                "a proxy in front of {host} rewrites the Host header to {seen:?}: tracked links would fail with \"Invalid link security token\"; keep the Host unchanged (in Fastly, disable \"Override default host\")"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A plain HTTP/1.1 GET to `addr` with `Host: host`; (status, headers, body).
+async fn get(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: linkedge-verify\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::new();
+    s.take(64 << 10).read_to_end(&mut buf).await?;
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no HTTP response"))?;
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no HTTP status line"))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Ok((status, headers, buf[end + 4..].to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cloudflare_ranges() {
+        assert!(cloudflare(&"104.16.1.1".parse().unwrap()));
+        assert!(cloudflare(&"2606:4700::1".parse().unwrap()));
+        assert!(!cloudflare(&"127.0.0.1".parse().unwrap()));
+    }
+}
