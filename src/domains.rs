@@ -227,6 +227,11 @@ impl Registry {
         Ok(Registry::new(conn, prefix, regions))
     }
 
+    /// The Redis connection the registry uses.
+    pub fn connection(&self) -> MultiplexedConnection {
+        self.conn.clone()
+    }
+
     /// Adds `host` for `workspace` in `region`, as pending. Adding it again for the same
     /// workspace updates the region and keeps the rest.
     pub async fn add(

@@ -167,6 +167,14 @@ enum DomainCommand {
         #[arg(long)]
         region: String,
     },
+    /// Check HOST's DNS and proxy setup; on success mark it verified and, with `acme`
+    /// configured, order its certificate at once. On failure, say what is wrong.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The tracking host.
+        host: String,
+    },
     /// Print one domain as JSON.
     Show {
         #[command(flatten)]
@@ -191,6 +199,7 @@ enum DomainCommand {
 fn domain(cmd: &DomainCommand) -> Result<bool, String> {
     let config = match cmd {
         DomainCommand::Add { config, .. }
+        | DomainCommand::Verify { config, .. }
         | DomainCommand::Show { config, .. }
         | DomainCommand::List { config }
         | DomainCommand::Remove { config, .. } => config,
@@ -225,6 +234,56 @@ fn domain(cmd: &DomainCommand) -> Result<bool, String> {
                     .await
                     .map_err(|e| e.to_string())?;
                 println!("{}", show(&d));
+            }
+            DomainCommand::Verify { host, .. } => {
+                let d = reg
+                    .get(host)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("{host} is not registered: linkedge domain add it first"))?;
+                let conn = reg.connection();
+                let verifier = linkedge::verify::Verifier::new(f.verify.clone(), conn.clone(), &f.admin.redis_prefix)
+                    .map_err(|e| format!("cannot set up DNS look-ups: {e}"))?;
+                let started = std::time::Instant::now();
+                if let Err(why) = verifier.verify(&d.host).await {
+                    reg.set_state(&d.host, linkedge::domains::State::Pending, &why)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    return Err(format!("{} is not verified: {why}", d.host));
+                }
+                reg.set_state(&d.host, linkedge::domains::State::Verified, "")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("{} verified", d.host);
+                if let (Some(acme_cfg), Some(c)) = (&f.acme, &f.certs) {
+                    let acme = linkedge::acme::Acme::new(
+                        conn,
+                        &f.admin.redis_prefix,
+                        acme_cfg.clone(),
+                        Sealer::new(s.master_keys.clone(), c.master_key),
+                    );
+                    match acme.issue(&d.host).await {
+                        Ok(info) => {
+                            reg.set_state(&d.host, linkedge::domains::State::Issued, "")
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            println!(
+                                "certificate issued in {:.2} s, valid until {} (Unix seconds)",
+                                started.elapsed().as_secs_f64(),
+                                info.not_after
+                            );
+                        }
+                        Err(e) => {
+                            reg.set_state(&d.host, linkedge::domains::State::Verified, &e.to_string())
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            return Err(format!(
+                                "{} is verified but its certificate was not issued: {e} (the issuer retries in the background)",
+                                d.host
+                            ));
+                        }
+                    }
+                }
             }
             DomainCommand::Show { host, .. } => {
                 match reg.get(host).await.map_err(|e| e.to_string())? {

@@ -2,6 +2,7 @@
 //! ports in their own temp directory, torn down on drop. Tests run in parallel without clashes.
 #![allow(dead_code)]
 
+pub mod ca;
 pub mod upstream;
 
 use linkedge::token::{Keyring, Kind, Link, Secret};
@@ -162,6 +163,8 @@ pub struct Options {
     pub spool_dir: Option<PathBuf>,
     /// YAML appended to the config (regions, routing).
     pub extra_yaml: String,
+    /// The plain HTTP port, when the test must know it before start (pebble validates there).
+    pub http_port: Option<u16>,
 }
 
 impl Options {
@@ -173,6 +176,7 @@ impl Options {
             spool_max: "64MiB".into(),
             spool_dir: None,
             extra_yaml: String::new(),
+            http_port: None,
         }
     }
 }
@@ -205,7 +209,11 @@ impl Linkedge {
             .clone()
             .unwrap_or_else(|| dir.path().join("spool"));
         let root = env!("CARGO_MANIFEST_DIR");
-        let (http, https, metrics) = (free_port(), free_port(), free_port());
+        let (http, https, metrics) = (
+            opts.http_port.unwrap_or_else(free_port),
+            free_port(),
+            free_port(),
+        );
         let trusted = opts
             .trusted_proxies
             .iter()

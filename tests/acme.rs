@@ -1,0 +1,228 @@
+//! A valid certificate for a customer domain from a real ACME CA (pebble), with real DNS
+//! (pebble-challtestsrv), real TLS handshakes and a real Redis.
+
+mod common;
+
+use common::ca::Ca;
+use common::*;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const TARGET: &str = "track.linkedge.test";
+
+struct Env {
+    redis: Redis,
+    ca: Ca,
+    nodes: Vec<Linkedge>,
+}
+
+fn yaml(ca: &Ca, http_port: u16) -> String {
+    format!(
+        "regions:\n  us: {{ backends: [{{ addr: \"127.0.0.1:9\" }}] }}\n  eu: {{ backends: [{{ addr: \"127.0.0.1:9\" }}] }}\n\
+certs:\n  master_key: 1\n  master_keys: [{{ id: 1, secret_file: master-key }}]\n\
+acme:\n  directory: \"{}\"\n  extra_root: {}\n  scan_interval: 1s\n  order_timeout: 30s\n  backoff_base: 1s\n  max_failures: 1\n\
+verify:\n  target: {TARGET}\n  target_addrs: [127.0.0.1]\n  nameservers: [\"{}\"]\n  http_port: {http_port}\n",
+        ca.directory,
+        dev_ca().display(),
+        ca.dns
+    )
+}
+
+fn env(nodes: usize) -> Env {
+    let redis = Redis::start();
+    let http = free_port();
+    let ca = Ca::start(http);
+    let mut list = Vec::new();
+    for i in 0..nodes {
+        let mut o = Options::new(redis.url());
+        // pebble validates on the first node's port; every node shares the challenges in Redis.
+        o.http_port = (i == 0).then_some(http);
+        o.extra_yaml = yaml(&ca, http);
+        list.push(Linkedge::start(&o));
+    }
+    Env {
+        redis,
+        ca,
+        nodes: list,
+    }
+}
+
+fn cli(le: &Linkedge, args: &[&str]) -> (bool, String) {
+    let mut full = vec![args[0], args[1], "--config", le.config.to_str().unwrap()];
+    full.extend(&args[2..]);
+    let out = Command::new(env!("CARGO_BIN_EXE_linkedge"))
+        .args(&full)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// pebble's root certificate, from its management API.
+async fn pebble_root(ca: &Ca) -> reqwest::Certificate {
+    let pem = client()
+        .get(format!("https://127.0.0.1:{}/roots/0", ca.acme_mgmt))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    reqwest::Certificate::from_pem(&pem).unwrap()
+}
+
+/// Marks `host` verified in the registry, as `domain verify` would have earlier.
+fn mark_verified(redis: &Redis, host: &str) {
+    let raw: String = redis::cmd("HGET")
+        .arg("linkedge:domains")
+        .arg(host)
+        .query(&mut redis.conn())
+        .unwrap();
+    let mut d: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    d["state"] = "verified".into();
+    let _: () = redis::cmd("HSET")
+        .arg("linkedge:domains")
+        .arg(host)
+        .arg(d.to_string())
+        .query(&mut redis.conn())
+        .unwrap();
+}
+
+fn domain(redis: &Redis, host: &str) -> serde_json::Value {
+    let raw: String = redis::cmd("HGET")
+        .arg("linkedge:domains")
+        .arg(host)
+        .query(&mut redis.conn())
+        .unwrap();
+    serde_json::from_str(&raw).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn add_verify_issue_and_serve_a_tracked_link_over_https() {
+    let e = env(1);
+    let le = &e.nodes[0];
+    let host = "link.customer-one.test";
+    let (ok, out) = cli(
+        le,
+        &["domain", "add", host, "--workspace", "11", "--region", "us"],
+    );
+    assert!(ok, "{out}");
+    let verified_at = Instant::now();
+    let (ok, out) = cli(le, &["domain", "verify", host]);
+    assert!(ok, "{out}\n{}", le.log());
+    assert!(
+        out.contains("verified") && out.contains("certificate issued"),
+        "{out}"
+    );
+
+    let root = pebble_root(&e.ca).await;
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .add_root_certificate(root)
+        .resolve(host, le.https)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let t = click(host, "https://shop.example.com/", 5);
+    let r = c
+        .get(format!("https://{host}:{}/c/{t}", le.https.port()))
+        .send()
+        .await
+        .expect("a valid chain from pebble's root for the new domain");
+    let took = verified_at.elapsed();
+    assert_eq!(r.status(), reqwest::StatusCode::FOUND);
+    assert_eq!(r.headers()["location"], "https://shop.example.com/");
+    eprintln!("from domain verify to the first HTTPS redirect with the new certificate: {took:?}");
+    assert_eq!(domain(&e.redis, host)["state"], "issued");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cname_elsewhere_is_refused_saying_where_it_points() {
+    let e = env(1);
+    let le = &e.nodes[0];
+    let host = "link.customer-two.test";
+    e.ca.set_cname(host, "old-tracker.example.net");
+    let (ok, _) = cli(
+        le,
+        &["domain", "add", host, "--workspace", "12", "--region", "eu"],
+    );
+    assert!(ok);
+    let (ok, out) = cli(le, &["domain", "verify", host]);
+    assert!(!ok);
+    assert!(
+        out.contains(&format!(
+            "{host} is a CNAME to old-tracker.example.net, not to {TARGET}"
+        )),
+        "{out}"
+    );
+    let d = domain(&e.redis, host);
+    assert_eq!(d["state"], "pending");
+    assert!(
+        d["error"]
+            .as_str()
+            .unwrap()
+            .contains("old-tracker.example.net")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_sharing_redis_place_one_order() {
+    let e = env(2);
+    let host = "link.customer-three.test";
+    let (ok, out) = cli(
+        &e.nodes[0],
+        &["domain", "add", host, "--workspace", "13", "--region", "us"],
+    );
+    assert!(ok, "{out}");
+    mark_verified(&e.redis, host);
+    assert!(
+        eventually(Duration::from_secs(30), || domain(&e.redis, host)["state"]
+            == "issued"),
+        "not issued: {}\n{}",
+        domain(&e.redis, host),
+        e.nodes[0].log()
+    );
+    let placed: f64 = e
+        .nodes
+        .iter()
+        .map(|n| n.metric("linkedge_acme_orders_total{outcome=\"placed\"}"))
+        .sum();
+    assert_eq!(placed, 1.0, "orders placed across the fleet");
+    let accounts: Vec<String> = redis::cmd("KEYS")
+        .arg("linkedge:acme:account:*")
+        .query(&mut e.redis.conn())
+        .unwrap();
+    assert_eq!(accounts.len(), 1, "one ACME account per directory");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_validation_ends_failed_with_the_reason() {
+    let e = env(1);
+    let host = "link.customer-four.test";
+    let (ok, _) = cli(
+        &e.nodes[0],
+        &["domain", "add", host, "--workspace", "14", "--region", "us"],
+    );
+    assert!(ok);
+    // Verified earlier, but its DNS now points where no linkedge listens.
+    e.ca.set_a(host, &["127.0.0.2"]);
+    mark_verified(&e.redis, host);
+    assert!(
+        eventually(Duration::from_secs(30), || domain(&e.redis, host)["state"]
+            == "failed"),
+        "{}",
+        domain(&e.redis, host)
+    );
+    let err = domain(&e.redis, host)["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!err.is_empty(), "the CA's reason is recorded");
+    eprintln!("recorded reason: {err}");
+}
