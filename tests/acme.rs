@@ -226,3 +226,87 @@ async fn failing_validation_ends_failed_with_the_reason() {
     assert!(!err.is_empty(), "the CA's reason is recorded");
     eprintln!("recorded reason: {err}");
 }
+
+/// The serial of the certificate served for `sni`, verified against `root`.
+async fn served_serial(le: &Linkedge, sni: &str, root_pem: &[u8]) -> Result<String, String> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    let store = b.cert_store_mut();
+    for c in openssl::x509::X509::stack_from_pem(root_pem).unwrap() {
+        store.add_cert(c).unwrap();
+    }
+    b.set_verify(SslVerifyMode::PEER);
+    let ssl = b.build().configure().unwrap().into_ssl(sni).unwrap();
+    let tcp = tokio::net::TcpStream::connect(le.https).await.unwrap();
+    let mut s = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut s)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let cert = s.ssl().peer_certificate().ok_or("no certificate")?;
+    Ok(cert
+        .serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_near_expiry_is_renewed_and_served_without_restart() {
+    let e = env(1);
+    let le = &e.nodes[0];
+    let host = "link.customer-five.test";
+    let (ok, _) = cli(
+        le,
+        &["domain", "add", host, "--workspace", "15", "--region", "us"],
+    );
+    assert!(ok);
+    // Issued 20 days ago, valid 21 days: past two thirds of its life.
+    let (cert, key, old) = dev_leaf(le.dir.path(), host, 20, 21);
+    let (ok, out) = cli(
+        le,
+        &[
+            "cert",
+            "import",
+            host,
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    let dev_pem = std::fs::read(dev_ca()).unwrap();
+    assert_eq!(served_serial(le, host, &dev_pem).await, Ok(old));
+    mark_verified(&e.redis, host);
+
+    let pebble_pem = client()
+        .get(format!("https://127.0.0.1:{}/roots/0", e.ca.acme_mgmt))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(30), || domain(&e.redis, host)["state"]
+            == "issued"),
+        "not renewed: {}",
+        domain(&e.redis, host)
+    );
+    // Served at once by the running node, chained to pebble's root.
+    // (Until the node drops its cached copy, the old certificate fails pebble's chain.)
+    let mut now = Err(String::new());
+    let renewed = eventually(Duration::from_secs(5), || {
+        now = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(served_serial(le, host, &pebble_pem))
+        });
+        now.is_ok()
+    });
+    assert!(renewed, "not serving the renewed certificate: {now:?}");
+    assert!(
+        le.metric("linkedge_certificate_attempts_total{kind=\"renewal\",outcome=\"ok\"}") >= 1.0
+    );
+}

@@ -3,65 +3,14 @@
 mod common;
 
 use common::*;
-use openssl::asn1::Asn1Time;
-use openssl::bn::{BigNum, MsbOption};
-use openssl::ec::{EcGroup, EcKey};
-use openssl::hash::MessageDigest;
-use openssl::nid::Nid;
-use openssl::pkey::PKey;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-use openssl::x509::extension::SubjectAlternativeName;
-use openssl::x509::{X509, X509NameBuilder};
+use openssl::x509::X509;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Command;
 
-/// A leaf for `name` signed by the development CA; returns (cert path, key path, serial hex).
 fn leaf(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev");
-    let ca = X509::from_pem(&std::fs::read(root.join("dev-ca.pem")).unwrap()).unwrap();
-    let ca_key =
-        PKey::private_key_from_pem(&std::fs::read(root.join("dev-ca.key")).unwrap()).unwrap();
-    let key = PKey::from_ec_key(
-        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
-    )
-    .unwrap();
-    let mut b = X509::builder().unwrap();
-    b.set_version(2).unwrap();
-    let mut serial = BigNum::new().unwrap();
-    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
-    b.set_serial_number(&serial.to_asn1_integer().unwrap())
-        .unwrap();
-    let mut n = X509NameBuilder::new().unwrap();
-    n.append_entry_by_text("CN", name).unwrap();
-    b.set_subject_name(&n.build()).unwrap();
-    b.set_issuer_name(ca.subject_name()).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-        .unwrap();
-    let san = SubjectAlternativeName::new()
-        .dns(name)
-        .build(&b.x509v3_context(Some(&ca), None))
-        .unwrap();
-    b.append_extension(san).unwrap();
-    b.sign(&ca_key, MessageDigest::sha256()).unwrap();
-    let cert = b.build();
-    let serial = cert
-        .serial_number()
-        .to_bn()
-        .unwrap()
-        .to_hex_str()
-        .unwrap()
-        .to_string();
-    let (cp, kp) = (
-        dir.join(format!("{name}-{serial}.pem")),
-        dir.join(format!("{name}-{serial}.key")),
-    );
-    std::fs::write(&cp, cert.to_pem().unwrap()).unwrap();
-    std::fs::write(&kp, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
-    (cp, kp, serial)
+    dev_leaf(dir, name, 0, 30)
 }
 
 fn start(fallback: bool) -> (Redis, Linkedge) {

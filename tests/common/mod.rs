@@ -3,6 +3,15 @@
 #![allow(dead_code)]
 
 pub mod ca;
+
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::PKey;
+use openssl::x509::extension::SubjectAlternativeName;
+use openssl::x509::{X509, X509NameBuilder};
 pub mod upstream;
 
 use linkedge::token::{Keyring, Kind, Link, Secret};
@@ -25,13 +34,22 @@ pub fn dev_ca() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev/dev-ca.pem")
 }
 
-/// A port nobody listens on right now.
+/// A port nobody listens on right now, and never handed out before in this test process (so
+/// two servers started by parallel tests cannot be given the same one).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Option<std::collections::HashSet<u16>>> =
+        std::sync::Mutex::new(None);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if given.get_or_insert_with(Default::default).insert(port) {
+            return port;
+        }
+    }
 }
 
 fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
@@ -464,4 +482,62 @@ pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A leaf for `name` signed by the development CA, issued `age_days` ago and valid for
+/// `valid_days` from then; returns (cert path, key path, serial hex).
+pub fn dev_leaf(
+    dir: &Path,
+    name: &str,
+    age_days: u32,
+    valid_days: u32,
+) -> (PathBuf, PathBuf, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev");
+    let ca = X509::from_pem(&std::fs::read(root.join("dev-ca.pem")).unwrap()).unwrap();
+    let ca_key =
+        PKey::private_key_from_pem(&std::fs::read(root.join("dev-ca.key")).unwrap()).unwrap();
+    let key = PKey::from_ec_key(
+        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    let mut serial = BigNum::new().unwrap();
+    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
+    b.set_serial_number(&serial.to_asn1_integer().unwrap())
+        .unwrap();
+    let mut n = X509NameBuilder::new().unwrap();
+    n.append_entry_by_text("CN", name).unwrap();
+    b.set_subject_name(&n.build()).unwrap();
+    b.set_issuer_name(ca.subject_name()).unwrap();
+    b.set_pubkey(&key).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let nb = now - age_days as i64 * 86_400;
+    b.set_not_before(&Asn1Time::from_unix(nb).unwrap()).unwrap();
+    b.set_not_after(&Asn1Time::from_unix(nb + valid_days as i64 * 86_400).unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .dns(name)
+        .build(&b.x509v3_context(Some(&ca), None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+    let serial = cert
+        .serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string();
+    let (cp, kp) = (
+        dir.join(format!("{name}-{serial}.pem")),
+        dir.join(format!("{name}-{serial}.key")),
+    );
+    std::fs::write(&cp, cert.to_pem().unwrap()).unwrap();
+    std::fs::write(&kp, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    (cp, kp, serial)
 }

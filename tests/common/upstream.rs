@@ -31,7 +31,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 impl Upstream {
     /// Starts on a free port; `tls` serves the development certificate.
     pub async fn start(name: &str, tls: bool) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = TcpListener::bind(("127.0.0.1", super::free_port()))
+            .await
+            .unwrap();
         Self::serve(listener, name, tls)
     }
 
