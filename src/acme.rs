@@ -72,7 +72,7 @@ pub struct Acme {
     prefix: String,
     cfg: config::Acme,
     store: Store,
-    account: OnceCell<Account>,
+    account: tokio::sync::Mutex<Option<Account>>,
     node: String,
 }
 
@@ -109,7 +109,7 @@ impl Acme {
             conn,
             prefix: prefix.to_string(),
             cfg,
-            account: OnceCell::new(),
+            account: tokio::sync::Mutex::new(None),
             node: format!("{:016x}", rand::random::<u64>()),
         }
     }
@@ -119,16 +119,36 @@ impl Acme {
         &self.store
     }
 
-    async fn account(&self) -> Result<&Account, AcmeError> {
-        self.account
-            .get_or_try_init(|| async {
+    fn account_key(&self) -> String {
+        format!("{}acme:account:{}", self.prefix, self.cfg.directory)
+    }
+
+    /// Forgets the account (the CA no longer knows it), so the next order creates one.
+    async fn forget_account(&self) {
+        *self.account.lock().await = None;
+        let _: redis::RedisResult<()> = self.conn.clone().del(self.account_key()).await;
+    }
+
+    async fn account(&self) -> Result<Account, AcmeError> {
+        let mut slot = self.account.lock().await;
+        if let Some(a) = &*slot {
+            return Ok(a.clone());
+        }
+        let a = self.load_or_create_account().await?;
+        *slot = Some(a.clone());
+        Ok(a)
+    }
+
+    async fn load_or_create_account(&self) -> Result<Account, AcmeError> {
+        {
+            {
                 let builder = || -> Result<_, AcmeError> {
                     Ok(match &self.cfg.extra_root {
                         Some(p) => Account::builder_with_root(p)?,
                         None => Account::builder()?,
                     })
                 };
-                let key = format!("{}acme:account:{}", self.prefix, self.cfg.directory);
+                let key = self.account_key();
                 let mut conn = self.conn.clone();
                 if let Some(json) = conn.get::<_, Option<String>>(&key).await? {
                     let creds: AccountCredentials = serde_json::from_str(&json).map_err(|e| {
@@ -160,8 +180,8 @@ impl Acme {
                 }
                 tracing::info!(directory = %self.cfg.directory, "ACME account created");
                 Ok(account)
-            })
-            .await
+            }
+        }
     }
 
     /// Orders a certificate for `host` over HTTP-01 and stores it. Holds the domain's lock for
@@ -180,7 +200,14 @@ impl Acme {
         if got.is_none() {
             return Err(AcmeError::Locked(host.to_string()));
         }
-        let result = self.order(host).await;
+        let mut result = self.order(host).await;
+        if let Err(AcmeError::Ca(why)) = &result
+            && why.contains("accountDoesNotExist")
+        {
+            tracing::warn!(directory = %self.cfg.directory, "the CA no longer knows our account; creating a new one");
+            self.forget_account().await;
+            result = self.order(host).await;
+        }
         // Release only our own lock.
         let _: redis::RedisResult<i64> = redis::Script::new(
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
@@ -315,6 +342,15 @@ impl Issuer {
             .await
             .map_err(|e| AcmeError::Ca(e.to_string()))?;
         let mut earliest: Option<i64> = None;
+        for st in [
+            State::Pending,
+            State::Verified,
+            State::Issued,
+            State::Failed,
+        ] {
+            metrics::domains(st.as_str())
+                .set(domains.iter().filter(|d| d.state == st).count() as i64);
+        }
         for d in domains {
             let info = acme.store().info(&d.host).await?;
             if let Some(i) = &info {

@@ -397,3 +397,17 @@ pub static CERT_EARLIEST_EXPIRY_SECONDS: LazyLock<IntGauge> = LazyLock::new(|| {
     )
     .expect("metric registers")
 });
+
+static DOMAINS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "linkedge_domains",
+        "Registered domains by state, as of the certificate issuer's last pass.",
+        &["state"]
+    )
+    .expect("metric registers")
+});
+
+/// The gauge of domains in `state`.
+pub fn domains(state: &str) -> IntGauge {
+    DOMAINS.with_label_values(&[state])
+}

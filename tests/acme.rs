@@ -188,6 +188,9 @@ async fn two_nodes_sharing_redis_place_one_order() {
         domain(&e.redis, host),
         e.nodes[0].log()
     );
+    assert!(eventually(Duration::from_secs(5), || e.nodes[0]
+        .metric("linkedge_domains{state=\"issued\"}")
+        == 1.0));
     let placed: f64 = e
         .nodes
         .iter()
