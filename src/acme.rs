@@ -274,6 +274,51 @@ impl Acme {
     }
 }
 
+/// On-demand issuance at a handshake: only for a registered domain in state `verified` and not
+/// backing off. Waits for another node's order when it holds the lock. Returns the new
+/// certificate, opened.
+pub async fn on_demand(acme: &Acme, host: &str) -> Option<crate::certs::Loaded> {
+    let registry = Registry::new(acme.conn.clone(), &acme.prefix, Vec::new());
+    let d = registry.get(host).await.ok()??;
+    if d.state != State::Verified {
+        return None;
+    }
+    let mut conn = acme.conn.clone();
+    let raw: Option<String> = conn
+        .hget(format!("{}acme:backoff", acme.prefix), host)
+        .await
+        .ok()?;
+    if raw
+        .and_then(|r| serde_json::from_str::<Backoff>(&r).ok())
+        .is_some_and(|b| b.next_s > now_s())
+    {
+        return None;
+    }
+    match acme.issue(host).await {
+        Ok(_) => {
+            metrics::acme_attempt("on_demand", "ok");
+            let _ = registry.set_state(host, State::Issued, "").await;
+        }
+        Err(AcmeError::Locked(_)) => {
+            // Another node is ordering: wait for its certificate.
+            let deadline = tokio::time::Instant::now() + acme.cfg.order_timeout;
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Ok(Some(l)) = acme.store().load(host).await {
+                    return Some(l);
+                }
+            }
+            return None;
+        }
+        Err(e) => {
+            metrics::acme_attempt("on_demand", "failed");
+            tracing::warn!(host = %host, error = %e, "on-demand issuance failed; the background issuer retries");
+            return None;
+        }
+    }
+    acme.store().load(host).await.ok().flatten()
+}
+
 /// Per-domain failure record, for backoff.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Backoff {

@@ -394,6 +394,8 @@ pub struct Selector {
     sealer: Sealer,
     store: OnceCell<Store>,
     fallback: Option<Arc<Loaded>>,
+    on_demand: Option<crate::config::Acme>,
+    acme: OnceCell<crate::acme::Acme>,
 }
 
 /// The SNI name a TLS connection asked for, carried into the HTTP phase.
@@ -418,7 +420,32 @@ impl Selector {
             sealer,
             store: OnceCell::new(),
             fallback,
+            on_demand: None,
+            acme: OnceCell::new(),
         }
+    }
+
+    /// Orders a certificate during the first handshake of a registered, verified domain that
+    /// has none yet (the handshake waits for it, up to `acme.order_timeout`).
+    pub fn with_on_demand(mut self, acme: crate::config::Acme) -> Selector {
+        self.on_demand = Some(acme);
+        self
+    }
+
+    async fn issue_now(&self, store: &Store, host: &str) -> Option<Loaded> {
+        let cfg = self.on_demand.as_ref()?;
+        let acme = self
+            .acme
+            .get_or_init(|| async {
+                crate::acme::Acme::new(
+                    store.conn.clone(),
+                    &self.prefix,
+                    cfg.clone(),
+                    self.sealer.clone(),
+                )
+            })
+            .await;
+        crate::acme::on_demand(acme, host).await
     }
 
     async fn store(&self) -> Result<&Store, CertError> {
@@ -463,6 +490,28 @@ impl Selector {
                 let l = Arc::new(l);
                 self.cache.insert(host, Slot::Cert(l.clone()));
                 Some(l)
+            }
+            Ok(None) if self.on_demand.is_some() => {
+                let issued = match self.store().await {
+                    Ok(store) => self.issue_now(store, host).await,
+                    Err(_) => None,
+                };
+                match issued {
+                    Some(l) => {
+                        metrics::cert_lookup("issued").inc();
+                        let l = Arc::new(l);
+                        self.cache.insert(host, Slot::Cert(l.clone()));
+                        Some(l)
+                    }
+                    None => {
+                        metrics::cert_lookup("miss").inc();
+                        self.cache.insert(
+                            host,
+                            Slot::Missing(Instant::now() + self.cache.negative_ttl),
+                        );
+                        None
+                    }
+                }
             }
             Ok(None) => {
                 metrics::cert_lookup("miss").inc();

@@ -317,7 +317,8 @@ static CERT_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         Opts::new(
             "linkedge_cert_lookups_total",
-            "Handshake certificate look-ups by source: memory, redis, negative (a cached miss), \
+            "Handshake certificate look-ups by source: memory, redis, issued (ordered on demand), \
+             negative (a cached miss), \
              miss (not in Redis either), fallback (tls.cert served), error (Redis failed)."
         ),
         &["source"]

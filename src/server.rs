@@ -111,6 +111,10 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
                     sealer,
                     fallback,
                 );
+                let selector = match &f.acme {
+                    Some(a) => selector.with_on_demand(a.clone()),
+                    None => selector,
+                };
                 invalidator = Some(Invalidator::new(
                     cache,
                     f.redis.url.clone(),

@@ -16,11 +16,11 @@ struct Env {
     nodes: Vec<Linkedge>,
 }
 
-fn yaml(ca: &Ca, http_port: u16) -> String {
+fn yaml(ca: &Ca, http_port: u16, scan: &str) -> String {
     format!(
         "regions:\n  us: {{ backends: [{{ addr: \"127.0.0.1:9\" }}] }}\n  eu: {{ backends: [{{ addr: \"127.0.0.1:9\" }}] }}\n\
 certs:\n  master_key: 1\n  master_keys: [{{ id: 1, secret_file: master-key }}]\n\
-acme:\n  directory: \"{}\"\n  extra_root: {}\n  scan_interval: 1s\n  order_timeout: 30s\n  backoff_base: 1s\n  max_failures: 1\n\
+acme:\n  directory: \"{}\"\n  extra_root: {}\n  scan_interval: {scan}\n  order_timeout: 30s\n  backoff_base: 1s\n  max_failures: 1\n\
 verify:\n  target: {TARGET}\n  target_addrs: [127.0.0.1]\n  nameservers: [\"{}\"]\n  http_port: {http_port}\n",
         ca.directory,
         dev_ca().display(),
@@ -29,6 +29,10 @@ verify:\n  target: {TARGET}\n  target_addrs: [127.0.0.1]\n  nameservers: [\"{}\"
 }
 
 fn env(nodes: usize) -> Env {
+    env_with(nodes, "1s")
+}
+
+fn env_with(nodes: usize, scan: &str) -> Env {
     let redis = Redis::start();
     let http = free_port();
     let ca = Ca::start(http);
@@ -37,7 +41,7 @@ fn env(nodes: usize) -> Env {
         let mut o = Options::new(redis.url());
         // pebble validates on the first node's port; every node shares the challenges in Redis.
         o.http_port = (i == 0).then_some(http);
-        o.extra_yaml = yaml(&ca, http);
+        o.extra_yaml = yaml(&ca, http, scan);
         list.push(Linkedge::start(&o));
     }
     Env {
@@ -311,5 +315,53 @@ async fn a_certificate_near_expiry_is_renewed_and_served_without_restart() {
     assert!(renewed, "not serving the renewed certificate: {now:?}");
     assert!(
         le.metric("linkedge_certificate_attempts_total{kind=\"renewal\",outcome=\"ok\"}") >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_handshake_of_a_verified_domain_gets_its_certificate_on_demand() {
+    // The background issuer's next pass is an hour away: only the handshake can order.
+    let e = env_with(1, "60m");
+    let le = &e.nodes[0];
+    let host = "link.customer-six.test";
+    let (ok, _) = cli(
+        le,
+        &["domain", "add", host, "--workspace", "16", "--region", "us"],
+    );
+    assert!(ok);
+    mark_verified(&e.redis, host);
+    let pebble_pem = client()
+        .get(format!("https://127.0.0.1:{}/roots/0", e.ca.acme_mgmt))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let serial = served_serial(le, host, &pebble_pem).await;
+    let took = started.elapsed();
+    assert!(serial.is_ok(), "first handshake: {serial:?}\n{}", le.log());
+    eprintln!("first handshake to a verified domain without a certificate: {took:?}");
+    assert_eq!(domain(&e.redis, host)["state"], "issued");
+    // A registered but unverified domain is never ordered.
+    let other = "link.customer-seven.test";
+    let (ok, _) = cli(
+        le,
+        &[
+            "domain",
+            "add",
+            other,
+            "--workspace",
+            "17",
+            "--region",
+            "us",
+        ],
+    );
+    assert!(ok);
+    assert!(served_serial(le, other, &pebble_pem).await.is_err());
+    assert_eq!(
+        le.metric("linkedge_acme_orders_total{outcome=\"placed\"}"),
+        1.0
     );
 }
