@@ -30,6 +30,10 @@ pub struct RegistryConfig {
     pub regions: Vec<String>,
     /// Connection and command timeout.
     pub timeout: Duration,
+    /// How `verify` checks domains.
+    pub verify: crate::config::Verify,
+    /// With ACME and the store's sealer, `verify` orders the certificate at once.
+    pub acme: Option<(crate::config::Acme, crate::certs::Sealer)>,
 }
 
 /// The admin application.
@@ -138,6 +142,26 @@ impl Admin {
             Ok(r) => r,
             Err(e) => return registry_error(e),
         };
+        if let (&Method::POST, Some(host)) = (
+            &method,
+            rest.strip_prefix('/')
+                .and_then(|r| r.strip_suffix("/verify")),
+        ) {
+            let c = &self.registry_config;
+            let acme = c.acme.as_ref().map(|(a, s)| (a, s.clone()));
+            return match crate::verify::verify_and_issue(registry, &c.verify, acme, &c.prefix, host)
+                .await
+            {
+                Ok(crate::verify::Verified::Verified) => {
+                    json(200, serde_json::json!({ "host": host, "verified": true }))
+                }
+                Ok(crate::verify::Verified::Issued(info)) => json(
+                    200,
+                    serde_json::json!({ "host": host, "verified": true, "certificate": info }),
+                ),
+                Err(why) => error(422, why),
+            };
+        }
         match (method, rest) {
             (Method::GET, "" | "/") => match registry.list().await {
                 Ok(all) => json(200, serde_json::json!({ "domains": all })),

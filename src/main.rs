@@ -236,52 +236,31 @@ fn domain(cmd: &DomainCommand) -> Result<bool, String> {
                 println!("{}", show(&d));
             }
             DomainCommand::Verify { host, .. } => {
-                let d = reg
-                    .get(host)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("{host} is not registered: linkedge domain add it first"))?;
-                let conn = reg.connection();
-                let verifier = linkedge::verify::Verifier::new(f.verify.clone(), conn.clone(), &f.admin.redis_prefix)
-                    .map_err(|e| format!("cannot set up DNS look-ups: {e}"))?;
                 let started = std::time::Instant::now();
-                if let Err(why) = verifier.verify(&d.host).await {
-                    reg.set_state(&d.host, linkedge::domains::State::Pending, &why)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    return Err(format!("{} is not verified: {why}", d.host));
-                }
-                reg.set_state(&d.host, linkedge::domains::State::Verified, "")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                println!("{} verified", d.host);
-                if let (Some(acme_cfg), Some(c)) = (&f.acme, &f.certs) {
-                    let acme = linkedge::acme::Acme::new(
-                        conn,
-                        &f.admin.redis_prefix,
-                        acme_cfg.clone(),
-                        Sealer::new(s.master_keys.clone(), c.master_key),
-                    );
-                    match acme.issue(&d.host).await {
-                        Ok(info) => {
-                            reg.set_state(&d.host, linkedge::domains::State::Issued, "")
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            println!(
-                                "certificate issued in {:.2} s, valid until {} (Unix seconds)",
-                                started.elapsed().as_secs_f64(),
-                                info.not_after
-                            );
-                        }
-                        Err(e) => {
-                            reg.set_state(&d.host, linkedge::domains::State::Verified, &e.to_string())
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            return Err(format!(
-                                "{} is verified but its certificate was not issued: {e} (the issuer retries in the background)",
-                                d.host
-                            ));
-                        }
+                let acme = match (&f.acme, &f.certs) {
+                    (Some(a), Some(c)) => {
+                        Some((a, Sealer::new(s.master_keys.clone(), c.master_key)))
+                    }
+                    _ => None,
+                };
+                let host = linkedge::domains::normalize_domain(host).map_err(|e| e.to_string())?;
+                match linkedge::verify::verify_and_issue(
+                    &reg,
+                    &f.verify,
+                    acme,
+                    &f.admin.redis_prefix,
+                    &host,
+                )
+                .await?
+                {
+                    linkedge::verify::Verified::Verified => println!("{host} verified"),
+                    linkedge::verify::Verified::Issued(info) => {
+                        println!("{host} verified");
+                        println!(
+                            "certificate issued in {:.2} s, valid until {} (Unix seconds)",
+                            started.elapsed().as_secs_f64(),
+                            info.not_after
+                        );
                     }
                 }
             }

@@ -152,6 +152,14 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
                 prefix: f.admin.redis_prefix.clone(),
                 regions: f.regions.keys().cloned().collect(),
                 timeout: f.redis.timeout,
+                verify: f.verify.clone(),
+                acme: match (&f.acme, &f.certs) {
+                    (Some(a), Some(c)) => Some((
+                        a.clone(),
+                        Sealer::new(settings.master_keys.clone(), c.master_key),
+                    )),
+                    _ => None,
+                },
             },
         );
         let mut admin = Service::new("admin".into(), admin);

@@ -222,6 +222,65 @@ impl Verifier {
     }
 }
 
+/// What `domain verify` did.
+#[derive(Debug)]
+pub enum Verified {
+    /// Verified; no ACME configured, or nothing else done.
+    Verified,
+    /// Verified, and its certificate issued.
+    Issued(crate::certs::Info),
+}
+
+/// Verifies `host` (registered in `reg`), records the outcome in the registry, and with `acme`
+/// orders its certificate at once. `Err` says what is wrong, for the customer.
+pub async fn verify_and_issue(
+    reg: &crate::domains::Registry,
+    cfg: &config::Verify,
+    acme: Option<(&config::Acme, crate::certs::Sealer)>,
+    prefix: &str,
+    host: &str,
+) -> Result<Verified, String> {
+    use crate::domains::State;
+    let d = reg
+        .get(host)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{host} is not registered: add it first"))?;
+    let conn = reg.connection();
+    let verifier = Verifier::new(cfg.clone(), conn.clone(), prefix)
+        .map_err(|e| format!("cannot set up DNS look-ups: {e}"))?;
+    if let Err(why) = verifier.verify(&d.host).await {
+        reg.set_state(&d.host, State::Pending, &why)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Err(format!("{} is not verified: {why}", d.host));
+    }
+    reg.set_state(&d.host, State::Verified, "")
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some((acme_cfg, sealer)) = acme else {
+        return Ok(Verified::Verified);
+    };
+    let acme = crate::acme::Acme::new(conn, prefix, acme_cfg.clone(), sealer);
+    match acme.issue(&d.host).await {
+        Ok(info) => {
+            reg.set_state(&d.host, State::Issued, "")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Verified::Issued(info))
+        }
+        Err(e) => {
+            reg.set_state(&d.host, State::Verified, &e.to_string())
+                .await
+                .map_err(|e| e.to_string())?;
+            Err(format!(
+                "{} is verified but its certificate was not issued: {e} (the issuer retries in the background)",
+                d.host
+            ))
+        }
+    }
+}
+
 /// A plain HTTP/1.1 GET to `addr` with `Host: host`; (status, headers, body).
 async fn get(
     addr: SocketAddr,

@@ -365,3 +365,60 @@ async fn first_handshake_of_a_verified_domain_gets_its_certificate_on_demand() {
         1.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_api_verifies_and_issues() {
+    let e = env_with(1, "60m");
+    let le = &e.nodes[0];
+    let base = format!("http://{}/v1/domains", le.metrics);
+    let c = client();
+    let r = c
+        .put(format!("{base}/link.customer-eight.test"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"workspace": 18, "region": "eu"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let r = c
+        .post(format!("{base}/link.customer-eight.test/verify"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let r = c
+        .post(format!("{base}/link.customer-eight.test/verify"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["verified"], true);
+    assert!(v["certificate"]["not_after"].as_i64().unwrap() > 0, "{v}");
+
+    e.ca.set_cname("link.customer-nine.test", "elsewhere.example.org");
+    let r = c
+        .put(format!("{base}/link.customer-nine.test"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"workspace": 19, "region": "us"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let r = c
+        .post(format!("{base}/link.customer-nine.test/verify"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::UNPROCESSABLE_ENTITY);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("is a CNAME to elsewhere.example.org"),
+        "{v}"
+    );
+}
