@@ -44,6 +44,21 @@ pub enum AcmeError {
     /// Storing the certificate failed.
     #[error("{0}")]
     Store(#[from] crate::certs::CertError),
+    /// Ordering now would break the CA's rate limits; not sent.
+    #[error("held back to stay inside the CA's limits: {0}")]
+    RateLimited(String),
+}
+
+/// The registered domain a certificate counts against: the last two labels. (Names under
+/// multi-label public suffixes such as `co.uk` share a bucket with their neighbours, which only
+/// makes the count stricter.)
+fn registered_domain(host: &str) -> &str {
+    let mut dots = host.rmatch_indices('.');
+    dots.next();
+    match dots.next() {
+        Some((i, _)) => &host[i + 1..],
+        None => host,
+    }
 }
 
 impl From<instant_acme::Error> for AcmeError {
@@ -220,8 +235,70 @@ impl Acme {
         result
     }
 
+    /// Events in the sliding window `key` of `window_s` seconds, after dropping older ones.
+    async fn window_count(&self, key: &str, window_s: i64) -> Result<u64, AcmeError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn.zrembyscore(key, "-inf", now_s() - window_s).await?;
+        Ok(conn.zcard(key).await?)
+    }
+
+    async fn window_add(&self, key: &str, window_s: i64) -> Result<(), AcmeError> {
+        let mut conn = self.conn.clone();
+        let member = format!("{}-{:016x}", now_s(), rand::random::<u64>());
+        let _: () = conn.zadd(key, member, now_s()).await?;
+        let _: () = conn.expire(key, window_s).await?;
+        Ok(())
+    }
+
+    fn limit_keys(&self, host: &str) -> [(String, i64, u32, &'static str); 3] {
+        let l = &self.cfg.limits;
+        [
+            (
+                format!("{}acme:limit:orders:{}", self.prefix, self.cfg.directory),
+                3 * 3600,
+                l.orders_per_3h,
+                "new orders per account in 3 hours",
+            ),
+            (
+                format!("{}acme:limit:failed:{host}", self.prefix),
+                3600,
+                l.failed_validations_per_hour,
+                "failed validations of this name in an hour",
+            ),
+            (
+                format!(
+                    "{}acme:limit:certs:{}",
+                    self.prefix,
+                    registered_domain(host)
+                ),
+                7 * 86_400,
+                l.certs_per_domain_per_week,
+                "certificates for this registered domain in a week",
+            ),
+        ]
+    }
+
     async fn order(&self, host: &str) -> Result<Info, AcmeError> {
+        let [orders, failed, certs] = self.limit_keys(host);
+        for (key, window, limit, what) in [&orders, &failed, &certs] {
+            if self.window_count(key, *window).await? >= *limit as u64 {
+                metrics::acme_order("rate_limited");
+                return Err(AcmeError::RateLimited(format!("{limit} {what} reached")));
+            }
+        }
+        let result = self.order_unchecked(host).await;
+        match &result {
+            Ok(_) => self.window_add(&certs.0, certs.1).await?,
+            Err(AcmeError::Ca(_)) => self.window_add(&failed.0, failed.1).await?,
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn order_unchecked(&self, host: &str) -> Result<Info, AcmeError> {
         let account = self.account().await?;
+        let [orders, _, _] = self.limit_keys(host);
+        self.window_add(&orders.0, orders.1).await?;
         metrics::acme_order("placed");
         let ids = [Identifier::Dns(host.to_string())];
         let mut order = account.new_order(&NewOrder::new(&ids)).await?;
@@ -447,6 +524,23 @@ impl Issuer {
                     .map_err(|e| AcmeError::Ca(e.to_string()))?;
             }
             Err(AcmeError::Locked(_)) => {}
+            Err(AcmeError::RateLimited(why)) => {
+                // Not the domain's fault: try again later without counting a failure.
+                b.next_s = now_s() + self.cfg.backoff_base.as_secs() as i64;
+                tracing::warn!(host = %host, reason = %why, "{kind} held back by rate limits");
+                let _: () = conn
+                    .hset(&key, host, serde_json::to_string(&b).expect("serializes"))
+                    .await?;
+                let state = if renewal {
+                    State::Issued
+                } else {
+                    State::Verified
+                };
+                registry
+                    .set_state(host, state, &AcmeError::RateLimited(why).to_string())
+                    .await
+                    .map_err(|e| AcmeError::Ca(e.to_string()))?;
+            }
             Err(e) => {
                 b.failures += 1;
                 let wait = self
@@ -491,5 +585,29 @@ impl pingora::services::background::BackgroundService for Issuer {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_domains() {
+        assert_eq!(registered_domain("link.example.com"), "example.com");
+        assert_eq!(registered_domain("a.b.example.com"), "example.com");
+        assert_eq!(registered_domain("example.com"), "example.com");
+    }
+
+    #[test]
+    fn csr_names_the_host() {
+        let (key, der) = key_and_csr("link.example.com").unwrap();
+        assert!(
+            String::from_utf8(key)
+                .unwrap()
+                .contains("BEGIN PRIVATE KEY")
+        );
+        let req = openssl::x509::X509Req::from_der(&der).unwrap();
+        assert!(req.verify(&req.public_key().unwrap()).unwrap());
     }
 }

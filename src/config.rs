@@ -125,6 +125,32 @@ pub struct Acme {
     /// Failed first issuances in a row after which a domain is marked `failed`. Default 5.
     #[serde(default = "default_max_failures")]
     pub max_failures: u32,
+    /// Limits the issuer keeps to, counted in Redis across the fleet, so the CA never refuses
+    /// us. Defaults: Let's Encrypt's published limits.
+    #[serde(default)]
+    pub limits: AcmeLimits,
+}
+
+/// Issuance limits, per the CA's published rate limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeLimits {
+    /// New orders per account in any 3 hours. Default 300.
+    pub orders_per_3h: u32,
+    /// Failed validations per host name in any hour. Default 5.
+    pub failed_validations_per_hour: u32,
+    /// Certificates per registered domain (the last two labels) in any 7 days. Default 50.
+    pub certs_per_domain_per_week: u32,
+}
+
+impl Default for AcmeLimits {
+    fn default() -> Self {
+        AcmeLimits {
+            orders_per_3h: 300,
+            failed_validations_per_hour: 5,
+            certs_per_domain_per_week: 50,
+        }
+    }
 }
 
 fn default_scan() -> Duration {

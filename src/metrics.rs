@@ -362,7 +362,7 @@ static ACME_ORDERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         Opts::new(
             "linkedge_acme_orders_total",
-            "ACME orders by outcome: placed, issued, failed."
+            "ACME orders by outcome: placed, issued, failed, rate_limited (held back, not sent)."
         ),
         &["outcome"]
     )

@@ -16,11 +16,11 @@ struct Env {
     nodes: Vec<Linkedge>,
 }
 
-fn yaml(ca: &Ca, http_port: u16, scan: &str) -> String {
+fn yaml(ca: &Ca, http_port: u16, scan: &str, extra: &str) -> String {
     format!(
         "regions:\n  us: {{ backends: [{{ addr: \"127.0.0.1:9\" }}] }}\n  eu: {{ backends: [{{ addr: \"127.0.0.1:9\" }}] }}\n\
 certs:\n  master_key: 1\n  master_keys: [{{ id: 1, secret_file: master-key }}]\n\
-acme:\n  directory: \"{}\"\n  extra_root: {}\n  scan_interval: {scan}\n  order_timeout: 30s\n  backoff_base: 1s\n  max_failures: 1\n\
+acme:\n  directory: \"{}\"\n  extra_root: {}\n  scan_interval: {scan}\n  order_timeout: 30s\n  backoff_base: 1s\n{extra}\
 verify:\n  target: {TARGET}\n  target_addrs: [127.0.0.1]\n  nameservers: [\"{}\"]\n  http_port: {http_port}\n",
         ca.directory,
         dev_ca().display(),
@@ -33,6 +33,10 @@ fn env(nodes: usize) -> Env {
 }
 
 fn env_with(nodes: usize, scan: &str) -> Env {
+    env_full(nodes, scan, "  max_failures: 1\n")
+}
+
+fn env_full(nodes: usize, scan: &str, acme_extra: &str) -> Env {
     let redis = Redis::start();
     let http = free_port();
     let ca = Ca::start(http);
@@ -41,7 +45,7 @@ fn env_with(nodes: usize, scan: &str) -> Env {
         let mut o = Options::new(redis.url());
         // pebble validates on the first node's port; every node shares the challenges in Redis.
         o.http_port = (i == 0).then_some(http);
-        o.extra_yaml = yaml(&ca, http, scan);
+        o.extra_yaml = yaml(&ca, http, scan, acme_extra);
         list.push(Linkedge::start(&o));
     }
     Env {
@@ -420,5 +424,43 @@ async fn admin_api_verifies_and_issues() {
             .unwrap()
             .contains("is a CNAME to elsewhere.example.org"),
         "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_hold_orders_back_without_asking_the_ca() {
+    let e = env_full(
+        1,
+        "1s",
+        "  max_failures: 5\n  limits: { failed_validations_per_hour: 1 }\n",
+    );
+    let host = "link.customer-ten.test";
+    let (ok, _) = cli(
+        &e.nodes[0],
+        &["domain", "add", host, "--workspace", "20", "--region", "us"],
+    );
+    assert!(ok);
+    e.ca.set_a(host, &["127.0.0.2"]);
+    mark_verified(&e.redis, host);
+    // One real order fails validation; the next attempts are held back locally.
+    assert!(
+        eventually(Duration::from_secs(20), || domain(&e.redis, host)["error"]
+            .as_str()
+            .unwrap()
+            .starts_with(
+                "held back to stay inside the CA's limits: 1 failed validations"
+            )),
+        "{}",
+        domain(&e.redis, host)
+    );
+    assert_eq!(
+        e.nodes[0].metric("linkedge_acme_orders_total{outcome=\"placed\"}"),
+        1.0
+    );
+    assert!(e.nodes[0].metric("linkedge_acme_orders_total{outcome=\"rate_limited\"}") >= 1.0);
+    assert_eq!(
+        domain(&e.redis, host)["state"],
+        "verified",
+        "not marked failed for our own limit"
     );
 }
