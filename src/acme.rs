@@ -347,7 +347,65 @@ impl Acme {
         let (key_pem, csr) = key_and_csr(host).map_err(|e| AcmeError::Ca(e.to_string()))?;
         order.finalize_csr(&csr).await?;
         let chain = order.poll_certificate(&retry).await?;
-        Ok(self.store.put(host, chain.as_bytes(), &key_pem).await?)
+        let info = self.store.put(host, chain.as_bytes(), &key_pem).await?;
+        let _: redis::RedisResult<()> = conn.del(format!("{}acme:ari:{host}", self.prefix)).await;
+        Ok(info)
+    }
+}
+
+/// A stable fraction in [0, 1) per host, to spread renewals of certificates issued together.
+fn jitter(host: &str) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    host.hash(&mut h);
+    (h.finish() % 10_000) as f64 / 10_000.0
+}
+
+impl Acme {
+    /// When to renew: inside the window the CA suggests through ACME Renewal Information
+    /// (RFC 9773) where it offers one (asked at most once per the CA's Retry-After, at least an
+    /// hour apart), else at two thirds of the lifetime; jittered per host either way.
+    pub async fn renew_at(&self, host: &str, info: &Info) -> i64 {
+        let life = info.not_after - info.not_before;
+        let fallback = info.not_before + life * 2 / 3 - (jitter(host) * life as f64 / 20.0) as i64;
+        match self.ari_window(host).await {
+            Some((start, end)) if end > start => {
+                start + (jitter(host) * (end - start) as f64) as i64
+            }
+            _ => fallback,
+        }
+    }
+
+    /// The CA's suggested renewal window for `host`'s stored certificate, cached in Redis.
+    async fn ari_window(&self, host: &str) -> Option<(i64, i64)> {
+        let key = format!("{}acme:ari:{host}", self.prefix);
+        let mut conn = self.conn.clone();
+        if let Ok(Some(cached)) = conn.get::<_, Option<String>>(&key).await {
+            let (a, b) = cached.split_once(' ')?;
+            return match (a.parse().ok()?, b.parse().ok()?) {
+                (0, 0) => None,
+                w => Some(w),
+            };
+        }
+        let loaded = self.store.load(host).await.ok()??;
+        let der = rustls_pki_types::CertificateDer::from(loaded.chain[0].to_der().ok()?);
+        let id = instant_acme::CertificateIdentifier::try_from(&der).ok()?;
+        let account = self.account().await.ok()?;
+        let (window, retry) = match account.renewal_info(&id).await {
+            Ok((info, retry)) => (
+                Some((
+                    info.suggested_window.start.unix_timestamp(),
+                    info.suggested_window.end.unix_timestamp(),
+                )),
+                retry,
+            ),
+            // No ARI at this CA (or it failed): use the lifetime rule, and ask again later.
+            Err(_) => (None, Duration::from_secs(6 * 3600)),
+        };
+        let (a, b) = window.unwrap_or((0, 0));
+        let ttl = retry.as_secs().max(3600);
+        let _: redis::RedisResult<()> = conn.set_ex(&key, format!("{a} {b}"), ttl).await;
+        window
     }
 }
 
@@ -481,8 +539,7 @@ impl Issuer {
             let due = match (d.state, &info) {
                 (State::Verified, None) => true,
                 (State::Verified | State::Issued, Some(i)) => {
-                    let renew_at = i.not_before + (i.not_after - i.not_before) * 2 / 3;
-                    now_s() >= renew_at
+                    now_s() >= acme.renew_at(&d.host, i).await
                 }
                 _ => false,
             };
