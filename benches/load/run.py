@@ -151,12 +151,12 @@ def run_h2load(url, seconds, conns=4, streams=64):
     return res
 
 
-def run_handshakes(port, seconds, concurrency=64):
+def run_handshakes(port, seconds, concurrency=64, sni_file=None):
     """Full TLS handshakes: examples/hsload opens a new connection and a new TLS session (no
     resumption offered) for every request."""
     cmd = ["taskset", "-c", LOAD_CORE, str(ROOT / "target/release/examples/hsload"),
-           f"127.0.0.1:{port}", "--seconds", str(seconds), "--concurrency", str(concurrency),
-           "--sni", "localhost"]
+           f"127.0.0.1:{port}", "--seconds", str(seconds), "--concurrency", str(concurrency)]
+    cmd += ["--sni-file", str(sni_file)] if sni_file else ["--sni", "localhost"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     r = json.loads(out.strip().splitlines()[-1])
     errors = ""
@@ -200,6 +200,8 @@ def main():
     ap.add_argument("--scenarios", default="1,2,3,4,5,6")
     ap.add_argument("--sustain", type=int, default=60, help="seconds of scenario 6")
     ap.add_argument("--binary", default=str(ROOT / "target/release/linkedge"))
+    ap.add_argument("--domains", type=int, default=10000,
+                    help="certificates in linkedge's store for scenario 3 (SNI spread across them)")
     args = ap.parse_args()
     scenarios = [int(s) for s in args.scenarios.split(",")]
 
@@ -224,6 +226,7 @@ def main():
 
         key = WORK / "bench-link-key"
         key.write_text("bench-link-key-not-a-secret-0123456789abcdef")
+        (WORK / "bench-master-key").write_text("ab" * 32)
         (WORK / "linkedge.yaml").write_text(f"""
 listen:
   http: 127.0.0.1:{ports['le_http']}
@@ -237,6 +240,11 @@ links:
 events:
   spool: {{ dir: {WORK}/spool, max_bytes: 1GiB }}
 server: {{ threads: 1, pid_file: {WORK}/le.pid, upgrade_sock: {WORK}/le.sock }}
+certs:
+  master_key: 1
+  master_keys: [{{ id: 1, secret_file: {WORK}/bench-master-key }}]
+  cache_size: {args.domains}
+  fallback: true
 regions:
   us:
     backends: [{{ addr: "127.0.0.1:{ports['upstream']}" }}]
@@ -266,6 +274,12 @@ routing: {{ default_region: us }}
         started.append(cd.proc)
 
         servers = {"linkedge": (le, "le"), "nginx": (nx, "nx"), "caddy": (cd, "cd")}
+        names = WORK / "names.txt"
+        if 3 in scenarios:
+            print(f"\n== storing {args.domains} domains' certificates in linkedge's store", flush=True)
+            subprocess.run([str(ROOT / "target/release/examples/seed_certs"), "--config",
+                            str(WORK / "linkedge.yaml"), "--count", str(args.domains),
+                            "--names-out", str(names)], check=True)
         d = args.duration
 
         def url(prefix, kind, path):
@@ -277,9 +291,11 @@ routing: {{ default_region: us }}
                 lambda p: run_wrk(url(p, "http", f"/c/{token}"), d)),
             2: ("HTTPS HTTP/1.1 keep-alive click redirects, 64 connections",
                 lambda p: run_wrk(url(p, "https", f"/c/{token}"), d)),
-            3: ("Full TLS handshakes per second (new connection and session per request, ECDSA P-256, "
-                "one certificate)",
-                lambda p: run_handshakes(ports[p + ("_https" if p == "le" else "_hs")], d)),
+            3: (f"Full TLS handshakes per second (new connection and session per request, ECDSA P-256; "
+                f"linkedge: SNI spread over {args.domains} domains' certificates from its store, "
+                f"linkedge-1cert: one name; nginx, Caddy: one static certificate)",
+                lambda p: run_handshakes(ports[(p if p != "le1" else "le") + ("_https" if p in ("le", "le1") else "_hs")],
+                                         d, sni_file=names if p == "le" else None)),
             4: ("HTTP/2 over TLS, 4 connections x 64 streams (h2load)",
                 lambda p: run_h2load(url(p, "https", f"/c/{token}"), d)),
             5: ("Requests proxied to a local upstream, 64 connections",
@@ -289,18 +305,33 @@ routing: {{ default_region: us }}
         for sc in [s for s in scenarios if s in plans]:
             title, fn = plans[sc]
             print(f"\n== scenario {sc}: {title}", flush=True)
-            per = {n: [] for n in servers}
-            for name, (srv, p) in servers.items():  # warm-up
+            group = dict(servers)
+            if sc == 3:
+                group = {"linkedge": (le, "le"), "linkedge-1cert": (le, "le1"), "nginx": (nx, "nx"),
+                         "caddy": (cd, "cd")}
+                hs0 = {k: metric(ports["le_metrics"], f'linkedge_tls_handshakes_total{{resumed="{k}"}}')
+                       for k in ("true", "false")}
+                # Warm-up: one pass over every name fills linkedge's certificate cache.
+                run_handshakes(ports["le_https"], 3, sni_file=names)
+            per = {n: [] for n in group}
+            for name, (srv, p) in group.items():  # warm-up
                 run_wrk(url(p, "http", "/health"), 2) if sc != 3 else None
             for r in range(args.rounds):
-                for name, (srv, p) in servers.items():
+                for name, (srv, p) in group.items():
                     res = measure(srv, lambda: fn(p))
                     print(f"  round {r + 1} {name:9} {res['rps']:>10.0f} req/s  cpu {res['cpu_s']:.1f}s"
                           f"  {('ERRORS: ' + res['errors']) if res['errors'] else ''}", flush=True)
                     per[name].append(res)
             results["scenarios"][sc] = {"title": title, "runs": per, "summary": summarize(per)}
             if sc == 3:
-                results["scenarios"][sc]["reuse"] = handshake_reuse()
+                reuse = handshake_reuse()
+                for k in ("true", "false"):
+                    reuse["linkedge_" + ("resumed" if k == "true" else "full")] = int(
+                        metric(ports["le_metrics"], f'linkedge_tls_handshakes_total{{resumed="{k}"}}') - hs0[k])
+                reuse["linkedge_cert_lookups"] = {
+                    src: metric(ports["le_metrics"], f'linkedge_cert_lookups_total{{source="{src}"}}')
+                    for src in ("memory", "redis", "negative", "fallback")}
+                results["scenarios"][sc]["reuse"] = reuse
             if sc == 5:
                 # The same load straight to the upstream, and linkedge's upstream connection reuse.
                 direct = [run_wrk(f"http://127.0.0.1:{ports['upstream']}/proxied/page", d)
@@ -409,13 +440,13 @@ def render(results):
         if int(sc) == 6:
             continue
         s = data["summary"]
-        for name in ["linkedge", "nginx", "caddy"]:
+        for name in [n for n in ["linkedge", "linkedge-1cert", "nginx", "caddy"] if n in s]:
             r = s.get(name, {})
             if "refused" in r:
                 lines.append(f"| {sc} | {name} | refused: {r['refused']} | | | | | | | |")
                 continue
             ratio = lambda other: (f"{r['rps'] / s[other]['rps']:.2f}×"
-                                   if name == "linkedge" and s.get(other, {}).get("rps") else "")
+                                   if name.startswith("linkedge") and s.get(other, {}).get("rps") else "")
             lines.append(f"| {sc} | {name} | {r['rps']:.0f} | {fmt_s(r['p50'])} | {fmt_s(r['p99'])} | "
                          f"{fmt_s(r['max'])} | {r['cpu_s_per_10k']:.3f} | {r['peak_rss_kb'] / 1024:.1f} MiB | "
                          f"{ratio('nginx')} | {ratio('caddy')} |")
@@ -424,8 +455,11 @@ def render(results):
             lines.append(f"| {sc} | (linkedge pool reuse) | {data['reuse_ratio'] * 100:.2f}% of upstream "
                          f"requests on a reused connection | | | | | | | |")
         if "reuse" in data:
-            lines.append(f"| {sc} | (nginx saw) | {data['reuse']['nginx_full']} full, "
-                         f"{data['reuse']['nginx_resumed']} resumed handshakes | | | | | | | |")
+            ru = data["reuse"]
+            lines.append(f"| {sc} | (nginx saw) | {ru['nginx_full']} full, {ru['nginx_resumed']} resumed "
+                         f"handshakes | | | | | | | |")
+            lines.append(f"| {sc} | (linkedge saw) | {ru['linkedge_full']} full, {ru['linkedge_resumed']} "
+                         f"resumed handshakes; certificate look-ups {ru['linkedge_cert_lookups']} | | | | | | | |")
     if 6 in results["scenarios"] or "6" in results["scenarios"]:
         r = results["scenarios"].get(6) or results["scenarios"]["6"]
         lag = "never caught up in 30 s" if r["writer_lag_s"] is None else f"{r['writer_lag_s']:.2f} s"

@@ -1,0 +1,116 @@
+//! Fills a linkedge certificate store with many domains' certificates, for the handshake
+//! benchmark (benches/load scenario 3): ECDSA P-256 leaves for `d<i>.<suffix>` signed by the
+//! development CA, stored (keys sealed) through the same `Store::put` the CLI and ACME use.
+//!
+//! ```sh
+//! cargo run --release --example seed_certs -- --config FILE --count 10000 \
+//!     [--suffix bench.linkedge.test] [--names-out names.txt]
+//! ```
+
+use linkedge::certs::{Sealer, Store};
+use linkedge::config::Settings;
+use openssl::asn1::Asn1Time;
+use openssl::bn::{BigNum, MsbOption};
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::PKey;
+use openssl::x509::extension::SubjectAlternativeName;
+use openssl::x509::{X509, X509NameBuilder};
+use std::path::{Path, PathBuf};
+
+fn leaf(ca: &X509, ca_key: &PKey<openssl::pkey::Private>, name: &str) -> (Vec<u8>, Vec<u8>) {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    let mut serial = BigNum::new().unwrap();
+    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
+    b.set_serial_number(&serial.to_asn1_integer().unwrap())
+        .unwrap();
+    let mut n = X509NameBuilder::new().unwrap();
+    n.append_entry_by_text("CN", name).unwrap();
+    b.set_subject_name(&n.build()).unwrap();
+    b.set_issuer_name(ca.subject_name()).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(90).unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .dns(name)
+        .build(&b.x509v3_context(Some(ca), None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(ca_key, MessageDigest::sha256()).unwrap();
+    (
+        b.build().to_pem().unwrap(),
+        key.private_key_to_pem_pkcs8().unwrap(),
+    )
+}
+
+fn main() {
+    let mut config = None;
+    let mut count = 10_000usize;
+    let mut suffix = "bench.linkedge.test".to_string();
+    let mut names_out: Option<PathBuf> = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" => config = it.next().map(PathBuf::from),
+            "--count" => count = it.next().unwrap().parse().unwrap(),
+            "--suffix" => suffix = it.next().unwrap(),
+            "--names-out" => names_out = it.next().map(PathBuf::from),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let s = Settings::load(&config.expect("--config FILE")).unwrap_or_else(|e| panic!("{e}"));
+    let c = s
+        .file
+        .certs
+        .as_ref()
+        .expect("the config has a certs section");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev");
+    let ca = X509::from_pem(&std::fs::read(root.join("dev-ca.pem")).unwrap()).unwrap();
+    let ca_key =
+        PKey::private_key_from_pem(&std::fs::read(root.join("dev-ca.key")).unwrap()).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let names: Vec<String> = (0..count).map(|i| format!("d{i}.{suffix}")).collect();
+    rt.block_on(async {
+        let conn = redis::Client::open(s.file.redis.url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let store = Store::new(
+            conn,
+            &s.file.admin.redis_prefix,
+            Sealer::new(s.master_keys.clone(), c.master_key),
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        for chunk in names.chunks(500) {
+            let (store, chunk) = (store.clone(), chunk.to_vec());
+            let (ca, ca_key) = (ca.clone(), ca_key.clone());
+            tasks.spawn(async move {
+                for name in chunk {
+                    let (cert, key) = leaf(&ca, &ca_key, &name);
+                    store.put(&name, &cert, &key).await.unwrap();
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+    });
+    if let Some(p) = names_out {
+        std::fs::write(p, names.join("\n")).unwrap();
+    }
+    eprintln!(
+        "stored {count} certificates in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
