@@ -91,10 +91,14 @@ pub struct Acme {
     node: String,
 }
 
-/// An EC P-256 key and a CSR for `host`, as (PKCS#8 PEM key, DER CSR).
-fn key_and_csr(host: &str) -> Result<(Vec<u8>, Vec<u8>), openssl::error::ErrorStack> {
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
-    let key = PKey::from_ec_key(EcKey::generate(&group)?)?;
+/// A key (EC P-256, or RSA-2048 with `rsa`) and a CSR for `host`, as (PKCS#8 PEM key, DER CSR).
+fn key_and_csr(host: &str, rsa: bool) -> Result<(Vec<u8>, Vec<u8>), openssl::error::ErrorStack> {
+    let key = if rsa {
+        PKey::from_rsa(openssl::rsa::Rsa::generate(2048)?)?
+    } else {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+        PKey::from_ec_key(EcKey::generate(&group)?)?
+    };
     let mut req = X509ReqBuilder::new()?;
     let mut name = X509NameBuilder::new()?;
     name.append_entry_by_text("CN", host)?;
@@ -296,6 +300,14 @@ impl Acme {
     }
 
     async fn order_unchecked(&self, host: &str) -> Result<Info, AcmeError> {
+        let info = self.order_one(host, false).await?;
+        if self.cfg.rsa {
+            self.order_one(host, true).await?;
+        }
+        Ok(info)
+    }
+
+    async fn order_one(&self, host: &str, rsa: bool) -> Result<Info, AcmeError> {
         let account = self.account().await?;
         let [orders, _, _] = self.limit_keys(host);
         self.window_add(&orders.0, orders.1).await?;
@@ -344,7 +356,7 @@ impl Acme {
             }
             return Err(AcmeError::Ca(why));
         }
-        let (key_pem, csr) = key_and_csr(host).map_err(|e| AcmeError::Ca(e.to_string()))?;
+        let (key_pem, csr) = key_and_csr(host, rsa).map_err(|e| AcmeError::Ca(e.to_string()))?;
         order.finalize_csr(&csr).await?;
         let chain = order.poll_certificate(&retry).await?;
         let info = self.store.put(host, chain.as_bytes(), &key_pem).await?;
@@ -658,7 +670,7 @@ mod tests {
 
     #[test]
     fn csr_names_the_host() {
-        let (key, der) = key_and_csr("link.example.com").unwrap();
+        let (key, der) = key_and_csr("link.example.com", false).unwrap();
         assert!(
             String::from_utf8(key)
                 .unwrap()
@@ -666,5 +678,8 @@ mod tests {
         );
         let req = openssl::x509::X509Req::from_der(&der).unwrap();
         assert!(req.verify(&req.public_key().unwrap()).unwrap());
+        let (_, der) = key_and_csr("link.example.com", true).unwrap();
+        let req = openssl::x509::X509Req::from_der(&der).unwrap();
+        assert_eq!(req.public_key().unwrap().bits(), 2048);
     }
 }

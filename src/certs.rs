@@ -130,6 +130,9 @@ pub struct Loaded {
     pub key: PKey<Private>,
     /// Unix seconds.
     pub not_after: i64,
+    /// An RSA certificate next to the ECDSA one, for clients that cannot do ECDSA; OpenSSL
+    /// picks between the two per ClientHello.
+    pub rsa: Option<Box<Loaded>>,
 }
 
 impl std::fmt::Debug for Loaded {
@@ -191,6 +194,7 @@ pub fn parse_pair(host: &str, chain_pem: &[u8], key_pem: &[u8]) -> Result<Loaded
         chain,
         key,
         not_after,
+        rsa: None,
     })
 }
 
@@ -244,6 +248,13 @@ impl Store {
         let host =
             normalize_host(host).ok_or_else(|| CertError::Invalid("not a host name".into()))?;
         let loaded = parse_pair(&host, chain_pem, key_pem)?;
+        // An RSA key goes to the RSA slot, anything else (ECDSA by default) to the main one.
+        let slot = if loaded.key.id() == openssl::pkey::Id::RSA {
+            "_rsa"
+        } else {
+            ""
+        };
+        let f = |name: &str| format!("{name}{slot}");
         let not_before = unix(loaded.chain[0].not_before());
         // Store the key as PKCS#8 PEM whatever form it came in.
         let pkcs8 = loaded
@@ -263,11 +274,11 @@ impl Store {
             .hset_multiple(
                 self.key(&host),
                 &[
-                    ("chain", String::from_utf8_lossy(&chain).into_owned()),
-                    ("key", sealed),
-                    ("key_id", key_id.to_string()),
-                    ("not_before", not_before.to_string()),
-                    ("not_after", loaded.not_after.to_string()),
+                    (f("chain"), String::from_utf8_lossy(&chain).into_owned()),
+                    (f("key"), sealed),
+                    (f("key_id"), key_id.to_string()),
+                    (f("not_before"), not_before.to_string()),
+                    (f("not_after"), loaded.not_after.to_string()),
                 ],
             )
             .publish(Store::channel(&self.prefix), &host)
@@ -288,15 +299,27 @@ impl Store {
         if m.is_empty() {
             return Ok(None);
         }
-        let field = |k: &str| {
-            m.get(k)
-                .ok_or_else(|| CertError::Invalid(format!("stored record lacks {k}")))
+        let slot = |suffix: &str| -> Result<Option<Loaded>, CertError> {
+            let Some(chain) = m.get(&format!("chain{suffix}")) else {
+                return Ok(None);
+            };
+            let field = |k: &str| {
+                m.get(&format!("{k}{suffix}"))
+                    .ok_or_else(|| CertError::Invalid(format!("stored record lacks {k}{suffix}")))
+            };
+            let key_id: u32 = field("key_id")?
+                .parse()
+                .map_err(|_| CertError::Invalid("bad key_id".into()))?;
+            let key_pem = self.sealer.open(host, key_id, field("key")?)?;
+            parse_pair(host, chain.as_bytes(), &key_pem).map(Some)
         };
-        let key_id: u32 = field("key_id")?
-            .parse()
-            .map_err(|_| CertError::Invalid("bad key_id".into()))?;
-        let key_pem = self.sealer.open(host, key_id, field("key")?)?;
-        parse_pair(host, field("chain")?.as_bytes(), &key_pem).map(Some)
+        match (slot("")?, slot("_rsa")?) {
+            (Some(mut main), rsa) => {
+                main.rsa = rsa.map(Box::new);
+                Ok(Some(main))
+            }
+            (None, rsa) => Ok(rsa),
+        }
     }
 
     /// Facts about the stored certificate for `host`, without opening the key.
@@ -306,7 +329,13 @@ impl Store {
         if m.is_empty() {
             return Ok(None);
         }
-        let num = |k: &str| m.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        // The main (ECDSA) certificate's facts, or the RSA one's when it is the only one.
+        let num = |k: &str| {
+            m.get(k)
+                .or_else(|| m.get(&format!("{k}_rsa")))
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0)
+        };
         Ok(Some(Info {
             host: host.to_string(),
             not_before: num("not_before"),
@@ -533,12 +562,18 @@ impl Selector {
     }
 }
 
+/// Sets the certificate (and the RSA one, if any) on the connection. OpenSSL keeps one
+/// certificate per key type and picks the one the ClientHello's signature algorithms allow; a
+/// chain certificate attaches to the certificate set just before it.
 fn use_cert(ssl: &mut TlsRef, c: &Loaded) -> Result<(), openssl::error::ErrorStack> {
     use pingora::tls::ext;
     ext::ssl_use_certificate(ssl, &c.chain[0])?;
     ext::ssl_use_private_key(ssl, &c.key)?;
     for extra in &c.chain[1..] {
         ext::ssl_add_chain_cert(ssl, extra)?;
+    }
+    if let Some(rsa) = &c.rsa {
+        use_cert(ssl, rsa)?;
     }
     Ok(())
 }

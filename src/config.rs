@@ -129,6 +129,10 @@ pub struct Acme {
     /// us. Defaults: Let's Encrypt's published limits.
     #[serde(default)]
     pub limits: AcmeLimits,
+    /// Also order an RSA-2048 certificate per domain, served to clients that cannot do ECDSA
+    /// (each domain then costs two orders). Default false: ECDSA P-256 only.
+    #[serde(default)]
+    pub rsa: bool,
 }
 
 /// Issuance limits, per the CA's published rate limits.

@@ -42,6 +42,7 @@ pub fn load_pair(cert: &Path, key: &Path) -> anyhow::Result<Arc<Loaded>> {
         chain,
         key,
         not_after: 0,
+        rsa: None,
     }))
 }
 

@@ -464,3 +464,30 @@ async fn rate_limits_hold_orders_back_without_asking_the_ca() {
         "not marked failed for our own limit"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_rsa_on_both_an_ecdsa_and_an_rsa_certificate_are_ordered() {
+    let e = env_full(1, "60m", "  max_failures: 1\n  rsa: true\n");
+    let le = &e.nodes[0];
+    let host = "link.customer-eleven.test";
+    let (ok, _) = cli(
+        le,
+        &["domain", "add", host, "--workspace", "21", "--region", "us"],
+    );
+    assert!(ok);
+    let (ok, out) = cli(le, &["domain", "verify", host]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        le.metric("linkedge_acme_orders_total{outcome=\"placed\"}"),
+        0.0,
+        "ordered by the CLI, not the node"
+    );
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(format!("linkedge:cert:{host}"))
+        .query(&mut e.redis.conn())
+        .unwrap();
+    assert!(
+        fields.contains(&"chain".to_string()) && fields.contains(&"chain_rsa".to_string()),
+        "{fields:?}"
+    );
+}

@@ -215,3 +215,54 @@ async fn fallback_certificate_and_sni_host_mismatch() {
     assert_eq!(r.text().await.unwrap(), "Invalid link security token");
     assert!(le.metric("linkedge_tls_handshakes_total{resumed=\"false\"}") >= 2.0);
 }
+
+/// The key type of the leaf served to a client offering only `sigalgs` (TLS 1.2 for RSA-only).
+async fn served_key_type(le: &Linkedge, sni: &str, sigalgs: Option<&str>) -> openssl::pkey::Id {
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(dev_ca()).unwrap();
+    if let Some(algs) = sigalgs {
+        b.set_sigalgs_list(algs).unwrap();
+        b.set_max_proto_version(Some(openssl::ssl::SslVersion::TLS1_2))
+            .unwrap();
+        b.set_cipher_list("ECDHE-RSA-AES128-GCM-SHA256").unwrap();
+    }
+    let ssl = b.build().configure().unwrap().into_ssl(sni).unwrap();
+    let tcp = tokio::net::TcpStream::connect(le.https).await.unwrap();
+    let mut s = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    Pin::new(&mut s).connect().await.unwrap();
+    s.ssl()
+        .peer_certificate()
+        .unwrap()
+        .public_key()
+        .unwrap()
+        .id()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rsa_certificate_for_clients_without_ecdsa() {
+    let (_redis, le) = start(false);
+    let host = "r.linkedge.test";
+    for rsa in [false, true] {
+        let (cert, key, _) = dev_leaf_with(le.dir.path(), host, 0, 30, rsa);
+        let (ok, out) = cli(
+            &le,
+            &[
+                "import",
+                host,
+                "--cert",
+                cert.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+            ],
+        );
+        assert!(ok, "{out}");
+    }
+    assert_eq!(
+        served_key_type(&le, host, None).await,
+        openssl::pkey::Id::EC
+    );
+    assert_eq!(
+        served_key_type(&le, host, Some("RSA+SHA256:RSA-PSS+SHA256")).await,
+        openssl::pkey::Id::RSA
+    );
+}

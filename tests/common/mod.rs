@@ -492,14 +492,29 @@ pub fn dev_leaf(
     age_days: u32,
     valid_days: u32,
 ) -> (PathBuf, PathBuf, String) {
+    dev_leaf_with(dir, name, age_days, valid_days, false)
+}
+
+/// [`dev_leaf`] with an RSA-2048 key when `rsa`, else ECDSA P-256.
+pub fn dev_leaf_with(
+    dir: &Path,
+    name: &str,
+    age_days: u32,
+    valid_days: u32,
+    rsa: bool,
+) -> (PathBuf, PathBuf, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev");
     let ca = X509::from_pem(&std::fs::read(root.join("dev-ca.pem")).unwrap()).unwrap();
     let ca_key =
         PKey::private_key_from_pem(&std::fs::read(root.join("dev-ca.key")).unwrap()).unwrap();
-    let key = PKey::from_ec_key(
-        EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
-    )
-    .unwrap();
+    let key = if rsa {
+        PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap()
+    } else {
+        PKey::from_ec_key(
+            EcKey::generate(&EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap()).unwrap(),
+        )
+        .unwrap()
+    };
     let mut b = X509::builder().unwrap();
     b.set_version(2).unwrap();
     let mut serial = BigNum::new().unwrap();
