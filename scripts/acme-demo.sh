@@ -9,8 +9,9 @@ scripts/deps.sh
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
 fi
-cargo build --bin linkedge
-bin=target/debug/linkedge
+# LINKEDGE_BIN=target/release/linkedge to run a release build instead.
+bin=${LINKEDGE_BIN:-target/debug/linkedge}
+[ -n "${LINKEDGE_BIN:-}" ] || cargo build --bin linkedge
 conf=conf/acme-demo.yaml
 work=$(mktemp -d)
 pids=()
@@ -34,11 +35,18 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 set -x
-$bin domain add link.demo.test --workspace 7 --region us --config $conf || true
-$bin domain verify link.demo.test --config $conf
+$bin domain remove link.demo.test --config $conf 2>/dev/null || true
+$bin cert remove link.demo.test --config $conf 2>/dev/null || true
+$bin domain add link.demo.test --workspace 7 --region us --config $conf
 curl -s --cacert certs-dev/dev-ca.pem https://127.0.0.1:15000/roots/0 > "$work/pebble-root.pem"
 url=$($bin link mint --config $conf --host link.demo.test --url https://example.com/welcome)
+start=$(date +%s.%N)
+$bin domain verify link.demo.test --config $conf
 curl -sS -i --cacert "$work/pebble-root.pem" --connect-to link.demo.test:443:127.0.0.1:8443 "$url"
+end=$(date +%s.%N)
+set +x
+echo "from 'domain verify' to the first HTTPS redirect with the new certificate: $(echo "$end - $start" | bc) s"
+set -x
 $bin domain show link.demo.test --config $conf
 $bin cert show link.demo.test --config $conf
 set +x

@@ -334,8 +334,9 @@ impl Acme {
                 ch.set_ready().await?;
             }
         }
+        // A CA often validates within tens of milliseconds: poll early, then back off.
         let retry = RetryPolicy::new()
-            .initial_delay(Duration::from_millis(100))
+            .initial_delay(Duration::from_millis(25))
             .backoff(1.5)
             .timeout(self.cfg.order_timeout);
         let status = order.poll_ready(&retry).await;
