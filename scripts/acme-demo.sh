@@ -45,7 +45,7 @@ $bin domain verify link.demo.test --config $conf
 curl -sS -i --cacert "$work/pebble-root.pem" --connect-to link.demo.test:443:127.0.0.1:8443 "$url"
 end=$(date +%s.%N)
 set +x
-echo "from 'domain verify' to the first HTTPS redirect with the new certificate: $(echo "$end - $start" | bc) s"
+awk -v a="$start" -v b="$end" 'BEGIN { printf "from domain verify to the first HTTPS redirect with the new certificate: %.3f s\n", b - a }'
 set -x
 $bin domain show link.demo.test --config $conf
 $bin cert show link.demo.test --config $conf
