@@ -480,7 +480,7 @@ pub struct Events {
     pub maxlen: u64,
     /// Events held in memory between the request path and the writer. Default 65536.
     pub queue_capacity: usize,
-    /// Most events per pipelined write. Default 512.
+    /// Most events per pipelined write. Default 4096.
     pub batch_max: usize,
     /// Local spool for events Redis could not take.
     pub spool: Spool,
@@ -492,7 +492,7 @@ impl Default for Events {
             stream: "linkedge:events".into(),
             maxlen: 10_000_000,
             queue_capacity: 65_536,
-            batch_max: 512,
+            batch_max: 4096,
             spool: Spool::default(),
         }
     }

@@ -256,6 +256,10 @@ impl Writer {
             if queued >= self.cfg.batch_max {
                 continue;
             }
+            if queued >= self.cfg.batch_max / 8 {
+                // Plenty waiting: write it now.
+                continue;
+            }
             if queued > 0 || had_batch {
                 // Busy: let a batch gather rather than pay a round trip (and a wake-up) per event.
                 tokio::select! {
