@@ -706,7 +706,12 @@ impl File {
         if file.server.threads == Some(0) {
             return Err(invalid("server.threads", "must be at least 1"));
         }
-        check_keys(&file.links)?;
+        check_key_list(
+            "links.keys",
+            &file.links.keys,
+            file.links.mint_key,
+            "links.mint_key",
+        )?;
         check_regions(&mut file)?;
         if let Some(a) = &file.acme {
             if file.certs.is_none() {
@@ -726,30 +731,17 @@ impl File {
             if c.cache_size == 0 {
                 return Err(invalid("certs.cache_size", "must be at least 1"));
             }
-            let mut ids = std::collections::HashSet::new();
-            for (i, k) in c.master_keys.iter_mut().enumerate() {
-                if k.secret_env.is_some() == k.secret_file.is_some() {
-                    return Err(invalid(
-                        format!("certs.master_keys[{i}]"),
-                        "set exactly one of secret_env and secret_file",
-                    ));
-                }
-                if !ids.insert(k.id) {
-                    return Err(invalid(
-                        format!("certs.master_keys[{i}].id"),
-                        format!("key id {} is listed twice", k.id),
-                    ));
-                }
+            for k in c.master_keys.iter_mut() {
                 if let Some(p) = &k.secret_file {
                     k.secret_file = Some(resolve(p));
                 }
             }
-            if !ids.contains(&c.master_key) {
-                return Err(invalid(
-                    "certs.master_key",
-                    format!("key id {} is not in certs.master_keys", c.master_key),
-                ));
-            }
+            check_key_list(
+                "certs.master_keys",
+                &c.master_keys,
+                c.master_key,
+                "certs.master_key",
+            )?;
         }
         Ok(file)
     }
@@ -851,30 +843,36 @@ fn check_regions(file: &mut File) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The keyring's shape: at least one key, one secret source each, ids unique, mint key listed.
-fn check_keys(links: &Links) -> Result<(), ConfigError> {
-    if links.keys.is_empty() {
-        return Err(invalid("links.keys", "list at least one key"));
+/// A key list's shape: at least one key, one secret source each, ids unique, the current key
+/// listed. `list` and `current` name the fields in errors.
+fn check_key_list(
+    list: &str,
+    keys: &[LinkKey],
+    current: u32,
+    current_field: &str,
+) -> Result<(), ConfigError> {
+    if keys.is_empty() {
+        return Err(invalid(list, "list at least one key"));
     }
     let mut seen = std::collections::HashSet::new();
-    for (i, k) in links.keys.iter().enumerate() {
+    for (i, k) in keys.iter().enumerate() {
         if k.secret_env.is_some() == k.secret_file.is_some() {
             return Err(invalid(
-                format!("links.keys[{i}]"),
+                format!("{list}[{i}]"),
                 "set exactly one of secret_env and secret_file",
             ));
         }
         if !seen.insert(k.id) {
             return Err(invalid(
-                format!("links.keys[{i}].id"),
+                format!("{list}[{i}].id"),
                 format!("key id {} is listed twice", k.id),
             ));
         }
     }
-    if !seen.contains(&links.mint_key) {
+    if !seen.contains(&current) {
         return Err(invalid(
-            "links.mint_key",
-            format!("key id {} is not in links.keys", links.mint_key),
+            current_field,
+            format!("key id {current} is not in {list}"),
         ));
     }
     Ok(())

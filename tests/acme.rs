@@ -5,7 +5,6 @@ mod common;
 
 use common::ca::Ca;
 use common::*;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const TARGET: &str = "track.linkedge.test";
@@ -55,23 +54,6 @@ fn env_full(nodes: usize, scan: &str, acme_extra: &str) -> Env {
     }
 }
 
-fn cli(le: &Linkedge, args: &[&str]) -> (bool, String) {
-    let mut full = vec![args[0], args[1], "--config", le.config.to_str().unwrap()];
-    full.extend(&args[2..]);
-    let out = Command::new(env!("CARGO_BIN_EXE_linkedge"))
-        .args(&full)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 /// pebble's root certificate, from its management API.
 async fn pebble_root(ca: &Ca) -> reqwest::Certificate {
     let pem = client()
@@ -118,11 +100,12 @@ async fn add_verify_issue_and_serve_a_tracked_link_over_https() {
     let host = "link.customer-one.test";
     let (ok, out) = cli(
         le,
-        &["domain", "add", host, "--workspace", "11", "--region", "us"],
+        "domain",
+        &["add", host, "--workspace", "11", "--region", "us"],
     );
     assert!(ok, "{out}");
     let verified_at = Instant::now();
-    let (ok, out) = cli(le, &["domain", "verify", host]);
+    let (ok, out) = cli(le, "domain", &["verify", host]);
     assert!(ok, "{out}\n{}", le.log());
     assert!(
         out.contains("verified") && out.contains("certificate issued"),
@@ -158,10 +141,11 @@ async fn a_cname_elsewhere_is_refused_saying_where_it_points() {
     e.ca.set_cname(host, "old-tracker.example.net");
     let (ok, _) = cli(
         le,
-        &["domain", "add", host, "--workspace", "12", "--region", "eu"],
+        "domain",
+        &["add", host, "--workspace", "12", "--region", "eu"],
     );
     assert!(ok);
-    let (ok, out) = cli(le, &["domain", "verify", host]);
+    let (ok, out) = cli(le, "domain", &["verify", host]);
     assert!(!ok);
     assert!(
         out.contains(&format!(
@@ -185,7 +169,8 @@ async fn two_nodes_sharing_redis_place_one_order() {
     let host = "link.customer-three.test";
     let (ok, out) = cli(
         &e.nodes[0],
-        &["domain", "add", host, "--workspace", "13", "--region", "us"],
+        "domain",
+        &["add", host, "--workspace", "13", "--region", "us"],
     );
     assert!(ok, "{out}");
     mark_verified(&e.redis, host);
@@ -218,7 +203,8 @@ async fn failing_validation_ends_failed_with_the_reason() {
     let host = "link.customer-four.test";
     let (ok, _) = cli(
         &e.nodes[0],
-        &["domain", "add", host, "--workspace", "14", "--region", "us"],
+        "domain",
+        &["add", host, "--workspace", "14", "--region", "us"],
     );
     assert!(ok);
     // Verified earlier, but its DNS now points where no linkedge listens.
@@ -271,15 +257,16 @@ async fn a_certificate_near_expiry_is_renewed_and_served_without_restart() {
     let host = "link.customer-five.test";
     let (ok, _) = cli(
         le,
-        &["domain", "add", host, "--workspace", "15", "--region", "us"],
+        "domain",
+        &["add", host, "--workspace", "15", "--region", "us"],
     );
     assert!(ok);
     // Issued 20 days ago, valid 21 days: past two thirds of its life.
     let (cert, key, old) = dev_leaf(le.dir.path(), host, 20, 21);
     let (ok, out) = cli(
         le,
+        "cert",
         &[
-            "cert",
             "import",
             host,
             "--cert",
@@ -330,7 +317,8 @@ async fn first_handshake_of_a_verified_domain_gets_its_certificate_on_demand() {
     let host = "link.customer-six.test";
     let (ok, _) = cli(
         le,
-        &["domain", "add", host, "--workspace", "16", "--region", "us"],
+        "domain",
+        &["add", host, "--workspace", "16", "--region", "us"],
     );
     assert!(ok);
     mark_verified(&e.redis, host);
@@ -352,15 +340,8 @@ async fn first_handshake_of_a_verified_domain_gets_its_certificate_on_demand() {
     let other = "link.customer-seven.test";
     let (ok, _) = cli(
         le,
-        &[
-            "domain",
-            "add",
-            other,
-            "--workspace",
-            "17",
-            "--region",
-            "us",
-        ],
+        "domain",
+        &["add", other, "--workspace", "17", "--region", "us"],
     );
     assert!(ok);
     assert!(served_serial(le, other, &pebble_pem).await.is_err());
@@ -437,7 +418,8 @@ async fn rate_limits_hold_orders_back_without_asking_the_ca() {
     let host = "link.customer-ten.test";
     let (ok, _) = cli(
         &e.nodes[0],
-        &["domain", "add", host, "--workspace", "20", "--region", "us"],
+        "domain",
+        &["add", host, "--workspace", "20", "--region", "us"],
     );
     assert!(ok);
     e.ca.set_a(host, &["127.0.0.2"]);
@@ -472,10 +454,11 @@ async fn with_rsa_on_both_an_ecdsa_and_an_rsa_certificate_are_ordered() {
     let host = "link.customer-eleven.test";
     let (ok, _) = cli(
         le,
-        &["domain", "add", host, "--workspace", "21", "--region", "us"],
+        "domain",
+        &["add", host, "--workspace", "21", "--region", "us"],
     );
     assert!(ok);
-    let (ok, out) = cli(le, &["domain", "verify", host]);
+    let (ok, out) = cli(le, "domain", &["verify", host]);
     assert!(ok, "{out}");
     assert_eq!(
         le.metric("linkedge_acme_orders_total{outcome=\"placed\"}"),

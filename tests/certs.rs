@@ -7,7 +7,6 @@ use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use openssl::x509::X509;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::Command;
 
 fn leaf(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
     dev_leaf(dir, name, 0, 30)
@@ -21,23 +20,6 @@ fn start(fallback: bool) -> (Redis, Linkedge) {
     );
     let le = Linkedge::start(&o);
     (redis, le)
-}
-
-fn cli(le: &Linkedge, args: &[&str]) -> (bool, String) {
-    let mut full = vec!["cert", args[0], "--config", le.config.to_str().unwrap()];
-    full.extend(&args[1..]);
-    let out = Command::new(env!("CARGO_BIN_EXE_linkedge"))
-        .args(&full)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 /// A TLS handshake with `sni`, verifying against the development CA; the served leaf's serial.
@@ -79,6 +61,7 @@ async fn certificate_per_sni_from_redis_replaced_without_restart() {
     let (cert, key, serial) = leaf(le.dir.path(), "a.linkedge.test");
     let (ok, out) = cli(
         &le,
+        "cert",
         &[
             "import",
             "a.linkedge.test",
@@ -114,6 +97,7 @@ async fn certificate_per_sni_from_redis_replaced_without_restart() {
     let (cert2, key2, serial2) = leaf(le.dir.path(), "a.linkedge.test");
     let (ok, out) = cli(
         &le,
+        "cert",
         &[
             "import",
             "a.linkedge.test",
@@ -137,6 +121,7 @@ async fn certificate_per_sni_from_redis_replaced_without_restart() {
     let (other_cert, _, _) = leaf(le.dir.path(), "b.linkedge.test");
     let (ok, out) = cli(
         &le,
+        "cert",
         &[
             "import",
             "a.linkedge.test",
@@ -151,7 +136,7 @@ async fn certificate_per_sni_from_redis_replaced_without_restart() {
         out.contains("does not match") || out.contains("does not cover"),
         "{out}"
     );
-    let (ok, out) = cli(&le, &["show", "a.linkedge.test"]);
+    let (ok, out) = cli(&le, "cert", &["show", "a.linkedge.test"]);
     assert!(ok && out.contains("not_after"), "{out}");
 }
 
@@ -246,6 +231,7 @@ async fn rsa_certificate_for_clients_without_ecdsa() {
         let (cert, key, _) = dev_leaf_with(le.dir.path(), host, 0, 30, rsa);
         let (ok, out) = cli(
             &le,
+            "cert",
             &[
                 "import",
                 host,

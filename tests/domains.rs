@@ -5,7 +5,6 @@ mod common;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::Value;
-use std::process::Command;
 
 fn regions_yaml() -> String {
     // Regions name the data regions a domain may be in; these backends are never contacted here.
@@ -20,26 +19,12 @@ fn started() -> (Redis, Linkedge) {
     (redis, le)
 }
 
-fn cli(le: &Linkedge, args: &[&str]) -> (bool, String) {
-    let mut full = vec!["domain", args[0], "--config", le.config.to_str().unwrap()];
-    full.extend(&args[1..]);
-    let out = Command::new(env!("CARGO_BIN_EXE_linkedge"))
-        .args(&full)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_adds_shows_lists_and_removes() {
     let (_redis, le) = started();
     let (ok, out) = cli(
         &le,
+        "domain",
         &[
             "add",
             "Link.Example.COM.",
@@ -57,6 +42,7 @@ async fn cli_adds_shows_lists_and_removes() {
 
     let (ok, out) = cli(
         &le,
+        "domain",
         &[
             "add",
             "a.b.bücher.example",
@@ -71,6 +57,7 @@ async fn cli_adds_shows_lists_and_removes() {
 
     let (ok, out) = cli(
         &le,
+        "domain",
         &[
             "add",
             "link.example.com",
@@ -84,6 +71,7 @@ async fn cli_adds_shows_lists_and_removes() {
     assert!(out.contains("already registered to workspace 7"), "{out}");
     let (ok, out) = cli(
         &le,
+        "domain",
         &[
             "add",
             "link.other.example",
@@ -100,6 +88,7 @@ async fn cli_adds_shows_lists_and_removes() {
     );
     let (ok, out) = cli(
         &le,
+        "domain",
         &[
             "add",
             "bad_name.example",
@@ -115,7 +104,7 @@ async fn cli_adds_shows_lists_and_removes() {
         "{out}"
     );
 
-    let (ok, out) = cli(&le, &["list"]);
+    let (ok, out) = cli(&le, "domain", &["list"]);
     assert!(ok, "{out}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
@@ -124,11 +113,11 @@ async fn cli_adds_shows_lists_and_removes() {
         "{out}"
     );
 
-    let (ok, out) = cli(&le, &["show", "link.example.com"]);
+    let (ok, out) = cli(&le, "domain", &["show", "link.example.com"]);
     assert!(ok && out.contains("\"workspace\": 7"), "{out}");
-    let (ok, _) = cli(&le, &["remove", "link.example.com"]);
+    let (ok, _) = cli(&le, "domain", &["remove", "link.example.com"]);
     assert!(ok);
-    let (ok, out) = cli(&le, &["show", "link.example.com"]);
+    let (ok, out) = cli(&le, "domain", &["show", "link.example.com"]);
     assert!(!ok && out.contains("is not registered"), "{out}");
 }
 

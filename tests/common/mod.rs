@@ -408,6 +408,22 @@ impl Drop for Linkedge {
     }
 }
 
+/// Runs `linkedge <command> <args[0]> --config <le's config> <args[1..]>`; (success, output).
+pub fn cli(le: &Linkedge, command: &str, args: &[&str]) -> (bool, String) {
+    let mut full = vec![command, args[0], "--config", le.config.to_str().unwrap()];
+    full.extend(&args[1..]);
+    let out = Command::new(env!("CARGO_BIN_EXE_linkedge"))
+        .args(&full)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// The keyring the test servers use.
 pub fn keyring(mint: u32) -> Keyring {
     Keyring::new(
