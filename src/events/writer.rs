@@ -55,6 +55,11 @@ struct Link {
     conn: Option<MultiplexedConnection>,
     retry_at: Instant,
     backoff: Duration,
+    /// Bumped whenever a batch is spooled as uncertain (sent, outcome unknown).
+    uncertain_gen: u64,
+    /// The stream's recent ids, fetched after the latest uncertain batch (with its generation),
+    /// so replaying many chunks costs one look-up per failure, not one per chunk.
+    recent: Option<(u64, HashSet<String>)>,
 }
 
 impl Link {
@@ -174,6 +179,9 @@ impl Writer {
             }
             Err((e, uncertain)) => {
                 link.failed(&e);
+                if uncertain {
+                    link.uncertain_gen += 1;
+                }
                 self.recorder.lock_spool().append(&batch, uncertain);
             }
         }
@@ -199,16 +207,26 @@ impl Writer {
                 return false;
             }
         };
-        let mut skip = HashSet::new();
-        if chunk.events.iter().any(|e| e.uncertain) {
+        let has_uncertain = chunk.events.iter().any(|e| e.uncertain);
+        if has_uncertain
+            && link
+                .recent
+                .as_ref()
+                .is_none_or(|(g, _)| *g != link.uncertain_gen)
+        {
             match recent_ids(&mut conn, &self.cfg, self.cfg.batch_max * 8).await {
-                Ok(ids) => skip = ids,
+                Ok(ids) => link.recent = Some((link.uncertain_gen, ids)),
                 Err(e) => {
                     link.failed(&e);
                     return false;
                 }
             }
         }
+        let empty = HashSet::new();
+        let skip = match &link.recent {
+            Some((_, ids)) if has_uncertain => ids,
+            _ => &empty,
+        };
         let todo: Vec<&Event> = chunk
             .events
             .iter()
@@ -236,6 +254,8 @@ impl Writer {
             conn: None,
             retry_at: Instant::now(),
             backoff: MIN_BACKOFF,
+            uncertain_gen: 0,
+            recent: None,
         };
         loop {
             let batch = self.recorder.take_batch(self.cfg.batch_max);
