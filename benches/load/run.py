@@ -465,7 +465,8 @@ def render(results):
         lag = "never caught up in 30 s" if r["writer_lag_s"] is None else f"{r['writer_lag_s']:.2f} s"
         lines.append("")
         lines.append(f"Scenario 6 ({r['title']}): {r['served_302']} redirects served, {r['events']} events in "
-                     f"the stream, {r['lost']} lost, {int(r['dropped'])} dropped, writer lag at the end {lag}.")
+                     f"the stream, {r['lost']} not in the stream 30 s after the load (spooled or queued, not "
+                     f"dropped), {int(r['dropped'])} dropped, writer lag at the end {lag}.")
     return "\n".join(lines)
 
 
