@@ -509,12 +509,13 @@ impl Issuer {
     async fn parts(&self) -> redis::RedisResult<&(Acme, Registry)> {
         self.acme
             .get_or_try_init(|| async {
-                let conf = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(Duration::from_secs(30)));
-                let conn = redis::Client::open(self.redis_url.as_str())?
-                    .get_multiplexed_async_connection_with_config(&conf)
-                    .await?;
+                // ACME orders wait on the CA, not Redis; commands still get a bound.
+                let conn = crate::redis_conn::connect(
+                    &self.redis_url,
+                    self.timeout,
+                    Duration::from_secs(30),
+                )
+                .await?;
                 let acme = Acme::new(
                     conn.clone(),
                     &self.prefix,

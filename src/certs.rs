@@ -480,13 +480,8 @@ impl Selector {
     async fn store(&self) -> Result<&Store, CertError> {
         self.store
             .get_or_try_init(|| async {
-                let conf = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout));
                 let url = self.redis_url.as_deref().unwrap_or_default();
-                let conn = redis::Client::open(url)?
-                    .get_multiplexed_async_connection_with_config(&conf)
-                    .await?;
+                let conn = crate::redis_conn::connect(url, self.timeout, self.timeout).await?;
                 Ok(Store::new(conn, &self.prefix, self.sealer.clone()))
             })
             .await

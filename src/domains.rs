@@ -218,12 +218,7 @@ impl Registry {
         regions: Vec<String>,
         timeout: std::time::Duration,
     ) -> Result<Registry, RegistryError> {
-        let conf = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let conn = redis::Client::open(url)?
-            .get_multiplexed_async_connection_with_config(&conf)
-            .await?;
+        let conn = crate::redis_conn::connect(url, timeout, timeout).await?;
         Ok(Registry::new(conn, prefix, regions))
     }
 

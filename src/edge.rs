@@ -90,12 +90,7 @@ impl WellKnown {
         let conn = self
             .conn
             .get_or_try_init(|| async {
-                let conf = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(self.timeout))
-                    .set_response_timeout(Some(self.timeout));
-                redis::Client::open(self.redis_url.as_str())?
-                    .get_multiplexed_async_connection_with_config(&conf)
-                    .await
+                crate::redis_conn::connect(&self.redis_url, self.timeout, self.timeout).await
             })
             .await?;
         redis::AsyncCommands::get(&mut conn.clone(), key).await

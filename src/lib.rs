@@ -14,6 +14,7 @@ pub mod domains;
 pub mod edge;
 pub mod events;
 pub mod metrics;
+pub mod redis_conn;
 pub mod regions;
 pub mod server;
 pub mod tls;

@@ -108,12 +108,7 @@ fn cert(cmd: &CertCommand) -> Result<bool, String> {
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let conf = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(f.redis.timeout))
-            .set_response_timeout(Some(f.redis.timeout));
-        let conn = redis::Client::open(f.redis.url.as_str())
-            .map_err(|e| e.to_string())?
-            .get_multiplexed_async_connection_with_config(&conf)
+        let conn = linkedge::redis_conn::connect(&f.redis.url, f.redis.timeout, f.redis.timeout)
             .await
             .map_err(|e| format!("cannot reach Redis at {}: {e}", f.redis.url))?;
         let store = Store::new(

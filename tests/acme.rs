@@ -224,32 +224,6 @@ async fn failing_validation_ends_failed_with_the_reason() {
     eprintln!("recorded reason: {err}");
 }
 
-/// The serial of the certificate served for `sni`, verified against `root`.
-async fn served_serial(le: &Linkedge, sni: &str, root_pem: &[u8]) -> Result<String, String> {
-    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    let store = b.cert_store_mut();
-    for c in openssl::x509::X509::stack_from_pem(root_pem).unwrap() {
-        store.add_cert(c).unwrap();
-    }
-    b.set_verify(SslVerifyMode::PEER);
-    let ssl = b.build().configure().unwrap().into_ssl(sni).unwrap();
-    let tcp = tokio::net::TcpStream::connect(le.https).await.unwrap();
-    let mut s = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-    std::pin::Pin::new(&mut s)
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
-    let cert = s.ssl().peer_certificate().ok_or("no certificate")?;
-    Ok(cert
-        .serial_number()
-        .to_bn()
-        .unwrap()
-        .to_hex_str()
-        .unwrap()
-        .to_string())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_certificate_near_expiry_is_renewed_and_served_without_restart() {
     let e = env(1);
@@ -277,7 +251,7 @@ async fn a_certificate_near_expiry_is_renewed_and_served_without_restart() {
     );
     assert!(ok, "{out}");
     let dev_pem = std::fs::read(dev_ca()).unwrap();
-    assert_eq!(served_serial(le, host, &dev_pem).await, Ok(old));
+    assert_eq!(tls_serial(le, host, &dev_pem).await, Ok(old));
     mark_verified(&e.redis, host);
 
     let pebble_pem = client()
@@ -299,7 +273,7 @@ async fn a_certificate_near_expiry_is_renewed_and_served_without_restart() {
     let mut now = Err(String::new());
     let renewed = eventually(Duration::from_secs(5), || {
         now = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(served_serial(le, host, &pebble_pem))
+            tokio::runtime::Handle::current().block_on(tls_serial(le, host, &pebble_pem))
         });
         now.is_ok()
     });
@@ -331,7 +305,7 @@ async fn first_handshake_of_a_verified_domain_gets_its_certificate_on_demand() {
         .await
         .unwrap();
     let started = Instant::now();
-    let serial = served_serial(le, host, &pebble_pem).await;
+    let serial = tls_serial(le, host, &pebble_pem).await;
     let took = started.elapsed();
     assert!(serial.is_ok(), "first handshake: {serial:?}\n{}", le.log());
     eprintln!("first handshake to a verified domain without a certificate: {took:?}");
@@ -344,7 +318,7 @@ async fn first_handshake_of_a_verified_domain_gets_its_certificate_on_demand() {
         &["add", other, "--workspace", "17", "--region", "us"],
     );
     assert!(ok);
-    assert!(served_serial(le, other, &pebble_pem).await.is_err());
+    assert!(tls_serial(le, other, &pebble_pem).await.is_err());
     assert_eq!(
         le.metric("linkedge_acme_orders_total{outcome=\"placed\"}"),
         1.0

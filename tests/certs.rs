@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use openssl::ssl::{SslConnector, SslMethod};
 use openssl::x509::X509;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -24,24 +24,7 @@ fn start(fallback: bool) -> (Redis, Linkedge) {
 
 /// A TLS handshake with `sni`, verifying against the development CA; the served leaf's serial.
 async fn handshake(le: &Linkedge, sni: &str) -> Result<String, String> {
-    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
-    b.set_ca_file(dev_ca()).unwrap();
-    b.set_verify(SslVerifyMode::PEER);
-    let ssl = b.build().configure().unwrap().into_ssl(sni).unwrap();
-    let tcp = tokio::net::TcpStream::connect(le.https).await.unwrap();
-    let mut s = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
-    Pin::new(&mut s)
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
-    let cert = s.ssl().peer_certificate().ok_or("no certificate")?;
-    Ok(cert
-        .serial_number()
-        .to_bn()
-        .unwrap()
-        .to_hex_str()
-        .unwrap()
-        .to_string())
+    tls_serial(le, sni, &std::fs::read(dev_ca()).unwrap()).await
 }
 
 fn hgetall_calls(redis: &Redis) -> u64 {

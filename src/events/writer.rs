@@ -51,7 +51,6 @@ impl Writer {
 }
 
 struct Link {
-    client: Option<redis::Client>,
     conn: Option<MultiplexedConnection>,
     retry_at: Instant,
     backoff: Duration,
@@ -87,20 +86,7 @@ impl Link {
         if let Some(c) = &self.conn {
             return Ok(c.clone());
         }
-        let client = match &self.client {
-            Some(c) => c.clone(),
-            None => {
-                let c = redis::Client::open(cfg.redis_url.as_str())?;
-                self.client = Some(c.clone());
-                c
-            }
-        };
-        let conf = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(cfg.timeout))
-            .set_response_timeout(Some(cfg.timeout));
-        let c = client
-            .get_multiplexed_async_connection_with_config(&conf)
-            .await?;
+        let c = crate::redis_conn::connect(&cfg.redis_url, cfg.timeout, cfg.timeout).await?;
         self.conn = Some(c.clone());
         Ok(c)
     }
@@ -250,7 +236,6 @@ impl Writer {
     /// The loop: batch, write, replay, until shutdown; then one last flush.
     pub async fn run(&self, mut shutdown: ShutdownWatch) {
         let mut link = Link {
-            client: None,
             conn: None,
             retry_at: Instant::now(),
             backoff: MIN_BACKOFF,

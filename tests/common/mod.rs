@@ -572,3 +572,30 @@ pub fn dev_leaf_with(
     std::fs::write(&kp, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
     (cp, kp, serial)
 }
+
+/// The serial of the certificate served for `sni`, verified against the
+/// certificates in `root_pem`; `Err` when the handshake or the verification fails.
+pub async fn tls_serial(le: &Linkedge, sni: &str, root_pem: &[u8]) -> Result<String, String> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    let store = b.cert_store_mut();
+    for c in openssl::x509::X509::stack_from_pem(root_pem).unwrap() {
+        store.add_cert(c).unwrap();
+    }
+    b.set_verify(SslVerifyMode::PEER);
+    let ssl = b.build().configure().unwrap().into_ssl(sni).unwrap();
+    let tcp = tokio::net::TcpStream::connect(le.https).await.unwrap();
+    let mut s = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut s)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    let cert = s.ssl().peer_certificate().ok_or("no certificate")?;
+    Ok(cert
+        .serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string())
+}
