@@ -94,17 +94,10 @@ async fn spool_survives_a_linkedge_restart() {
     let served = burst(&le, 0..500, 4).await;
     // SIGTERM: the queue goes to the spool, nothing is lost.
     assert!(le.stop(), "linkedge exited with an error:\n{}", le.log());
-    let segments = std::fs::read_dir(&le.spool_dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "jsonl")
-        })
-        .count();
-    assert!(segments > 0, "nothing in the spool after shutdown");
+    assert!(
+        spooled_segments(&le.spool_dir) > 0,
+        "nothing in the spool after shutdown"
+    );
 
     redis.restart();
     assert_eq!(
@@ -115,11 +108,33 @@ async fn spool_survives_a_linkedge_restart() {
     le.restart();
     assert_exactly_once(&redis, &le, &served);
     assert!(
-        eventually(Duration::from_secs(10), || std::fs::read_dir(&le.spool_dir)
-            .unwrap()
-            .count()
+        eventually(Duration::from_secs(10), || spooled_segments(&le.spool_dir)
             == 0),
         "spool not emptied after replay"
+    );
+}
+
+/// A zero-downtime upgrade while Redis is down: the old process spools what it could not write
+/// and exits after the new one has started; the new one adopts those events and writes each
+/// exactly once, although it never spooled anything itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrade_hands_spooled_events_to_the_new_process() {
+    let mut redis = Redis::start();
+    let mut le = Linkedge::start(&Options::new(redis.url()));
+    le.begin_upgrade();
+    // The old process still serves; Redis goes away, so its events go to its spool.
+    redis.kill();
+    let mut served = burst(&le, 0..400, 4).await;
+    le.finish_upgrade();
+    redis.restart();
+    served.extend(burst(&le, 400..800, 4).await);
+    assert_eq!(served.len(), 800);
+    assert_exactly_once(&redis, &le, &served);
+    assert!(
+        eventually(Duration::from_secs(10), || spooled_segments(&le.spool_dir)
+            == 0),
+        "spool not emptied after replay:\n{}",
+        le.log()
     );
 }
 

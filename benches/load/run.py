@@ -202,6 +202,8 @@ def main():
     ap.add_argument("--binary", default=str(ROOT / "target/release/linkedge"))
     ap.add_argument("--domains", type=int, default=10000,
                     help="certificates in linkedge's store for scenario 3 (SNI spread across them)")
+    ap.add_argument("--server-extra", default="",
+                    help="more keys for linkedge's server section, e.g. 'work_stealing: true,'")
     args = ap.parse_args()
     scenarios = [int(s) for s in args.scenarios.split(",")]
 
@@ -239,7 +241,7 @@ links:
   keys: [{{ id: 1, secret_file: {key} }}]
 events:
   spool: {{ dir: {WORK}/spool, max_bytes: 1GiB }}
-server: {{ threads: 1, pid_file: {WORK}/le.pid, upgrade_sock: {WORK}/le.sock }}
+server: {{ threads: 1, {args.server_extra} pid_file: {WORK}/le.pid, upgrade_sock: {WORK}/le.sock }}
 certs:
   master_key: 1
   master_keys: [{{ id: 1, secret_file: {WORK}/bench-master-key }}]

@@ -285,7 +285,8 @@ impl Recorder {
     }
 
     /// After the server stopped: moves whatever is still queued or in flight to the spool, so a
-    /// restart replays it. Returns how many events were moved.
+    /// restart (or, during an upgrade, the new process) replays it, and closes the spool.
+    /// Returns how many events were moved.
     pub fn flush_to_spool(&self) -> usize {
         let inflight = self.lock_inflight().take().unwrap_or_default();
         let mut spool = self.lock_spool();
@@ -300,7 +301,7 @@ impl Recorder {
             n += batch.len();
             spool.append(&batch, false);
         }
-        spool.sync();
+        spool.close();
         n
     }
 }

@@ -1,10 +1,20 @@
 //! The local, append-only, size-bounded spool for events Redis could not take.
 //!
-//! Segments are files `NNNNNNNNNNNNNNNNNNNN.jsonl` in the spool directory, one JSON record per
-//! line, numbered in the order they were written. Replay reads the oldest segment, and records its
-//! progress in `NNNN.done` (a byte offset) so a restart neither loses nor repeats what was already
-//! replayed. A segment is deleted once fully replayed. A line cut short by a crash is skipped and
-//! counted as dropped (`reason="spool_corrupt"`).
+//! Each process writes only to its own subdirectory of the spool directory (`<pid>-<nanos>/`),
+//! which it holds with an exclusive `flock` on `<sub>/lock` for as long as it runs. That matters
+//! during a zero-downtime upgrade (`serve --upgrade`), when the old and the new process run side
+//! by side on the same configuration: neither writes into, nor replays, the other's files. A
+//! subdirectory whose lock is free belongs to a process that has exited (cleanly or not): the
+//! first live process to notice adopts its segments (renames them into its own subdirectory,
+//! progress files with them) and replays them; see [`Spool::adopt`]. The kernel releases a
+//! `flock` when its process dies, so a crash needs no clean-up to be adopted.
+//!
+//! Segments are files `NNNNNNNNNNNNNNNNNNNN.jsonl`, one JSON record per line, numbered in the
+//! order they were written. Replay reads the oldest segment, and records its progress in
+//! `NNNN.done` (a byte offset) so a restart neither loses nor repeats what was already replayed.
+//! A segment is deleted once fully replayed. A line cut short by a crash is skipped and counted
+//! as dropped (`reason="spool_corrupt"`). Segments directly in the spool directory (the layout
+//! before per-process subdirectories) are adopted like an exited process's.
 
 use super::Event;
 use crate::metrics;
@@ -51,7 +61,12 @@ struct Replaying {
 
 /// The spool. Not thread-safe by itself; the recorder keeps it behind a mutex.
 pub struct Spool {
+    /// The configured spool directory, shared by every process on this configuration.
+    root: PathBuf,
+    /// This process's own subdirectory of `root`.
     dir: PathBuf,
+    /// Held open with an exclusive lock for the life of the process: the lock says "alive".
+    lock: Option<File>,
     max_bytes: u64,
     /// Closed and open segments, oldest first, with their sizes.
     segments: VecDeque<(u64, u64)>,
@@ -61,36 +76,162 @@ pub struct Spool {
     total_bytes: u64,
 }
 
+/// The lock file in each process's subdirectory.
+const LOCK: &str = "lock";
+/// Serialises adoption between live processes (in the spool directory itself).
+const ADOPT_LOCK: &str = "adopt.lock";
+
+/// The segments in `dir`, oldest first, with their sizes.
+fn list_segments(dir: &Path) -> io::Result<Vec<(u64, u64)>> {
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if let Some(seq) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".jsonl"))
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            segments.push((seq, entry.metadata()?.len()));
+        }
+    }
+    segments.sort_unstable();
+    Ok(segments)
+}
+
+/// Takes `file`'s exclusive lock without waiting; `Ok(false)` when another process holds it.
+fn try_lock(file: &File) -> io::Result<bool> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(fs::TryLockError::WouldBlock) => Ok(false),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 impl Spool {
-    /// Opens (creating if needed) the spool in `dir`, picking up segments a previous run left.
+    /// Opens the spool in `dir` (creating it if needed) with a fresh subdirectory of its own,
+    /// and adopts what exited processes left there.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
         fs::create_dir_all(dir)?;
-        let mut segments = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if let Some(seq) = name
-                .strip_suffix(".jsonl")
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                segments.push((seq, entry.metadata()?.len()));
-            }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!("{}-{nanos}", std::process::id());
+        // Locked before it gets a visible name, so no one can mistake it for an orphan.
+        let staging = dir.join(format!(".{name}.new"));
+        fs::create_dir(&staging)?;
+        let lock = File::create(staging.join(LOCK))?;
+        if !try_lock(&lock)? {
+            return Err(io::Error::other(
+                "a fresh spool lock is held by someone else",
+            ));
         }
-        segments.sort_unstable();
-        let next_seq = segments.last().map_or(0, |s| s.0 + 1);
-        let total_bytes = segments.iter().map(|s| s.1).sum();
-        let spool = Spool {
-            dir: dir.to_owned(),
+        let own = dir.join(&name);
+        fs::rename(&staging, &own)?;
+        let mut spool = Spool {
+            root: dir.to_owned(),
+            dir: own,
+            lock: Some(lock),
             max_bytes,
-            segments: segments.into(),
+            segments: VecDeque::new(),
             current: None,
             replaying: None,
-            next_seq,
-            total_bytes,
+            next_seq: 0,
+            total_bytes: 0,
         };
-        metrics::SPOOL_BYTES.set(total_bytes as i64);
+        spool.adopt()?;
+        metrics::SPOOL_BYTES.set(spool.total_bytes as i64);
         Ok(spool)
+    }
+
+    /// Adopts the segments of processes that have exited (their subdirectory's lock is free),
+    /// and segments left directly in the spool directory: renames them into this process's
+    /// subdirectory, after its own, and removes the emptied subdirectories. Subdirectories of
+    /// running processes (during an upgrade, the other process) are left alone. Returns how many
+    /// segments were adopted. Cheap when there is nothing to adopt (one directory listing).
+    pub fn adopt(&mut self) -> io::Result<usize> {
+        let mut orphans = Vec::new();
+        let mut loose = false;
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let path = entry.path();
+            if path == self.dir {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                orphans.push(path);
+            } else if path.extension().is_some_and(|x| x == "jsonl") {
+                loose = true;
+            }
+        }
+        if orphans.is_empty() && !loose {
+            return Ok(0);
+        }
+        let guard = File::create(self.root.join(ADOPT_LOCK))?;
+        guard.lock()?;
+        let mut adopted = 0;
+        if loose {
+            adopted += self.take_segments(&self.root.clone())?;
+        }
+        for sub in orphans {
+            let lock = match File::open(sub.join(LOCK)) {
+                Ok(f) => Some(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            if let Some(l) = &lock
+                && !try_lock(l)?
+            {
+                continue; // a running process: not ours
+            }
+            match self.take_segments(&sub) {
+                Ok(n) => adopted += n,
+                // Adopted and removed by another process between the listing and the lock.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            }
+            let _ = fs::remove_file(sub.join(LOCK));
+            let _ = fs::remove_dir(&sub);
+        }
+        drop(guard);
+        if adopted > 0 {
+            tracing::info!(
+                segments = adopted,
+                bytes = self.total_bytes,
+                "adopted spooled events left by an exited process; replaying"
+            );
+            metrics::SPOOL_BYTES.set(self.total_bytes as i64);
+        }
+        Ok(adopted)
+    }
+
+    /// Moves the segments in `from` (and their progress files) into this process's directory.
+    fn take_segments(&mut self, from: &Path) -> io::Result<usize> {
+        let found = list_segments(from)?;
+        for &(seq, size) in &found {
+            let to = self.next_seq;
+            self.next_seq += 1;
+            let done = from.join(format!("{seq:020}.done"));
+            if done.exists() {
+                fs::rename(&done, self.done_path(to))?;
+            }
+            fs::rename(from.join(format!("{seq:020}.jsonl")), self.seg_path(to))?;
+            self.segments.push_back((to, size));
+            self.total_bytes += size;
+        }
+        Ok(found.len())
+    }
+
+    /// At a clean exit: removes this process's subdirectory if nothing is left in it, and
+    /// releases its lock either way (whatever is left is adopted by the next process).
+    pub fn close(&mut self) {
+        self.sync();
+        self.current = None;
+        if self.segments.is_empty() {
+            let _ = fs::remove_file(self.dir.join(LOCK));
+            let _ = fs::remove_dir(&self.dir);
+        }
+        self.lock = None;
     }
 
     /// True while any event waits in the spool.
@@ -284,6 +425,29 @@ mod tests {
         }
     }
 
+    /// Every segment file under the spool directory, in any process's subdirectory.
+    fn segment_files(root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(root).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(segment_files(&p));
+            } else if p.extension().is_some_and(|x| x == "jsonl") {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    fn drain(s: &mut Spool, max: usize) -> Vec<(u64, bool)> {
+        let mut seen = Vec::new();
+        while let Some(c) = s.next_chunk(max).unwrap() {
+            seen.extend(c.events.iter().map(|e| (e.event.ts, e.uncertain)));
+            s.commit(&c).unwrap();
+        }
+        seen
+    }
+
     #[test]
     fn replays_in_order_across_reopen_and_respects_bound() {
         let dir = tempfile::tempdir().unwrap();
@@ -297,20 +461,21 @@ mod tests {
             [0, 1, 2]
         );
         s.commit(&c).unwrap();
+        // Dropped without close(), as in a crash: the lock goes with the process.
         drop(s);
 
-        // A restart resumes after what was committed.
+        // A restart adopts the exited process's segments and resumes after what was committed.
         let mut s = Spool::open(dir.path(), 10_000).unwrap();
-        let mut seen = Vec::new();
-        while let Some(c) = s.next_chunk(4).unwrap() {
-            seen.extend(c.events.iter().map(|e| (e.event.ts, e.uncertain)));
-            s.commit(&c).unwrap();
-        }
         let want: Vec<_> = (3..10).map(|n| (n, n >= 5)).collect();
-        assert_eq!(seen, want);
+        assert_eq!(drain(&mut s, 4), want);
         assert!(!s.has_backlog());
         assert_eq!(s.bytes(), 0);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        s.close();
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, [ADOPT_LOCK], "only the adoption lock file remains");
 
         // Past max_bytes, events are dropped rather than written.
         let mut s = Spool::open(dir.path(), 600).unwrap();
@@ -319,12 +484,64 @@ mod tests {
     }
 
     #[test]
+    fn a_running_process_spool_is_left_alone_until_it_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        // The old process during an upgrade, still spooling.
+        let mut old = Spool::open(dir.path(), 1 << 20).unwrap();
+        old.append(&[ev(0), ev(1), ev(2)], false);
+        // The new process starts beside it: it must neither see nor replay the old one's files.
+        let mut new = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert!(!new.has_backlog());
+        new.append(&[ev(10), ev(11)], false);
+        assert_eq!(new.adopt().unwrap(), 0);
+        // The old process appends again, then exits.
+        old.append(&[ev(3)], true);
+        old.close();
+        assert_eq!(new.adopt().unwrap(), 1);
+        let seen = drain(&mut new, 2);
+        assert_eq!(
+            seen,
+            [
+                (10, false),
+                (11, false),
+                (0, false),
+                (1, false),
+                (2, false),
+                (3, true)
+            ]
+        );
+        assert!(segment_files(dir.path()).is_empty());
+        // The old process's emptied subdirectory went with its segments.
+        let dirs = fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_dir())
+            .count();
+        assert_eq!(
+            dirs, 1,
+            "only the running process's own subdirectory is left"
+        );
+    }
+
+    #[test]
+    fn segments_in_the_old_flat_layout_are_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        s.append(&[ev(7), ev(8)], false);
+        let seg = segment_files(dir.path()).pop().unwrap();
+        fs::rename(&seg, dir.path().join(format!("{:020}.jsonl", 41))).unwrap();
+        drop(s);
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(drain(&mut s, 10), [(7, false), (8, false)]);
+        assert!(segment_files(dir.path()).is_empty());
+    }
+
+    #[test]
     fn torn_last_line_is_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         s.append(&[ev(1), ev(2)], false);
         drop(s);
-        let path = dir.path().join(format!("{:020}.jsonl", 0));
+        let path = segment_files(dir.path()).pop().unwrap();
         let mut data = fs::read(&path).unwrap();
         data.extend_from_slice(b"{\"e\":{\"id\":");
         fs::write(&path, data).unwrap();

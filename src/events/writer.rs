@@ -42,6 +42,9 @@ const IDLE_TICK: Duration = Duration::from_millis(50);
 /// While events keep coming, the writer waits this long between batches so each pipeline carries
 /// many events; it bounds how late an event reaches the stream under load.
 const LINGER: Duration = Duration::from_millis(1);
+/// How often the spool directory is checked for events an exited process left (after an
+/// upgrade, the old process spools what it could not write when it stops).
+const ADOPT_EVERY: Duration = Duration::from_secs(1);
 
 impl Writer {
     /// A writer draining `recorder`.
@@ -242,7 +245,14 @@ impl Writer {
             uncertain_gen: 0,
             recent: None,
         };
+        let mut adopted_at = Instant::now();
         loop {
+            if adopted_at.elapsed() >= ADOPT_EVERY {
+                adopted_at = Instant::now();
+                if let Err(e) = self.recorder.lock_spool().adopt() {
+                    tracing::warn!(error = %e, "cannot check the spool for an exited process's events");
+                }
+            }
             let batch = self.recorder.take_batch(self.cfg.batch_max);
             let had_batch = !batch.is_empty();
             if had_batch {

@@ -208,6 +208,8 @@ pub struct Linkedge {
     pub spool_dir: PathBuf,
     pub config: PathBuf,
     child: Option<Child>,
+    /// The new process during an upgrade, until it takes over.
+    upgrading: Option<Child>,
 }
 
 pub const STREAM: &str = "linkedge:events";
@@ -288,23 +290,36 @@ admin:
             spool_dir,
             config,
             child: None,
+            upgrading: None,
         };
         le.spawn();
         le
     }
 
-    fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("linkedge.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_linkedge"))
+    /// `linkedge serve` (plus `extra` flags) on this config, logging to `linkedge.log`
+    /// (truncated when `fresh_log`, else appended to).
+    fn serve(&self, extra: &[&str], fresh_log: bool) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(!fresh_log)
+            .truncate(fresh_log)
+            .open(self.dir.path().join("linkedge.log"))
+            .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_linkedge"))
             .arg("serve")
+            .args(extra)
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap();
-        self.child = Some(child);
+            .unwrap()
+    }
+
+    fn spawn(&mut self) {
+        self.child = Some(self.serve(&[], true));
         let addrs = [self.http, self.https, self.metrics];
         let start = Instant::now();
         while !addrs.iter().all(|a| TcpStream::connect(a).is_ok()) {
@@ -360,6 +375,42 @@ admin:
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The first half of a zero-downtime upgrade: starts a second process on the same config
+    /// with `--upgrade` and waits until it is ready to take the listeners over. The running
+    /// process keeps serving until [`Linkedge::finish_upgrade`].
+    pub fn begin_upgrade(&mut self) {
+        let sock = self.dir.path().join("upgrade.sock");
+        let _ = std::fs::remove_file(&sock);
+        self.upgrading = Some(self.serve(&["--upgrade"], false));
+        // The new process listens on the upgrade socket for the listeners.
+        assert!(
+            eventually(Duration::from_secs(20), || sock.exists()),
+            "the new process never opened {}:\n{}",
+            sock.display(),
+            self.log()
+        );
+    }
+
+    /// The second half: SIGQUIT makes the running process hand its listeners to the new one;
+    /// returns once the old process has exited (after its grace period).
+    pub fn finish_upgrade(&mut self) {
+        let mut old = self.child.take().expect("running");
+        self.child = Some(self.upgrading.take().expect("begin_upgrade first"));
+        signal(&old, "-QUIT");
+        let start = Instant::now();
+        while old.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the old process did not exit within 30 s of SIGQUIT:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+            panic!("the new process exited ({st}):\n{}", self.log());
         }
     }
 
@@ -487,6 +538,23 @@ pub fn client_builder() -> reqwest::ClientBuilder {
 }
 
 /// Polls until `f` holds or `limit` passes; returns whether it held.
+/// Spool segment files under `dir`, in every process's subdirectory.
+pub fn spooled_segments(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            if p.is_dir() {
+                spooled_segments(&p)
+            } else {
+                usize::from(p.extension().is_some_and(|x| x == "jsonl"))
+            }
+        })
+        .sum()
+}
+
 pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     loop {
