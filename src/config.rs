@@ -222,7 +222,7 @@ fn default_negative_ttl() -> Duration {
 
 /// The admin API (`/v1/...` on `listen.metrics`), which manages the domain registry. It answers
 /// only requests with `Authorization: Bearer <token>`; with no token configured it is off.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     /// Environment variable holding the bearer token (at least 32 bytes).
@@ -237,6 +237,19 @@ pub struct Admin {
 
 fn default_prefix() -> String {
     "linkedge:".into()
+}
+
+// Written out, not derived: a derived Default would give an empty prefix when the `admin`
+// section is absent, and `linkedge:` when it is present, so adding the section would move every
+// key (certificates, domains, ACME state).
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            token_env: None,
+            token_file: None,
+            redis_prefix: default_prefix(),
+        }
+    }
 }
 
 /// One region's track backends.
@@ -1074,6 +1087,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown field `evnts`"), "{e}");
+    }
+
+    #[test]
+    fn redis_prefix_is_the_same_with_or_without_an_admin_section() {
+        for extra in ["", "admin: {}\n", "admin:\n  token_env: T\n"] {
+            let s = Settings::from_yaml(&minimal(extra), Path::new("/etc"), &|k| match k {
+                "K1" => Some(KEY.into()),
+                "T" => Some(KEY.into()),
+                _ => None,
+            })
+            .unwrap();
+            assert_eq!(s.file.admin.redis_prefix, "linkedge:", "with {extra:?}");
+        }
     }
 
     #[test]
