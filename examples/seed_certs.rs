@@ -2,13 +2,18 @@
 //! benchmark (benches/load scenario 3): ECDSA P-256 leaves for `d<i>.<suffix>` signed by the
 //! development CA, stored (keys sealed) through the same `Store::put` the CLI and ACME use.
 //!
+//! With `--register N`, also registers `d0` … `d<N-1>` in the domain registry (workspace 1, the
+//! first configured region), those with a certificate as `issued`, the rest `pending`: the
+//! benchmark's memory figure is taken with 100,000 domains registered.
+//!
 //! ```sh
 //! cargo run --release --example seed_certs -- --config FILE --count 10000 \
-//!     [--suffix bench.linkedge.test] [--names-out names.txt]
+//!     [--register 100000] [--suffix bench.linkedge.test] [--names-out names.txt]
 //! ```
 
 use linkedge::certs::{Sealer, Store};
 use linkedge::config::Settings;
+use linkedge::domains::{Registry, State};
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
@@ -54,6 +59,7 @@ fn main() {
     let mut count = 10_000usize;
     let mut suffix = "bench.linkedge.test".to_string();
     let mut names_out: Option<PathBuf> = None;
+    let mut register = 0usize;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -61,6 +67,7 @@ fn main() {
             "--count" => count = it.next().unwrap().parse().unwrap(),
             "--suffix" => suffix = it.next().unwrap(),
             "--names-out" => names_out = it.next().map(PathBuf::from),
+            "--register" => register = it.next().unwrap().parse().unwrap(),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -81,11 +88,7 @@ fn main() {
     let started = std::time::Instant::now();
     let names: Vec<String> = (0..count).map(|i| format!("d{i}.{suffix}")).collect();
     rt.block_on(async {
-        let conn = redis::Client::open(s.file.redis.url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
+        let conn = store_conn(&s).await;
         let store = Store::new(
             conn,
             &s.file.admin.redis_prefix,
@@ -105,12 +108,42 @@ fn main() {
         while let Some(r) = tasks.join_next().await {
             r.unwrap();
         }
+        let region = s.file.regions.keys().next().cloned().unwrap_or_default();
+        let registry = Registry::new(
+            store_conn(&s).await,
+            &s.file.admin.redis_prefix,
+            vec![region.clone()],
+        );
+        for chunk in (0..register).collect::<Vec<_>>().chunks(2000) {
+            let (registry, chunk, region) = (registry.clone(), chunk.to_vec(), region.clone());
+            let suffix = suffix.clone();
+            tasks.spawn(async move {
+                for i in chunk {
+                    let name = format!("d{i}.{suffix}");
+                    registry.add(&name, 1, &region).await.unwrap();
+                    if i < count {
+                        registry.set_state(&name, State::Issued, "").await.unwrap();
+                    }
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
     });
     if let Some(p) = names_out {
         std::fs::write(p, names.join("\n")).unwrap();
     }
     eprintln!(
-        "stored {count} certificates in {:.1} s",
+        "stored {count} certificates and registered {register} domains in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+async fn store_conn(s: &Settings) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(s.file.redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
 }
