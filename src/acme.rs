@@ -49,16 +49,11 @@ pub enum AcmeError {
     RateLimited(String),
 }
 
-/// The registered domain a certificate counts against: the last two labels. (Names under
-/// multi-label public suffixes such as `co.uk` share a bucket with their neighbours, which only
-/// makes the count stricter.)
+/// The registered domain a certificate counts against, by the Public Suffix List (compiled in):
+/// `link.example.co.uk` counts against `example.co.uk`, not against every customer under
+/// `co.uk`. A name that is itself a public suffix counts against itself.
 fn registered_domain(host: &str) -> &str {
-    let mut dots = host.rmatch_indices('.');
-    dots.next();
-    match dots.next() {
-        Some((i, _)) => &host[i + 1..],
-        None => host,
-    }
+    psl::domain_str(host).unwrap_or(host)
 }
 
 impl From<instant_acme::Error> for AcmeError {
@@ -204,8 +199,10 @@ impl Acme {
     }
 
     /// Orders a certificate for `host` over HTTP-01 and stores it. Holds the domain's lock for
-    /// the duration, so a fleet places one order per domain.
-    pub async fn issue(&self, host: &str) -> Result<Info, AcmeError> {
+    /// the duration, so a fleet places one order per domain. A `renewal` (a certificate for the
+    /// same name is stored) is not held back by the per-registered-domain weekly limit, which
+    /// the CA does not apply to renewals; it still counts towards it.
+    pub async fn issue(&self, host: &str, renewal: bool) -> Result<Info, AcmeError> {
         let lock = format!("{}acme:lock:{host}", self.prefix);
         let mut conn = self.conn.clone();
         let got: Option<String> = redis::cmd("SET")
@@ -219,13 +216,13 @@ impl Acme {
         if got.is_none() {
             return Err(AcmeError::Locked(host.to_string()));
         }
-        let mut result = self.order(host).await;
+        let mut result = self.order(host, renewal).await;
         if let Err(AcmeError::Ca(why)) = &result
             && why.contains("accountDoesNotExist")
         {
             tracing::warn!(directory = %self.cfg.directory, "the CA no longer knows our account; creating a new one");
             self.forget_account().await;
-            result = self.order(host).await;
+            result = self.order(host, renewal).await;
         }
         // Release only our own lock.
         let _: redis::RedisResult<i64> = redis::Script::new(
@@ -282,9 +279,14 @@ impl Acme {
         ]
     }
 
-    async fn order(&self, host: &str) -> Result<Info, AcmeError> {
+    async fn order(&self, host: &str, renewal: bool) -> Result<Info, AcmeError> {
         let [orders, failed, certs] = self.limit_keys(host);
-        for (key, window, limit, what) in [&orders, &failed, &certs] {
+        let checked: &[&(String, i64, u32, &str)] = if renewal {
+            &[&orders, &failed]
+        } else {
+            &[&orders, &failed, &certs]
+        };
+        for (key, window, limit, what) in checked.iter().copied() {
             if self.window_count(key, *window).await? >= *limit as u64 {
                 metrics::acme_order("rate_limited");
                 return Err(AcmeError::RateLimited(format!("{limit} {what} reached")));
@@ -442,7 +444,7 @@ pub async fn on_demand(acme: &Acme, host: &str) -> Option<crate::certs::Loaded> 
     {
         return None;
     }
-    match acme.issue(host).await {
+    match acme.issue(host, false).await {
         Ok(_) => {
             metrics::acme_attempt("on_demand", "ok");
             let _ = registry.set_state(host, State::Issued, "").await;
@@ -584,7 +586,7 @@ impl Issuer {
             return Ok(());
         }
         let kind = if renewal { "renewal" } else { "issuance" };
-        match acme.issue(host).await {
+        match acme.issue(host, renewal).await {
             Ok(info) => {
                 tracing::info!(host = %host, not_after = info.not_after, "{kind}: certificate stored");
                 let _: () = conn.hdel(&key, host).await?;
@@ -664,10 +666,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registered_domains() {
+    fn registered_domains_follow_the_public_suffix_list() {
         assert_eq!(registered_domain("link.example.com"), "example.com");
         assert_eq!(registered_domain("a.b.example.com"), "example.com");
         assert_eq!(registered_domain("example.com"), "example.com");
+        // Two customers under a multi-label suffix get a bucket each.
+        assert_eq!(registered_domain("link.shop.co.uk"), "shop.co.uk");
+        assert_eq!(registered_domain("link.store.co.uk"), "store.co.uk");
+        assert_eq!(registered_domain("t.brand.com.au"), "brand.com.au");
+        // Private suffixes too: each github.io site is its own registered domain.
+        assert_eq!(
+            registered_domain("links.alice.github.io"),
+            "alice.github.io"
+        );
+        assert_eq!(registered_domain("co.uk"), "co.uk");
     }
 
     #[test]

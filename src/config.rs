@@ -143,7 +143,9 @@ pub struct AcmeLimits {
     pub orders_per_3h: u32,
     /// Failed validations per host name in any hour. Default 5.
     pub failed_validations_per_hour: u32,
-    /// Certificates per registered domain (the last two labels) in any 7 days. Default 50.
+    /// New certificates per registered domain (by the Public Suffix List: `link.shop.co.uk`
+    /// counts against `shop.co.uk`) in any 7 days; renewals count but are never held back.
+    /// Default 50.
     pub certs_per_domain_per_week: u32,
 }
 

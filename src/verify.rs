@@ -262,7 +262,7 @@ pub async fn verify_and_issue(
         return Ok(Verified::Verified);
     };
     let acme = crate::acme::Acme::new(conn, prefix, acme_cfg.clone(), sealer);
-    match acme.issue(&d.host).await {
+    match acme.issue(&d.host, false).await {
         Ok(info) => {
             reg.set_state(&d.host, State::Issued, "")
                 .await

@@ -224,19 +224,16 @@ async fn failing_validation_ends_failed_with_the_reason() {
     eprintln!("recorded reason: {err}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_certificate_near_expiry_is_renewed_and_served_without_restart() {
-    let e = env(1);
-    let le = &e.nodes[0];
-    let host = "link.customer-five.test";
-    let (ok, _) = cli(
+/// Adds `host` for `workspace` with an imported development certificate issued 20 days ago and
+/// valid 21 (past two thirds of its life: due for renewal). Returns its serial.
+fn add_with_expiring_cert(le: &Linkedge, host: &str, workspace: &str) -> String {
+    let (ok, out) = cli(
         le,
         "domain",
-        &["add", host, "--workspace", "15", "--region", "us"],
+        &["add", host, "--workspace", workspace, "--region", "us"],
     );
-    assert!(ok);
-    // Issued 20 days ago, valid 21 days: past two thirds of its life.
-    let (cert, key, old) = dev_leaf(le.dir.path(), host, 20, 21);
+    assert!(ok, "{out}");
+    let (cert, key, serial) = dev_leaf(le.dir.path(), host, 20, 21);
     let (ok, out) = cli(
         le,
         "cert",
@@ -250,6 +247,15 @@ async fn a_certificate_near_expiry_is_renewed_and_served_without_restart() {
         ],
     );
     assert!(ok, "{out}");
+    serial
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_near_expiry_is_renewed_and_served_without_restart() {
+    let e = env(1);
+    let le = &e.nodes[0];
+    let host = "link.customer-five.test";
+    let old = add_with_expiring_cert(le, host, "15");
     let dev_pem = std::fs::read(dev_ca()).unwrap();
     assert_eq!(tls_serial(le, host, &dev_pem).await, Ok(old));
     mark_verified(&e.redis, host);
@@ -418,6 +424,66 @@ async fn rate_limits_hold_orders_back_without_asking_the_ca() {
         domain(&e.redis, host)["state"],
         "verified",
         "not marked failed for our own limit"
+    );
+}
+
+/// The weekly limit per registered domain holds new certificates back but not renewals, which
+/// the CA exempts from it: with this week's one certificate for `customer-six.test` already
+/// counted, the near-expiry certificate of `link.customer-six.test` is renewed, and a new name
+/// under the same registered domain is not ordered.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_weekly_domain_limit_holds_new_names_back_but_not_renewals() {
+    let e = env_full(
+        1,
+        "1s",
+        "  max_failures: 5\n  limits: { certs_per_domain_per_week: 1 }\n",
+    );
+    let le = &e.nodes[0];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // Counted by another node earlier this week.
+    let _: () = redis::cmd("ZADD")
+        .arg("linkedge:acme:limit:certs:customer-six.test")
+        .arg(now)
+        .arg("earlier-this-week")
+        .query(&mut e.redis.conn())
+        .unwrap();
+
+    let host = "link.customer-six.test";
+    add_with_expiring_cert(le, host, "16");
+    mark_verified(&e.redis, host);
+    // (A held-back renewal would leave the state `issued`, the old certificate serving, with
+    // the reason in `error`: look at the renewal itself.)
+    assert!(
+        eventually(Duration::from_secs(30), || le.metric(
+            "linkedge_certificate_attempts_total{kind=\"renewal\",outcome=\"ok\"}"
+        ) >= 1.0),
+        "renewal held back: {}",
+        domain(&e.redis, host)
+    );
+    assert_eq!(domain(&e.redis, host)["error"], "");
+
+    let other = "new.customer-six.test";
+    let (ok, _) = cli(
+        le,
+        "domain",
+        &["add", other, "--workspace", "16", "--region", "us"],
+    );
+    assert!(ok);
+    mark_verified(&e.redis, other);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            domain(&e.redis, other)["error"]
+            .as_str()
+            .unwrap()
+            .starts_with(
+                "held back to stay inside the CA's limits: 1 certificates for this registered domain"
+            )
+        }),
+        "{}",
+        domain(&e.redis, other)
     );
 }
 
