@@ -201,7 +201,8 @@ pub struct Certs {
     /// each secret 64 hex characters (32 bytes). Keep a retired key listed until every
     /// certificate it encrypted has been renewed.
     pub master_keys: Vec<LinkKey>,
-    /// Certificates held in memory (each about 4 KiB). Default 10000.
+    /// Certificates held in memory (each about 7 KiB); the least recently used is evicted. As
+    /// many names without a certificate are remembered, apart. Default 10000.
     #[serde(default = "default_cache_size")]
     pub cache_size: usize,
     /// How long a name with no certificate is remembered, so a scanner's random SNI does not
