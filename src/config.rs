@@ -283,10 +283,22 @@ pub struct Region {
     /// Relative paths are relative to the config file's directory. Default: system roots only.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// How often backend host names are resolved again (a load balancer's addresses change);
+    /// every address a name resolves to becomes a backend. A look-up that fails keeps the
+    /// addresses from the one before. Default `30s`.
+    #[serde(default = "default_resolve_interval", deserialize_with = "de_duration")]
+    pub resolve_interval: Duration,
+    /// DNS servers (`ip:port`) for backend host names. Default: the system's resolv.conf.
+    #[serde(default)]
+    pub nameservers: Vec<SocketAddr>,
 }
 
 fn default_retries() -> usize {
     2
+}
+
+fn default_resolve_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// How backends of a region are chosen.
@@ -304,7 +316,8 @@ pub enum Selection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
-    /// `host:port` or `ip:port`; a host name is resolved once at start.
+    /// `host:port` or `ip:port`; a host name is resolved at start and every
+    /// `resolve_interval`.
     pub addr: String,
     /// Speak TLS to it. Default false.
     #[serde(default)]

@@ -4,7 +4,7 @@
 use crate::config::{self, Selection};
 use crate::metrics;
 use async_trait::async_trait;
-use pingora::lb::discovery::Static;
+use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::health_check::HealthCheck;
 use pingora::lb::selection::{Consistent, RoundRobin};
 use pingora::lb::{Backend, Backends, LoadBalancer};
@@ -13,8 +13,8 @@ use pingora::protocols::tls::CaType;
 use pingora::services::background::background_service;
 use pingora::tls::x509::X509;
 use std::collections::{BTreeSet, HashMap};
-use std::net::ToSocketAddrs;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How to reach one backend, stored in its `Backend::ext`.
@@ -157,7 +157,7 @@ impl Regions {
 /// The active check of a region's backends: GET the configured path with each backend's own
 /// TLS settings, and expect the configured status and (exact) body.
 struct RegionCheck {
-    peers: HashMap<std::net::SocketAddr, HttpPeer>,
+    ca: Option<Arc<CaType>>,
     req: RequestHeader,
     connector: pingora::connectors::http::Connector,
     timeout: Duration,
@@ -174,12 +174,19 @@ const MAX_CHECK_BODY: usize = 64 << 10;
 #[async_trait]
 impl HealthCheck for RegionCheck {
     async fn check(&self, target: &Backend) -> Result<()> {
-        let peer = target
+        let addr = target
             .addr
             .as_inet()
-            .and_then(|a| self.peers.get(a))
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no check for backend"))?;
-        let (mut session, _) = self.connector.get_http_session(peer).await?;
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "backend without address"))?;
+        let dial = target
+            .ext
+            .get::<Dial>()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "backend without dial"))?;
+        let mut peer = HttpPeer::new(*addr, dial.tls, dial.sni.clone());
+        peer.options.connection_timeout = Some(self.timeout);
+        peer.options.total_connection_timeout = Some(self.timeout);
+        peer.options.ca = self.ca.clone();
+        let (mut session, _) = self.connector.get_http_session(&peer).await?;
         session.set_write_timeout(Some(self.timeout));
         session.set_read_timeout(Some(self.timeout));
         session
@@ -249,34 +256,24 @@ fn load_ca(path: &std::path::Path, region: &str) -> anyhow::Result<Arc<CaType>> 
 fn health_check(
     name: &str,
     r: &config::Region,
-    dials: &[(std::net::SocketAddr, Dial)],
     ca: &Option<Arc<CaType>>,
 ) -> anyhow::Result<RegionCheck> {
     let hc = &r.health_check;
-    let mut peers = HashMap::new();
-    for (addr, dial) in dials {
-        let mut peer = HttpPeer::new(*addr, dial.tls, dial.sni.clone());
-        peer.options.connection_timeout = Some(hc.timeout);
-        peer.options.total_connection_timeout = Some(hc.timeout);
-        peer.options.ca = ca.clone();
-        peers.insert(*addr, peer);
-    }
     let mut req = RequestHeader::build("GET", hc.path.as_bytes(), None)
         .map_err(|e| anyhow::anyhow!("regions.{name}.health_check.path: {e}"))?;
-    let host = dials
+    // The first backend's SNI, else the host part of its address (a name or an IP).
+    let host = r
+        .backends
         .first()
-        .map(|(a, d)| {
-            if d.sni.is_empty() {
-                a.ip().to_string()
-            } else {
-                d.sni.clone()
-            }
+        .map(|b| match &b.sni {
+            Some(sni) if b.tls => sni.clone(),
+            _ => host_part(&b.addr).to_string(),
         })
         .unwrap_or_default();
     req.insert_header("Host", host)?;
     req.insert_header("User-Agent", "linkedge-health-check")?;
     Ok(RegionCheck {
-        peers,
+        ca: ca.clone(),
         req,
         connector: pingora::connectors::http::Connector::new(None),
         timeout: hc.timeout,
@@ -288,6 +285,146 @@ fn health_check(
     })
 }
 
+/// `host` of `host:port` or `[v6]:port`.
+fn host_part(addr: &str) -> &str {
+    addr.rsplit_once(':')
+        .map_or("", |(h, _)| h)
+        .trim_matches(['[', ']'])
+}
+
+/// One configured backend, as discovery sees it.
+struct Entry {
+    /// `addr` as configured (`host:port`).
+    configured: String,
+    /// The address itself when `addr` is an IP address: never resolved.
+    literal: Option<SocketAddr>,
+    host: String,
+    port: u16,
+    weight: usize,
+    dial: Dial,
+}
+
+/// A region's backends from its config, host names resolved again at every `discover` (which
+/// Pingora runs every `resolve_interval`). A name that fails to resolve keeps the addresses it
+/// had; at start, when there are none yet, it is an error.
+struct Discovery {
+    region: String,
+    entries: Vec<Entry>,
+    nameservers: Vec<SocketAddr>,
+    /// Addresses each entry resolved to last time.
+    last: Mutex<Vec<Vec<SocketAddr>>>,
+    /// Backends seen so far (by label), to start each one's health gauge once.
+    known: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Longest wait for one backend name's addresses.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Discovery {
+    fn new(name: &str, r: &config::Region) -> anyhow::Result<Discovery> {
+        let mut entries = Vec::new();
+        for (i, b) in r.backends.iter().enumerate() {
+            let at = format!("regions.{name}.backends[{i}].addr");
+            let (host, port) = b
+                .addr
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+                .ok_or_else(|| anyhow::anyhow!("{at}: expected host:port, got {:?}", b.addr))?;
+            let sni = if b.tls {
+                b.sni.clone().unwrap_or_else(|| host.to_string())
+            } else {
+                String::new()
+            };
+            entries.push(Entry {
+                configured: b.addr.clone(),
+                literal: b.addr.parse().ok(),
+                host: host.to_string(),
+                port,
+                weight: b.weight,
+                dial: Dial {
+                    tls: b.tls,
+                    sni,
+                    label: b.addr.clone(),
+                },
+            });
+        }
+        Ok(Discovery {
+            region: name.to_string(),
+            last: Mutex::new(vec![Vec::new(); entries.len()]),
+            known: Mutex::new(std::collections::HashSet::new()),
+            entries,
+            nameservers: r.nameservers.clone(),
+        })
+    }
+
+    async fn resolve(&self, e: &Entry) -> anyhow::Result<Vec<SocketAddr>> {
+        let resolver = crate::verify::resolver(&self.nameservers)?;
+        let ips = tokio::time::timeout(RESOLVE_TIMEOUT, resolver.lookup_ip(e.host.as_str()))
+            .await
+            .map_err(|_| anyhow::anyhow!("timed out after {RESOLVE_TIMEOUT:?}"))??;
+        let mut addrs: Vec<SocketAddr> = ips.iter().map(|ip| SocketAddr::new(ip, e.port)).collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        if addrs.is_empty() {
+            anyhow::bail!("no address");
+        }
+        Ok(addrs)
+    }
+}
+
+#[async_trait]
+impl ServiceDiscovery for Discovery {
+    async fn discover(&self) -> Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let mut set = BTreeSet::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            let addrs = match e.literal {
+                Some(a) => vec![a],
+                None => match self.resolve(e).await {
+                    Ok(addrs) => {
+                        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+                        if !last[i].is_empty() && last[i] != addrs {
+                            tracing::info!(region = %self.region, backend = %e.configured, addrs = ?addrs, "backend name resolves to new addresses");
+                        }
+                        last[i] = addrs.clone();
+                        addrs
+                    }
+                    Err(err) => {
+                        let last = self.last.lock().unwrap_or_else(|p| p.into_inner())[i].clone();
+                        if last.is_empty() {
+                            return Error::e_explain(
+                                ErrorType::ConnectNoRoute,
+                                format!(
+                                    "regions.{}: cannot resolve {}: {err}",
+                                    self.region, e.configured
+                                ),
+                            );
+                        }
+                        tracing::warn!(region = %self.region, backend = %e.configured, error = %err, "cannot resolve backend name: keeping its previous addresses");
+                        last
+                    }
+                },
+            };
+            for addr in addrs {
+                let mut dial = e.dial.clone();
+                if e.literal.is_none() {
+                    dial.label = format!("{} ({})", e.configured, addr.ip());
+                }
+                let mut backend = Backend::new_with_weight(&addr.to_string(), e.weight)?;
+                backend.ext.insert(dial);
+                set.insert(backend);
+            }
+        }
+        // New backends start in rotation (until a check says otherwise).
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        for b in &set {
+            if known.insert(backend_label(b)) {
+                metrics::backend_healthy(&self.region, &backend_label(b)).set(1);
+            }
+        }
+        Ok((set, HashMap::new()))
+    }
+}
+
 /// The regions plus the background services that health-check them (add those to the server).
 pub struct Built {
     /// The routing table.
@@ -296,19 +433,13 @@ pub struct Built {
     pub services: Vec<Box<dyn pingora::services::ServiceWithDependents>>,
 }
 
-fn resolve(addr: &str, at: &str) -> anyhow::Result<std::net::SocketAddr> {
-    addr.to_socket_addrs()
-        .map_err(|e| anyhow::anyhow!("{at}: cannot resolve {addr}: {e}"))?
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("{at}: {addr} resolves to no address"))
-}
-
 /// A load balancer over `backends`, primed with a first update, whose health checks run every
 /// `interval` in a background service pushed onto `services`.
 fn balancer<S>(
     name: &str,
     backends: Backends,
     interval: Duration,
+    resolve_interval: Duration,
     services: &mut Vec<Box<dyn pingora::services::ServiceWithDependents>>,
 ) -> anyhow::Result<Arc<LoadBalancer<S>>>
 where
@@ -317,56 +448,31 @@ where
 {
     let mut lb = LoadBalancer::<S>::from_backends(backends);
     lb.health_check_frequency = Some(interval);
-    lb.update().now_or_never_static()?;
+    lb.update_frequency = Some(resolve_interval);
+    lb.update().first_discovery()?;
     let svc = background_service(&format!("health checks {name}"), lb);
     let lb = svc.task();
     services.push(Box::new(svc));
     Ok(lb)
 }
 
-/// Builds every region from the config; resolves backend names (blocking DNS, once at start).
+/// Builds every region from the config; resolves backend names once now (an error if one
+/// cannot be), then again every `resolve_interval` in the health-check service.
 pub fn build(file: &config::File) -> anyhow::Result<Built> {
     let mut regions = HashMap::new();
     let mut services: Vec<Box<dyn pingora::services::ServiceWithDependents>> = Vec::new();
     for (name, r) in &file.regions {
         let ca = r.ca_file.as_deref().map(|p| load_ca(p, name)).transpose()?;
-        let mut set = BTreeSet::new();
-        let mut dials = Vec::new();
-        for (i, b) in r.backends.iter().enumerate() {
-            let at = format!("regions.{name}.backends[{i}].addr");
-            let addr = resolve(&b.addr, &at)?;
-            let host = b
-                .addr
-                .rsplit_once(':')
-                .map_or("", |(h, _)| h)
-                .trim_matches(['[', ']']);
-            let sni = if b.tls {
-                b.sni.clone().unwrap_or_else(|| host.to_string())
-            } else {
-                String::new()
-            };
-            let dial = Dial {
-                tls: b.tls,
-                sni,
-                label: b.addr.clone(),
-            };
-            let mut backend = Backend::new_with_weight(&addr.to_string(), b.weight)
-                .map_err(|e| anyhow::anyhow!("{at}: {e}"))?;
-            backend.ext.insert(dial.clone());
-            metrics::backend_healthy(name, &b.addr).set(1);
-            dials.push((addr, dial));
-            set.insert(backend);
-        }
-        let check = health_check(name, r, &dials, &ca)?;
-        let mut backends = Backends::new(Static::new(set));
+        let check = health_check(name, r, &ca)?;
+        let mut backends = Backends::new(Box::new(Discovery::new(name, r)?));
         backends.set_health_check(Box::new(check));
-        let interval = r.health_check.interval;
+        let (interval, every) = (r.health_check.interval, r.resolve_interval);
         let selector = match r.selection {
             Selection::RoundRobin => {
-                Selector::RoundRobin(balancer(name, backends, interval, &mut services)?)
+                Selector::RoundRobin(balancer(name, backends, interval, every, &mut services)?)
             }
             Selection::Ketama => {
-                Selector::Ketama(balancer(name, backends, interval, &mut services)?)
+                Selector::Ketama(balancer(name, backends, interval, every, &mut services)?)
             }
         };
         regions.insert(
@@ -399,21 +505,22 @@ pub fn build(file: &config::File) -> anyhow::Result<Built> {
     })
 }
 
-trait NowOrNever {
-    fn now_or_never_static(self) -> anyhow::Result<()>;
+trait FirstDiscovery {
+    fn first_discovery(self) -> anyhow::Result<()>;
 }
 
-impl<F: std::future::Future<Output = Result<()>>> NowOrNever for F {
-    /// Static discovery never waits; run its first update synchronously.
-    fn now_or_never_static(self) -> anyhow::Result<()> {
+impl<F: std::future::Future<Output = Result<()>>> FirstDiscovery for F {
+    /// Runs the first discovery (resolving backend names) before the server starts, so a name
+    /// that does not resolve stops the start with its error.
+    fn first_discovery(self) -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(5), self)
+            tokio::time::timeout(Duration::from_secs(15), self)
                 .await
                 .map_err(|_| anyhow::anyhow!("backend discovery timed out"))?
-                .map_err(|e| anyhow::anyhow!("backend discovery: {e}"))
+                .map_err(|e| anyhow::anyhow!("{e}"))
         })
     }
 }

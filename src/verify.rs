@@ -69,6 +69,29 @@ fn list(addrs: &[IpAddr]) -> String {
         .join(", ")
 }
 
+/// A DNS resolver asking `nameservers` (`ip:port`, over UDP then TCP), or the system's
+/// resolv.conf when there are none. Build it on the runtime that will use it.
+pub fn resolver(nameservers: &[SocketAddr]) -> anyhow::Result<TokioResolver> {
+    if nameservers.is_empty() {
+        return Ok(TokioResolver::builder_tokio()?.build()?);
+    }
+    let servers = nameservers
+        .iter()
+        .map(|ns| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = ns.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = ns.port();
+            NameServerConfig::new(ns.ip(), true, vec![udp, tcp])
+        })
+        .collect();
+    Ok(TokioResolver::builder_with_config(
+        ResolverConfig::from_parts(None, vec![], servers),
+        TokioRuntimeProvider::default(),
+    )
+    .build()?)
+}
+
 impl Verifier {
     /// A verifier using `cfg.nameservers` (or the system's) and Redis for nonces.
     pub fn new(
@@ -76,26 +99,7 @@ impl Verifier {
         conn: MultiplexedConnection,
         prefix: &str,
     ) -> anyhow::Result<Verifier> {
-        let resolver = if cfg.nameservers.is_empty() {
-            TokioResolver::builder_tokio()?.build()?
-        } else {
-            let servers = cfg
-                .nameservers
-                .iter()
-                .map(|ns| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = ns.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = ns.port();
-                    NameServerConfig::new(ns.ip(), true, vec![udp, tcp])
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_parts(None, vec![], servers),
-                TokioRuntimeProvider::default(),
-            )
-            .build()?
-        };
+        let resolver = resolver(&cfg.nameservers)?;
         Ok(Verifier {
             resolver,
             cfg,

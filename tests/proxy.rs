@@ -104,7 +104,10 @@ async fn branded_host_and_forwarded_headers_reach_the_backend() {
     assert_eq!(e["headers"]["host"], host);
     assert_eq!(e["headers"]["x-forwarded-proto"], "https");
     assert_eq!(e["headers"]["x-request-id"], "abc-123");
-    assert!(le.metric("linkedge_upstream_requests_total{region=\"us\",status=\"200\"}") >= 2.0);
+    // Counted in the logging phase, just after the response went out.
+    assert!(eventually(Duration::from_secs(2), || le.metric(
+        "linkedge_upstream_requests_total{region=\"us\",status=\"200\"}"
+    ) >= 2.0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -394,4 +397,89 @@ async fn wrong_health_checks_fail_open_instead_of_breaking_links() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(e["server"], "us-1");
     assert!(le.metric("linkedge_upstream_events_total{event=\"fail_open\",region=\"us\"}") >= 1.0);
+}
+
+/// A backend given by host name follows its DNS: when the name moves to another address (a
+/// cloud load balancer's addresses change), requests follow within `resolve_interval`, with no
+/// restart. The name resolves through a real DNS server (pebble-challtestsrv).
+#[tokio::test(flavor = "multi_thread")]
+async fn backend_names_are_resolved_again_and_followed() {
+    let redis = Redis::start();
+    let ca = common::ca::Ca::start(free_port());
+    let first = Upstream::start("first", false).await;
+    let port = first.addr.port();
+    let second = Upstream::start_at(([127, 0, 0, 2], port).into(), "second", false).await;
+    ca.set_a("backend.track.test", &["127.0.0.1"]);
+    let mut o = Options::new(redis.url());
+    o.extra_yaml = format!(
+        "regions:\n  us:\n    backends: [{{ addr: \"backend.track.test:{port}\" }}]\n    \
+         resolve_interval: 200ms\n    nameservers: [\"{}\"]\n    \
+         health_check: {{ interval: 200ms, timeout: 500ms, failures: 1, successes: 1 }}\n\
+         routing:\n  default_region: us\n",
+        ca.dns
+    );
+    let le = Linkedge::start(&o);
+    let (status, e) = echo(&le, "link.example.com", "/page").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(e["server"], "first");
+
+    ca.clear_a("backend.track.test");
+    ca.set_a("backend.track.test", &["127.0.0.2"]);
+    let mut last = Value::Null;
+    let mut followed = false;
+    let start = Instant::now();
+    while !followed && start.elapsed() < Duration::from_secs(10) {
+        let (status, e) = echo(&le, "link.example.com", "/page").await;
+        assert_eq!(status, StatusCode::OK, "{e}");
+        followed = e["server"] == "second";
+        last = e;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        followed,
+        "still proxied to {last} after the name moved:\n{}",
+        le.log()
+    );
+    // Once moved, every request goes to the new address.
+    for _ in 0..20 {
+        assert_eq!(
+            echo(&le, "link.example.com", "/page").await.1["server"],
+            "second"
+        );
+    }
+    assert!(le.log().contains("backend name resolves to new addresses"));
+    drop(second);
+}
+
+/// A backend name that does not resolve stops the start with the field and the name.
+#[test]
+fn an_unresolvable_backend_name_is_a_clear_error_at_start() {
+    let le_dir = tempfile::tempdir().unwrap();
+    let cfg = le_dir.path().join("linkedge.yaml");
+    let key = le_dir.path().join("key");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef").unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: {{ http: 127.0.0.1:{} }}\ntls: {{ cert: {root}/certs-dev/leaf.pem, key: {root}/certs-dev/leaf.key }}\n\
+             links: {{ mint_key: 1, keys: [{{ id: 1, secret_file: {} }}] }}\n\
+             regions: {{ us: {{ backends: [{{ addr: \"no-such-backend.invalid:80\" }}] }} }}\n\
+             routing: {{ default_region: us }}\n",
+            free_port(),
+            key.display(),
+            root = env!("CARGO_MANIFEST_DIR"),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_linkedge"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("regions.us: cannot resolve no-such-backend.invalid:80"),
+        "{err}"
+    );
 }

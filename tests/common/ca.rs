@@ -111,6 +111,14 @@ impl Ca {
         );
     }
 
+    /// Removes `host`'s A records (it falls back to the default, 127.0.0.1).
+    pub fn clear_a(&self, host: &str) {
+        self.mgmt(
+            "/clear-a",
+            serde_json::json!({ "host": format!("{host}.") }),
+        );
+    }
+
     /// Gives `host` these A records.
     pub fn set_a(&self, host: &str, addrs: &[&str]) {
         self.mgmt(
