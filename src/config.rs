@@ -538,6 +538,11 @@ pub struct Spool {
     /// `linkedge_events_dropped_total{reason="spool_full"}`. A size like `512MiB`. Default 1GiB.
     #[serde(deserialize_with = "de_size")]
     pub max_bytes: u64,
+    /// Longest time spooled events stay in the page cache before an fsync puts them on disk:
+    /// what a power loss during a Redis outage could cost. `0s` syncs after every write.
+    /// Default `1s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub sync_interval: Duration,
 }
 
 impl Default for Spool {
@@ -545,6 +550,7 @@ impl Default for Spool {
         Spool {
             dir: PathBuf::from("/var/lib/linkedge/spool"),
             max_bytes: 1 << 30,
+            sync_interval: Duration::from_secs(1),
         }
     }
 }
@@ -1050,11 +1056,24 @@ fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     d.deserialize_any(SizeVisitor)
 }
 
+struct DurationVisitor;
+
+impl serde::de::Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a duration like 250ms or 2s")
+    }
+
+    // Parsed inside the visitor, not after it returned, so the error names the field
+    // (`redis.timeout: ...`), not the section holding it.
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Duration, E> {
+        parse_duration(v).ok_or_else(|| E::custom("expected a duration like 250ms or 2s"))
+    }
+}
+
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)
-        .map_err(|_| serde::de::Error::custom("expected a duration like 250ms or 2s"))?;
-    parse_duration(&s)
-        .ok_or_else(|| serde::de::Error::custom("expected a duration like 250ms or 2s"))
+    d.deserialize_str(DurationVisitor)
 }
 
 #[cfg(test)]
@@ -1085,7 +1104,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_size_names_the_field() {
+    fn bad_size_or_duration_names_the_field() {
         let y = minimal("events:\n  spool:\n    max_bytes: lots\n");
         let e = Settings::from_yaml(&y, Path::new("/etc"), &env)
             .unwrap_err()
@@ -1094,6 +1113,24 @@ mod tests {
             e.starts_with("events.spool.max_bytes: expected a size like 512MiB"),
             "{e}"
         );
+        let y = minimal("events:\n  spool:\n    sync_interval: soon\n");
+        let e = Settings::from_yaml(&y, Path::new("/etc"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("events.spool.sync_interval: expected a duration like 250ms or 2s"),
+            "{e}"
+        );
+        let y = minimal("redis:\n  timeout: 5\n");
+        let e = Settings::from_yaml(&y, Path::new("/etc"), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("redis.timeout: "), "{e}");
+        let y = minimal("events:\n  spool:\n    sync_interval: 0s\n");
+        let s = Settings::from_yaml(&y, Path::new("/etc"), &env).unwrap();
+        assert_eq!(s.file.events.spool.sync_interval, Duration::ZERO);
+        let s = Settings::from_yaml(&minimal(""), Path::new("/etc"), &env).unwrap();
+        assert_eq!(s.file.events.spool.sync_interval, Duration::from_secs(1));
     }
 
     #[test]

@@ -33,12 +33,13 @@ pub struct ProcessOptions {
 pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     let f = &settings.file;
     metrics::init();
-    let spool = Spool::open(&f.events.spool.dir, f.events.spool.max_bytes).map_err(|e| {
+    let mut spool = Spool::open(&f.events.spool.dir, f.events.spool.max_bytes).map_err(|e| {
         anyhow::anyhow!(
             "events.spool.dir: cannot open {}: {e}",
             f.events.spool.dir.display()
         )
     })?;
+    spool.set_sync_interval(f.events.spool.sync_interval);
     if spool.has_backlog() {
         tracing::info!(
             bytes = spool.bytes(),

@@ -74,6 +74,10 @@ pub struct Spool {
     replaying: Option<Replaying>,
     next_seq: u64,
     total_bytes: u64,
+    /// Appends not yet fsynced, and when the last fsync was.
+    dirty: bool,
+    synced_at: std::time::Instant,
+    sync_every: std::time::Duration,
 }
 
 /// The lock file in each process's subdirectory.
@@ -138,6 +142,9 @@ impl Spool {
             replaying: None,
             next_seq: 0,
             total_bytes: 0,
+            dirty: false,
+            synced_at: std::time::Instant::now(),
+            sync_every: std::time::Duration::from_secs(1),
         };
         spool.adopt()?;
         metrics::SPOOL_BYTES.set(spool.total_bytes as i64);
@@ -234,6 +241,19 @@ impl Spool {
         self.lock = None;
     }
 
+    /// Sets how long appended events may wait for an fsync (`events.spool.sync_interval`).
+    pub fn set_sync_interval(&mut self, every: std::time::Duration) {
+        self.sync_every = every;
+    }
+
+    /// Fsyncs the open segment if appends have waited `sync_interval` or longer. The writer
+    /// calls it every second too, so the last appends before a quiet spell are not left out.
+    pub fn sync_if_due(&mut self) {
+        if self.dirty && self.synced_at.elapsed() >= self.sync_every {
+            self.sync();
+        }
+    }
+
     /// True while any event waits in the spool.
     pub fn has_backlog(&self) -> bool {
         !self.segments.is_empty()
@@ -284,6 +304,8 @@ impl Spool {
         {
             tracing::error!(error = %err, "spool flush failed");
         }
+        self.dirty |= spooled > 0;
+        self.sync_if_due();
         metrics::events_outcome("spooled").inc_by(spooled);
         metrics::SPOOL_BYTES.set(self.total_bytes as i64);
     }
@@ -296,6 +318,9 @@ impl Spool {
         if need_new {
             if let Some((_, mut w)) = self.current.take() {
                 w.flush()?;
+                if self.dirty {
+                    w.get_ref().sync_data()?;
+                }
             }
             let seq = self.next_seq;
             self.next_seq += 1;
@@ -314,14 +339,17 @@ impl Spool {
         Ok(())
     }
 
-    /// Flushes and fsyncs the open segment.
+    /// Flushes and fsyncs the open segment (segments closed earlier were synced when the next
+    /// one was opened).
     pub fn sync(&mut self) {
         if let Some((_, w)) = &mut self.current {
-            let r = w.flush().and_then(|_| w.get_ref().sync_all());
+            let r = w.flush().and_then(|_| w.get_ref().sync_data());
             if let Err(err) = r {
                 tracing::error!(error = %err, "spool sync failed");
             }
         }
+        self.dirty = false;
+        self.synced_at = std::time::Instant::now();
     }
 
     /// Reads up to `max` of the oldest events for replay, or `None` when the spool is empty.

@@ -249,9 +249,11 @@ impl Writer {
         loop {
             if adopted_at.elapsed() >= ADOPT_EVERY {
                 adopted_at = Instant::now();
-                if let Err(e) = self.recorder.lock_spool().adopt() {
+                let mut spool = self.recorder.lock_spool();
+                if let Err(e) = spool.adopt() {
                     tracing::warn!(error = %e, "cannot check the spool for an exited process's events");
                 }
+                spool.sync_if_due();
             }
             let batch = self.recorder.take_batch(self.cfg.batch_max);
             let had_batch = !batch.is_empty();
