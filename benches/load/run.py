@@ -131,8 +131,9 @@ def run_wrk(url, seconds, conns=64, headers=()):
 
 
 def run_h2load(url, seconds, conns=4, streams=64):
+    log = WORK / "h2load-requests.tsv"
     cmd = ["taskset", "-c", LOAD_CORE, "h2load", "-c", str(conns), "-m", str(streams),
-           "-D", str(seconds), "--warm-up-time", "1", url]
+           "-D", str(seconds), "--warm-up-time", "1", f"--log-file={log}", url]
     out = subprocess.run(cmd, capture_output=True, text=True).stdout
     res = {"raw": out}
     m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
@@ -143,11 +144,15 @@ def run_h2load(url, seconds, conns=4, streams=64):
     st = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
     bad = (int(st.group(3)) + int(st.group(4))) if st else 1
     res["errors"] = "" if failed == 0 and bad == 0 else f"failed {failed}, 4xx/5xx {bad}"
-    # h2load prints per-request time: min max mean sd; no percentiles. Report mean and max.
-    m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", out)
-    if m:
-        res["max"], res["p50"] = to_seconds(m.group(2)), to_seconds(m.group(3))
-        res["p99"] = None
+    # Percentiles from h2load's per-request log (start µs, status, µs to the end of the response).
+    took = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines()
+                  if line.count("\t") >= 2) if log.exists() else []
+    if took:
+        pick = lambda q: took[min(int(len(took) * q), len(took) - 1)] / 1e6
+        res["p50"], res["p99"], res["max"] = pick(0.50), pick(0.99), took[-1] / 1e6
+    else:
+        res["p50"] = res["p99"] = res["max"] = None
+    log.unlink(missing_ok=True)
     return res
 
 
@@ -167,8 +172,8 @@ def run_handshakes(port, seconds, concurrency=64, sni_file=None, groups="X25519"
         errors = f"{r['errors']} failed handshakes ({r['first_error']})"
     if r["resumed"]:
         errors += f" {r['resumed']} resumed handshakes"
-    return {"raw": out, "requests": r["handshakes"], "rps": r["per_second"], "p50": None,
-            "p99": None, "max": None, "errors": errors.strip()}
+    return {"raw": out, "requests": r["handshakes"], "rps": r["per_second"], "p50": r.get("p50"),
+            "p99": r.get("p99"), "max": r.get("max"), "errors": errors.strip()}
 
 
 def metric(port, series):
