@@ -235,9 +235,15 @@ static BACKEND_HEALTHY: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     .expect("metric registers")
 });
 
-/// The health gauge of one backend (`backend` is its configured address).
+/// The health gauge of one backend (`backend` is its configured address, with the resolved
+/// address when it is a name).
 pub fn backend_healthy(region: &str, backend: &str) -> IntGauge {
     BACKEND_HEALTHY.with_label_values(&[region, backend])
+}
+
+/// Drops the health gauge of a backend that is gone (its name no longer resolves to it).
+pub fn backend_gone(region: &str, backend: &str) {
+    let _ = BACKEND_HEALTHY.remove_label_values(&[region, backend]);
 }
 
 static UPSTREAM_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {

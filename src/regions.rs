@@ -414,13 +414,17 @@ impl ServiceDiscovery for Discovery {
                 set.insert(backend);
             }
         }
-        // New backends start in rotation (until a check says otherwise).
+        // New backends start in rotation (until a check says otherwise); gone ones lose their
+        // gauge, so no stale series claims an address that is no longer used.
+        let now: std::collections::HashSet<String> = set.iter().map(backend_label).collect();
         let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        for b in &set {
-            if known.insert(backend_label(b)) {
-                metrics::backend_healthy(&self.region, &backend_label(b)).set(1);
-            }
+        for gone in known.difference(&now) {
+            metrics::backend_gone(&self.region, gone);
         }
+        for label in now.difference(&known) {
+            metrics::backend_healthy(&self.region, label).set(1);
+        }
+        *known = now;
         Ok((set, HashMap::new()))
     }
 }

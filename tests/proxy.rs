@@ -448,6 +448,15 @@ async fn backend_names_are_resolved_again_and_followed() {
         );
     }
     assert!(le.log().contains("backend name resolves to new addresses"));
+    // The health gauge follows: the new address is there, the old one gone.
+    let m = le.metrics_text();
+    assert!(
+        m.contains(&format!(
+            "linkedge_backend_healthy{{backend=\"backend.track.test:{port} (127.0.0.2)\",region=\"us\"}} 1"
+        )),
+        "{m}"
+    );
+    assert!(!m.contains("(127.0.0.1)"), "{m}");
     drop(second);
 }
 
