@@ -357,11 +357,6 @@ impl Store {
     }
 }
 
-enum Slot {
-    Cert(Arc<Loaded>),
-    Missing(Instant),
-}
-
 /// Two least-recently-used maps: certificates, and names that have none (until a deadline).
 /// Kept apart so a flood of unknown SNI values (scanners) cannot push certificates out.
 struct Bounded<V> {
@@ -430,12 +425,17 @@ impl Cache {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn insert(&self, host: &str, slot: Slot) {
+    /// Caches `host`'s certificate.
+    fn found(&self, host: &str, cert: Arc<Loaded>) {
         let mut m = self.lock();
-        match slot {
-            Slot::Cert(c) => m.found(host, c),
-            Slot::Missing(until) => m.missing(host, until),
-        }
+        m.found(host, cert);
+        metrics::CERT_CACHE_ENTRIES.set(m.found.len() as i64);
+    }
+
+    /// Remembers for `ttl` that `host` has no certificate.
+    fn missing(&self, host: &str, ttl: Duration) {
+        let mut m = self.lock();
+        m.missing(host, Instant::now() + ttl);
         metrics::CERT_CACHE_ENTRIES.set(m.found.len() as i64);
     }
 
@@ -548,49 +548,34 @@ impl Selector {
             Ok(store) => store.load(host).await,
             Err(e) => Err(e),
         };
-        match loaded {
-            Ok(Some(l)) => {
-                metrics::cert_lookup("redis").inc();
-                let l = Arc::new(l);
-                self.cache.insert(host, Slot::Cert(l.clone()));
-                Some(l)
-            }
+        let (found, source) = match loaded {
+            Ok(Some(l)) => (Some(l), "redis"),
             Ok(None) if self.on_demand.is_some() => {
                 let issued = match self.store().await {
                     Ok(store) => self.issue_now(store, host).await,
                     Err(_) => None,
                 };
-                match issued {
-                    Some(l) => {
-                        metrics::cert_lookup("issued").inc();
-                        let l = Arc::new(l);
-                        self.cache.insert(host, Slot::Cert(l.clone()));
-                        Some(l)
-                    }
-                    None => {
-                        metrics::cert_lookup("miss").inc();
-                        self.cache.insert(
-                            host,
-                            Slot::Missing(Instant::now() + self.cache.negative_ttl),
-                        );
-                        None
-                    }
-                }
+                (issued, "issued")
             }
-            Ok(None) => {
-                metrics::cert_lookup("miss").inc();
-                self.cache.insert(
-                    host,
-                    Slot::Missing(Instant::now() + self.cache.negative_ttl),
-                );
-                None
-            }
+            Ok(None) => (None, "miss"),
             Err(e) => {
                 metrics::cert_lookup("error").inc();
                 tracing::warn!(host = %host, error = %e, "certificate lookup failed");
                 // Remember briefly, so an outage does not turn every handshake into a wait.
-                self.cache
-                    .insert(host, Slot::Missing(Instant::now() + Duration::from_secs(1)));
+                self.cache.missing(host, Duration::from_secs(1));
+                return None;
+            }
+        };
+        match found {
+            Some(l) => {
+                metrics::cert_lookup(source).inc();
+                let l = Arc::new(l);
+                self.cache.found(host, l.clone());
+                Some(l)
+            }
+            None => {
+                metrics::cert_lookup("miss").inc();
+                self.cache.missing(host, self.cache.negative_ttl);
                 None
             }
         }

@@ -267,7 +267,7 @@ fn health_check(
         .first()
         .map(|b| match &b.sni {
             Some(sni) if b.tls => sni.clone(),
-            _ => host_part(&b.addr).to_string(),
+            _ => split_host_port(&b.addr).map_or("", |(h, _)| h).to_string(),
         })
         .unwrap_or_default();
     req.insert_header("Host", host)?;
@@ -285,11 +285,10 @@ fn health_check(
     })
 }
 
-/// `host` of `host:port` or `[v6]:port`.
-fn host_part(addr: &str) -> &str {
-    addr.rsplit_once(':')
-        .map_or("", |(h, _)| h)
-        .trim_matches(['[', ']'])
+/// `(host, port)` of `host:port` or `[v6]:port`.
+fn split_host_port(addr: &str) -> Option<(&str, u16)> {
+    let (h, p) = addr.rsplit_once(':')?;
+    Some((h.trim_matches(['[', ']']), p.parse().ok()?))
 }
 
 /// One configured backend, as discovery sees it.
@@ -325,10 +324,7 @@ impl Discovery {
         let mut entries = Vec::new();
         for (i, b) in r.backends.iter().enumerate() {
             let at = format!("regions.{name}.backends[{i}].addr");
-            let (host, port) = b
-                .addr
-                .rsplit_once(':')
-                .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+            let (host, port) = split_host_port(&b.addr)
                 .ok_or_else(|| anyhow::anyhow!("{at}: expected host:port, got {:?}", b.addr))?;
             let sni = if b.tls {
                 b.sni.clone().unwrap_or_else(|| host.to_string())
