@@ -234,19 +234,7 @@ fn add_with_expiring_cert(le: &Linkedge, host: &str, workspace: &str) -> String 
     );
     assert!(ok, "{out}");
     let (cert, key, serial) = dev_leaf(le.dir.path(), host, 20, 21);
-    let (ok, out) = cli(
-        le,
-        "cert",
-        &[
-            "import",
-            host,
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "{out}");
+    import_cert(le, host, &cert, &key);
     serial
 }
 

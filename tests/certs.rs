@@ -42,19 +42,7 @@ fn hgetall_calls(redis: &Redis) -> u64 {
 async fn certificate_per_sni_from_redis_replaced_without_restart() {
     let (redis, le) = start(false);
     let (cert, key, serial) = leaf(le.dir.path(), "a.linkedge.test");
-    let (ok, out) = cli(
-        &le,
-        "cert",
-        &[
-            "import",
-            "a.linkedge.test",
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "{out}");
+    import_cert(&le, "a.linkedge.test", &cert, &key);
 
     assert_eq!(handshake(&le, "a.linkedge.test").await.unwrap(), serial);
     // The second handshake is answered from memory.
@@ -78,19 +66,7 @@ async fn certificate_per_sni_from_redis_replaced_without_restart() {
 
     // A new certificate is served at the next handshake, no restart.
     let (cert2, key2, serial2) = leaf(le.dir.path(), "a.linkedge.test");
-    let (ok, out) = cli(
-        &le,
-        "cert",
-        &[
-            "import",
-            "a.linkedge.test",
-            "--cert",
-            cert2.to_str().unwrap(),
-            "--key",
-            key2.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "{out}");
+    import_cert(&le, "a.linkedge.test", &cert2, &key2);
     let mut now = String::new();
     assert!(
         eventually(std::time::Duration::from_secs(5), || {
@@ -212,19 +188,7 @@ async fn rsa_certificate_for_clients_without_ecdsa() {
     let host = "r.linkedge.test";
     for rsa in [false, true] {
         let (cert, key, _) = dev_leaf_with(le.dir.path(), host, 0, 30, rsa);
-        let (ok, out) = cli(
-            &le,
-            "cert",
-            &[
-                "import",
-                host,
-                "--cert",
-                cert.to_str().unwrap(),
-                "--key",
-                key.to_str().unwrap(),
-            ],
-        );
-        assert!(ok, "{out}");
+        import_cert(&le, host, &cert, &key);
     }
     assert_eq!(
         served_key_type(&le, host, None).await,

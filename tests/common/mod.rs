@@ -538,6 +538,23 @@ pub fn client_builder() -> reqwest::ClientBuilder {
 }
 
 /// Polls until `f` holds or `limit` passes; returns whether it held.
+/// `linkedge cert import HOST --cert CERT --key KEY`, which must succeed.
+pub fn import_cert(le: &Linkedge, host: &str, cert: &Path, key: &Path) {
+    let (ok, out) = cli(
+        le,
+        "cert",
+        &[
+            "import",
+            host,
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+}
+
 /// Spool segment files under `dir`, in every process's subdirectory.
 pub fn spooled_segments(dir: &std::path::Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
