@@ -88,12 +88,8 @@ fn main() {
     let started = std::time::Instant::now();
     let names: Vec<String> = (0..count).map(|i| format!("d{i}.{suffix}")).collect();
     rt.block_on(async {
-        let conn = store_conn(&s).await;
-        let store = Store::new(
-            conn,
-            &s.file.admin.redis_prefix,
-            Sealer::new(s.master_keys.clone(), c.master_key),
-        );
+        let db = linkedge::db::Db::from_settings(&s, "seed").unwrap();
+        let store = Store::new(db.clone(), Sealer::new(s.master_keys.clone(), c.master_key));
         let mut tasks = tokio::task::JoinSet::new();
         for chunk in names.chunks(500) {
             let (store, chunk) = (store.clone(), chunk.to_vec());
@@ -109,11 +105,7 @@ fn main() {
             r.unwrap();
         }
         let region = s.file.regions.keys().next().cloned().unwrap_or_default();
-        let registry = Registry::new(
-            store_conn(&s).await,
-            &s.file.admin.redis_prefix,
-            vec![region.clone()],
-        );
+        let registry = Registry::new(db, vec![region.clone()]);
         for chunk in (0..register).collect::<Vec<_>>().chunks(2000) {
             let (registry, chunk, region) = (registry.clone(), chunk.to_vec(), region.clone());
             let suffix = suffix.clone();
@@ -138,12 +130,4 @@ fn main() {
         "stored {count} certificates and registered {register} domains in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-}
-
-async fn store_conn(s: &Settings) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(s.file.redis.url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
 }

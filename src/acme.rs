@@ -10,6 +10,7 @@
 
 use crate::certs::{Info, Sealer, Store};
 use crate::config;
+use crate::db::Db;
 use crate::domains::{Registry, State};
 use crate::metrics;
 use instant_acme::{
@@ -24,10 +25,8 @@ use openssl::stack::Stack;
 use openssl::x509::extension::SubjectAlternativeName;
 use openssl::x509::{X509NameBuilder, X509ReqBuilder};
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::OnceCell;
 
 /// Why an order did not produce a certificate.
 #[derive(Debug, thiserror::Error)]
@@ -71,15 +70,9 @@ fn now_s() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// The Redis key holding the key authorization of an HTTP-01 `token`.
-pub fn http01_key(prefix: &str, token: &str) -> String {
-    format!("{prefix}acme:http01:{token}")
-}
-
 /// Orders certificates.
 pub struct Acme {
-    conn: MultiplexedConnection,
-    prefix: String,
+    db: Db,
     cfg: config::Acme,
     store: Store,
     account: tokio::sync::Mutex<Option<Account>>,
@@ -111,17 +104,12 @@ fn key_and_csr(host: &str, rsa: bool) -> Result<(Vec<u8>, Vec<u8>), openssl::err
 }
 
 impl Acme {
-    /// An ACME client storing into `store`.
-    pub fn new(
-        conn: MultiplexedConnection,
-        prefix: &str,
-        cfg: config::Acme,
-        sealer: Sealer,
-    ) -> Acme {
+    /// An ACME client keeping its state in `db` and storing certificates there, sealed with
+    /// `sealer`. Connects nothing until it is used.
+    pub fn new(db: Db, cfg: config::Acme, sealer: Sealer) -> Acme {
         Acme {
-            store: Store::new(conn.clone(), prefix, sealer),
-            conn,
-            prefix: prefix.to_string(),
+            store: Store::new(db.clone(), sealer),
+            db,
             cfg,
             account: tokio::sync::Mutex::new(None),
             node: format!("{:016x}", rand::random::<u64>()),
@@ -134,13 +122,15 @@ impl Acme {
     }
 
     fn account_key(&self) -> String {
-        format!("{}acme:account:{}", self.prefix, self.cfg.directory)
+        self.db.keys().acme_account(&self.cfg.directory)
     }
 
     /// Forgets the account (the CA no longer knows it), so the next order creates one.
     async fn forget_account(&self) {
         *self.account.lock().await = None;
-        let _: redis::RedisResult<()> = self.conn.clone().del(self.account_key()).await;
+        if let Ok(mut conn) = self.db.conn().await {
+            let _: redis::RedisResult<()> = conn.del(self.account_key()).await;
+        }
     }
 
     async fn account(&self) -> Result<Account, AcmeError> {
@@ -163,8 +153,8 @@ impl Acme {
                     })
                 };
                 let key = self.account_key();
-                let mut conn = self.conn.clone();
-                if let Some(json) = conn.get::<_, Option<String>>(&key).await? {
+                let stored: Option<String> = self.db.conn().await?.get(&key).await?;
+                if let Some(json) = stored {
                     let creds: AccountCredentials = serde_json::from_str(&json).map_err(|e| {
                         AcmeError::Ca(format!("stored ACME account unreadable: {e}"))
                     })?;
@@ -184,6 +174,7 @@ impl Acme {
                     .await?;
                 let json = serde_json::to_string(&creds).expect("credentials serialize");
                 // Another node may have created one meanwhile: keep the first, use it.
+                let mut conn = self.db.conn().await?;
                 let set: bool = conn.set_nx(&key, &json).await?;
                 if !set {
                     let json: String = conn.get(&key).await?;
@@ -203,8 +194,8 @@ impl Acme {
     /// same name is stored) is not held back by the per-registered-domain weekly limit, which
     /// the CA does not apply to renewals; it still counts towards it.
     pub async fn issue(&self, host: &str, renewal: bool) -> Result<Info, AcmeError> {
-        let lock = format!("{}acme:lock:{host}", self.prefix);
-        let mut conn = self.conn.clone();
+        let lock = self.db.keys().acme_lock(host);
+        let mut conn = self.db.conn().await?;
         let got: Option<String> = redis::cmd("SET")
             .arg(&lock)
             .arg(&self.node)
@@ -224,27 +215,29 @@ impl Acme {
             self.forget_account().await;
             result = self.order(host, renewal).await;
         }
-        // Release only our own lock.
-        let _: redis::RedisResult<i64> = redis::Script::new(
+        // Release only our own lock, on a fresh connection: the order took a while.
+        if let Ok(mut conn) = self.db.conn().await {
+            let _: redis::RedisResult<i64> = redis::Script::new(
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
         )
-        .key(&lock)
-        .arg(&self.node)
-        .invoke_async(&mut conn)
-        .await;
+            .key(&lock)
+            .arg(&self.node)
+            .invoke_async(&mut conn)
+            .await;
+        }
         metrics::acme_order(if result.is_ok() { "issued" } else { "failed" });
         result
     }
 
     /// Events in the sliding window `key` of `window_s` seconds, after dropping older ones.
     async fn window_count(&self, key: &str, window_s: i64) -> Result<u64, AcmeError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.db.conn().await?;
         let _: () = conn.zrembyscore(key, "-inf", now_s() - window_s).await?;
         Ok(conn.zcard(key).await?)
     }
 
     async fn window_add(&self, key: &str, window_s: i64) -> Result<(), AcmeError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.db.conn().await?;
         let member = format!("{}-{:016x}", now_s(), rand::random::<u64>());
         let _: () = conn.zadd(key, member, now_s()).await?;
         let _: () = conn.expire(key, window_s).await?;
@@ -253,25 +246,22 @@ impl Acme {
 
     fn limit_keys(&self, host: &str) -> [(String, i64, u32, &'static str); 3] {
         let l = &self.cfg.limits;
+        let k = self.db.keys();
         [
             (
-                format!("{}acme:limit:orders:{}", self.prefix, self.cfg.directory),
+                k.acme_limit_orders(&self.cfg.directory),
                 3 * 3600,
                 l.orders_per_3h,
                 "new orders per account in 3 hours",
             ),
             (
-                format!("{}acme:limit:failed:{host}", self.prefix),
+                k.acme_limit_failed(host),
                 3600,
                 l.failed_validations_per_hour,
                 "failed validations of this name in an hour",
             ),
             (
-                format!(
-                    "{}acme:limit:certs:{}",
-                    self.prefix,
-                    registered_domain(host)
-                ),
+                k.acme_limit_certs(registered_domain(host)),
                 7 * 86_400,
                 l.certs_per_domain_per_week,
                 "certificates for this registered domain in a week",
@@ -316,7 +306,6 @@ impl Acme {
         metrics::acme_order("placed");
         let ids = [Identifier::Dns(host.to_string())];
         let mut order = account.new_order(&NewOrder::new(&ids)).await?;
-        let mut conn = self.conn.clone();
         let mut tokens = Vec::new();
         {
             let mut authzs = order.authorizations();
@@ -328,8 +317,11 @@ impl Acme {
                 let mut ch = authz
                     .challenge(ChallengeType::Http01)
                     .ok_or_else(|| AcmeError::Ca("the CA offered no HTTP-01 challenge".into()))?;
-                let key = http01_key(&self.prefix, &ch.token);
-                let _: () = conn
+                let key = self.db.keys().acme_http01(&ch.token);
+                let _: () = self
+                    .db
+                    .conn()
+                    .await?
                     .set_ex(&key, ch.key_authorization().as_str(), 3600)
                     .await?;
                 tokens.push(key);
@@ -342,8 +334,10 @@ impl Acme {
             .backoff(1.5)
             .timeout(self.cfg.order_timeout);
         let status = order.poll_ready(&retry).await;
-        for k in &tokens {
-            let _: redis::RedisResult<()> = conn.del(k).await;
+        if let Ok(mut conn) = self.db.conn().await {
+            for k in &tokens {
+                let _: redis::RedisResult<()> = conn.del(k).await;
+            }
         }
         let status = status?;
         if status != OrderStatus::Ready {
@@ -363,7 +357,9 @@ impl Acme {
         order.finalize_csr(&csr).await?;
         let chain = order.poll_certificate(&retry).await?;
         let info = self.store.put(host, chain.as_bytes(), &key_pem).await?;
-        let _: redis::RedisResult<()> = conn.del(format!("{}acme:ari:{host}", self.prefix)).await;
+        if let Ok(mut conn) = self.db.conn().await {
+            let _: redis::RedisResult<()> = conn.del(self.db.keys().acme_ari(host)).await;
+        }
         Ok(info)
     }
 }
@@ -393,8 +389,8 @@ impl Acme {
 
     /// The CA's suggested renewal window for `host`'s stored certificate, cached in Redis.
     async fn ari_window(&self, host: &str) -> Option<(i64, i64)> {
-        let key = format!("{}acme:ari:{host}", self.prefix);
-        let mut conn = self.conn.clone();
+        let key = self.db.keys().acme_ari(host);
+        let mut conn = self.db.conn().await.ok()?;
         if let Ok(Some(cached)) = conn.get::<_, Option<String>>(&key).await {
             let (a, b) = cached.split_once(' ')?;
             return match (a.parse().ok()?, b.parse().ok()?) {
@@ -419,7 +415,9 @@ impl Acme {
         };
         let (a, b) = window.unwrap_or((0, 0));
         let ttl = retry.as_secs().max(3600);
-        let _: redis::RedisResult<()> = conn.set_ex(&key, format!("{a} {b}"), ttl).await;
+        if let Ok(mut conn) = self.db.conn().await {
+            let _: redis::RedisResult<()> = conn.set_ex(&key, format!("{a} {b}"), ttl).await;
+        }
         window
     }
 }
@@ -428,16 +426,13 @@ impl Acme {
 /// backing off. Waits for another node's order when it holds the lock. Returns the new
 /// certificate, opened.
 pub async fn on_demand(acme: &Acme, host: &str) -> Option<crate::certs::Loaded> {
-    let registry = Registry::new(acme.conn.clone(), &acme.prefix, Vec::new());
+    let registry = Registry::new(acme.db.clone(), Vec::new());
     let d = registry.get(host).await.ok()??;
     if d.state != State::Verified {
         return None;
     }
-    let mut conn = acme.conn.clone();
-    let raw: Option<String> = conn
-        .hget(format!("{}acme:backoff", acme.prefix), host)
-        .await
-        .ok()?;
+    let mut conn = acme.db.conn().await.ok()?;
+    let raw: Option<String> = conn.hget(acme.db.keys().acme_backoff(), host).await.ok()?;
     if raw
         .and_then(|r| serde_json::from_str::<Backoff>(&r).ok())
         .is_some_and(|b| b.next_s > now_s())
@@ -478,61 +473,24 @@ struct Backoff {
 
 /// The background issuer: orders for verified domains, renews, backs off.
 pub struct Issuer {
-    acme: OnceCell<(Acme, Registry)>,
-    redis_url: String,
-    timeout: Duration,
-    prefix: String,
-    regions: Vec<String>,
+    acme: Acme,
+    registry: Registry,
     cfg: config::Acme,
-    sealer: Sealer,
 }
 
 impl Issuer {
-    /// An issuer for the domains in the registry at `redis_url`.
-    pub fn new(
-        redis_url: String,
-        timeout: Duration,
-        prefix: String,
-        regions: Vec<String>,
-        cfg: config::Acme,
-        sealer: Sealer,
-    ) -> Issuer {
+    /// An issuer for the domains registered in `db` (accepting `regions`).
+    pub fn new(db: Db, regions: Vec<String>, cfg: config::Acme, sealer: Sealer) -> Issuer {
         Issuer {
-            acme: OnceCell::new(),
-            redis_url,
-            timeout,
-            prefix,
-            regions,
+            acme: Acme::new(db.clone(), cfg.clone(), sealer),
+            registry: Registry::new(db, regions),
             cfg,
-            sealer,
         }
-    }
-
-    async fn parts(&self) -> redis::RedisResult<&(Acme, Registry)> {
-        self.acme
-            .get_or_try_init(|| async {
-                // ACME orders wait on the CA, not Redis; commands still get a bound.
-                let conn = crate::redis_conn::connect(
-                    &self.redis_url,
-                    self.timeout,
-                    Duration::from_secs(30),
-                )
-                .await?;
-                let acme = Acme::new(
-                    conn.clone(),
-                    &self.prefix,
-                    self.cfg.clone(),
-                    self.sealer.clone(),
-                );
-                let registry = Registry::new(conn, &self.prefix, self.regions.clone());
-                Ok((acme, registry))
-            })
-            .await
     }
 
     /// One pass over the registry.
     pub async fn scan(&self) -> Result<(), AcmeError> {
-        let (acme, registry) = self.parts().await?;
+        let (acme, registry) = (&self.acme, &self.registry);
         let domains = registry
             .list()
             .await
@@ -576,9 +534,8 @@ impl Issuer {
         host: &str,
         renewal: bool,
     ) -> Result<(), AcmeError> {
-        let key = format!("{}acme:backoff", self.prefix);
-        let mut conn = acme.conn.clone();
-        let raw: Option<String> = conn.hget(&key, host).await?;
+        let key = acme.db.keys().acme_backoff();
+        let raw: Option<String> = acme.db.conn().await?.hget(&key, host).await?;
         let mut b: Backoff = raw
             .and_then(|r| serde_json::from_str(&r).ok())
             .unwrap_or_default();
@@ -589,7 +546,7 @@ impl Issuer {
         match acme.issue(host, renewal).await {
             Ok(info) => {
                 tracing::info!(host = %host, not_after = info.not_after, "{kind}: certificate stored");
-                let _: () = conn.hdel(&key, host).await?;
+                let _: () = acme.db.conn().await?.hdel(&key, host).await?;
                 metrics::acme_attempt(kind, "ok");
                 registry
                     .set_state(host, State::Issued, "")
@@ -601,7 +558,10 @@ impl Issuer {
                 // Not the domain's fault: try again later without counting a failure.
                 b.next_s = now_s() + self.cfg.backoff_base.as_secs() as i64;
                 tracing::warn!(host = %host, reason = %why, "{kind} held back by rate limits");
-                let _: () = conn
+                let _: () = acme
+                    .db
+                    .conn()
+                    .await?
                     .hset(&key, host, serde_json::to_string(&b).expect("serializes"))
                     .await?;
                 let state = if renewal {
@@ -624,7 +584,10 @@ impl Issuer {
                 b.next_s = now_s() + wait.as_secs() as i64;
                 tracing::warn!(host = %host, error = %e, failures = b.failures, retry_in_s = wait.as_secs(), "{kind} failed");
                 metrics::acme_attempt(kind, "failed");
-                let _: () = conn
+                let _: () = acme
+                    .db
+                    .conn()
+                    .await?
                     .hset(&key, host, serde_json::to_string(&b).expect("serializes"))
                     .await?;
                 // A renewal failure keeps the old certificate serving; a domain that keeps failing

@@ -14,22 +14,14 @@ use http::{Method, Response};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde::Deserialize;
-use std::time::Duration;
-use tokio::sync::OnceCell;
 
 /// Largest admin request body read.
 const MAX_BODY: usize = 64 << 10;
 
-/// How the admin API reaches the registry.
+/// What the admin API manages and how `verify` checks and issues.
 pub struct RegistryConfig {
-    /// Redis URL.
-    pub redis_url: String,
-    /// Key prefix.
-    pub prefix: String,
-    /// Configured region names.
-    pub regions: Vec<String>,
-    /// Connection and command timeout.
-    pub timeout: Duration,
+    /// The domain registry.
+    pub registry: Registry,
     /// How `verify` checks domains.
     pub verify: crate::config::Verify,
     /// With ACME and the store's sealer, `verify` orders the certificate at once.
@@ -40,7 +32,6 @@ pub struct RegistryConfig {
 pub struct Admin {
     token: Option<AdminToken>,
     registry_config: RegistryConfig,
-    registry: OnceCell<Registry>,
 }
 
 impl Admin {
@@ -49,17 +40,7 @@ impl Admin {
         Admin {
             token,
             registry_config,
-            registry: OnceCell::new(),
         }
-    }
-
-    async fn registry(&self) -> Result<&Registry, RegistryError> {
-        let c = &self.registry_config;
-        self.registry
-            .get_or_try_init(|| {
-                Registry::connect(&c.redis_url, &c.prefix, c.regions.clone(), c.timeout)
-            })
-            .await
     }
 }
 
@@ -138,10 +119,7 @@ impl Admin {
         }
         let method = session.req_header().method.clone();
         let rest = path.strip_prefix("/v1/domains").unwrap_or("\0");
-        let registry = match self.registry().await {
-            Ok(r) => r,
-            Err(e) => return registry_error(e),
-        };
+        let registry = &self.registry_config.registry;
         if let (&Method::POST, Some(host)) = (
             &method,
             rest.strip_prefix('/')
@@ -149,9 +127,7 @@ impl Admin {
         ) {
             let c = &self.registry_config;
             let acme = c.acme.as_ref().map(|(a, s)| (a, s.clone()));
-            return match crate::verify::verify_and_issue(registry, &c.verify, acme, &c.prefix, host)
-                .await
-            {
+            return match crate::verify::verify_and_issue(registry, &c.verify, acme, host).await {
                 Ok(crate::verify::Verified::Verified) => {
                     json(200, serde_json::json!({ "host": host, "verified": true }))
                 }

@@ -5,7 +5,9 @@
 //! first), `key` (base64 of nonce ‖ ciphertext ‖ tag of the PKCS#8 PEM key, the host as
 //! associated data), `key_id` (the master key that sealed it), `not_before` and `not_after`
 //! (Unix seconds). A change is announced on the channel `certs` so every node drops its copy.
+//! Key names come from [`crate::db::Keys`].
 
+use crate::db::Db;
 use crate::metrics;
 use crate::token::normalize_host;
 use async_trait::async_trait;
@@ -19,12 +21,10 @@ use openssl::x509::X509;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::OnceCell;
 
 /// A certificate store operation that failed, said plainly.
 #[derive(Debug, thiserror::Error)]
@@ -214,28 +214,28 @@ pub struct Info {
 /// The Redis-backed store.
 #[derive(Clone)]
 pub struct Store {
-    conn: MultiplexedConnection,
-    prefix: String,
+    db: Db,
     sealer: Sealer,
 }
 
 impl Store {
-    /// A store on `conn` under `prefix`.
-    pub fn new(conn: MultiplexedConnection, prefix: &str, sealer: Sealer) -> Store {
-        Store {
-            conn,
-            prefix: prefix.to_string(),
-            sealer,
-        }
+    /// A store in `db`, sealing keys with `sealer`.
+    pub fn new(db: Db, sealer: Sealer) -> Store {
+        Store { db, sealer }
     }
 
-    fn key(&self, host: &str) -> String {
-        format!("{}cert:{host}", self.prefix)
+    /// The Redis the store lives in.
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
-    /// The invalidation channel.
-    pub fn channel(prefix: &str) -> String {
-        format!("{prefix}certs")
+    /// Tells every node that `host`'s certificate changed. The write before it has landed, so
+    /// a node that misses the message (not subscribed at that moment) clears its whole cache
+    /// when it subscribes again.
+    async fn announce(&self, host: &str) -> Result<(), CertError> {
+        let mut conn = self.db.conn().await?;
+        let _: i64 = conn.publish(self.db.keys().cert_channel(), host).await?;
+        Ok(())
     }
 
     /// Checks and stores a chain and key for `host`, sealing the key, and tells every node.
@@ -268,11 +268,10 @@ impl Store {
             .map(|c| c.to_pem().expect("certificates encode"))
             .collect::<Vec<_>>()
             .concat();
-        let mut conn = self.conn.clone();
-        let _: () = redis::pipe()
-            .atomic()
+        let mut conn = self.db.conn().await?;
+        let _: () = conn
             .hset_multiple(
-                self.key(&host),
+                self.db.keys().cert(&host),
                 &[
                     (f("chain"), String::from_utf8_lossy(&chain).into_owned()),
                     (f("key"), sealed),
@@ -281,9 +280,8 @@ impl Store {
                     (f("not_after"), loaded.not_after.to_string()),
                 ],
             )
-            .publish(Store::channel(&self.prefix), &host)
-            .query_async(&mut conn)
             .await?;
+        self.announce(&host).await?;
         Ok(Info {
             host,
             not_before,
@@ -294,8 +292,8 @@ impl Store {
 
     /// The certificate for `host`, opened, or `None`.
     pub async fn load(&self, host: &str) -> Result<Option<Loaded>, CertError> {
-        let mut conn = self.conn.clone();
-        let m: HashMap<String, String> = conn.hgetall(self.key(host)).await?;
+        let mut conn = self.db.conn().await?;
+        let m: HashMap<String, String> = conn.hgetall(self.db.keys().cert(host)).await?;
         if m.is_empty() {
             return Ok(None);
         }
@@ -324,8 +322,8 @@ impl Store {
 
     /// Facts about the stored certificate for `host`, without opening the key.
     pub async fn info(&self, host: &str) -> Result<Option<Info>, CertError> {
-        let mut conn = self.conn.clone();
-        let m: HashMap<String, String> = conn.hgetall(self.key(host)).await?;
+        let mut conn = self.db.conn().await?;
+        let m: HashMap<String, String> = conn.hgetall(self.db.keys().cert(host)).await?;
         if m.is_empty() {
             return Ok(None);
         }
@@ -346,13 +344,9 @@ impl Store {
 
     /// Removes the certificate for `host` and tells every node.
     pub async fn remove(&self, host: &str) -> Result<bool, CertError> {
-        let mut conn = self.conn.clone();
-        let (n, _): (u64, u64) = redis::pipe()
-            .atomic()
-            .del(self.key(host))
-            .publish(Store::channel(&self.prefix), host)
-            .query_async(&mut conn)
-            .await?;
+        let mut conn = self.db.conn().await?;
+        let n: u64 = conn.del(self.db.keys().cert(host)).await?;
+        self.announce(host).await?;
         Ok(n > 0)
     }
 }
@@ -459,14 +453,10 @@ impl Cache {
 pub struct Selector {
     cache: Arc<Cache>,
     /// `None`: no store, every handshake gets the fallback.
-    redis_url: Option<String>,
-    timeout: Duration,
-    prefix: String,
-    sealer: Sealer,
-    store: OnceCell<Store>,
+    store: Option<Store>,
     fallback: Option<Arc<Loaded>>,
-    on_demand: Option<crate::config::Acme>,
-    acme: OnceCell<crate::acme::Acme>,
+    /// Orders a certificate during a handshake (on-demand issuance), when configured.
+    on_demand: Option<crate::acme::Acme>,
 }
 
 /// The SNI name a TLS connection asked for, carried into the HTTP phase.
@@ -474,59 +464,21 @@ pub struct Selector {
 pub struct Sni(pub String);
 
 impl Selector {
-    /// A selector reading `redis_url` on a cache miss.
-    pub fn new(
-        cache: Arc<Cache>,
-        redis_url: Option<String>,
-        timeout: Duration,
-        prefix: String,
-        sealer: Sealer,
-        fallback: Option<Arc<Loaded>>,
-    ) -> Selector {
+    /// A selector reading `store` on a cache miss (none: always the fallback).
+    pub fn new(cache: Arc<Cache>, store: Option<Store>, fallback: Option<Arc<Loaded>>) -> Selector {
         Selector {
             cache,
-            redis_url,
-            timeout,
-            prefix,
-            sealer,
-            store: OnceCell::new(),
+            store,
             fallback,
             on_demand: None,
-            acme: OnceCell::new(),
         }
     }
 
     /// Orders a certificate during the first handshake of a registered, verified domain that
     /// has none yet (the handshake waits for it, up to `acme.order_timeout`).
-    pub fn with_on_demand(mut self, acme: crate::config::Acme) -> Selector {
+    pub fn with_on_demand(mut self, acme: crate::acme::Acme) -> Selector {
         self.on_demand = Some(acme);
         self
-    }
-
-    async fn issue_now(&self, store: &Store, host: &str) -> Option<Loaded> {
-        let cfg = self.on_demand.as_ref()?;
-        let acme = self
-            .acme
-            .get_or_init(|| async {
-                crate::acme::Acme::new(
-                    store.conn.clone(),
-                    &self.prefix,
-                    cfg.clone(),
-                    self.sealer.clone(),
-                )
-            })
-            .await;
-        crate::acme::on_demand(acme, host).await
-    }
-
-    async fn store(&self) -> Result<&Store, CertError> {
-        self.store
-            .get_or_try_init(|| async {
-                let url = self.redis_url.as_deref().unwrap_or_default();
-                let conn = crate::redis_conn::connect(url, self.timeout, self.timeout).await?;
-                Ok(Store::new(conn, &self.prefix, self.sealer.clone()))
-            })
-            .await
     }
 
     /// The certificate for `host`: from memory, else from Redis (then cached), else `None`
@@ -544,18 +496,12 @@ impl Selector {
             }
             None => {}
         }
-        let loaded = match self.store().await {
-            Ok(store) => store.load(host).await,
-            Err(e) => Err(e),
-        };
-        let (found, source) = match loaded {
+        let store = self.store.as_ref()?;
+        let (found, source) = match store.load(host).await {
             Ok(Some(l)) => (Some(l), "redis"),
             Ok(None) if self.on_demand.is_some() => {
-                let issued = match self.store().await {
-                    Ok(store) => self.issue_now(store, host).await,
-                    Err(_) => None,
-                };
-                (issued, "issued")
+                let acme = self.on_demand.as_ref().expect("checked");
+                (crate::acme::on_demand(acme, host).await, "issued")
             }
             Ok(None) => (None, "miss"),
             Err(e) => {
@@ -604,12 +550,12 @@ impl TlsAccept for Selector {
     /// name has none and no fallback is configured.
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
         let sni = ssl.servername(NameType::HOST_NAME).and_then(normalize_host);
-        let found = match (&sni, &self.redis_url) {
+        let found = match (&sni, &self.store) {
             (Some(name), Some(_)) => self.lookup(name).await,
             _ => None,
         };
         let chosen = found.or_else(|| {
-            if self.fallback.is_some() && self.redis_url.is_some() {
+            if self.fallback.is_some() && self.store.is_some() {
                 metrics::cert_lookup("fallback").inc();
             }
             self.fallback.clone()
@@ -637,34 +583,32 @@ impl TlsAccept for Selector {
 /// Drops cached certificates when any node announces a change, as a background service.
 pub struct Invalidator {
     cache: Arc<Cache>,
-    redis_url: String,
-    channel: String,
+    db: Db,
 }
 
 impl Invalidator {
-    /// Listens on `prefix`'s channel and clears entries of `cache`.
-    pub fn new(cache: Arc<Cache>, redis_url: String, prefix: &str) -> Invalidator {
-        Invalidator {
-            cache,
-            redis_url,
-            channel: Store::channel(prefix),
-        }
+    /// Listens on `db`'s certificate channel and clears entries of `cache`.
+    pub fn new(cache: Arc<Cache>, db: Db) -> Invalidator {
+        Invalidator { cache, db }
     }
 
     async fn listen(&self) -> redis::RedisResult<()> {
         use futures_util::StreamExt;
-        let client = redis::Client::open(self.redis_url.as_str())?;
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(&self.channel).await?;
+        let mut pubsub = self.db.pubsub().await?;
+        pubsub.subscribe(self.db.keys().cert_channel()).await?;
         // Messages sent while not subscribed are lost: start from a clean cache.
         self.cache.clear();
+        tracing::info!("certificate invalidation channel subscribed");
         let mut stream = pubsub.on_message();
         while let Some(msg) = stream.next().await {
             if let Ok(host) = msg.get_payload::<String>() {
                 self.cache.invalidate(&host);
             }
         }
-        Ok(())
+        Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "the subscription ended",
+        )))
     }
 }
 

@@ -437,25 +437,85 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
-/// Redis connection.
+/// Where linkedge keeps its shared state (events, domains, certificates, ACME state) and how it
+/// reaches it: one standalone server (`url`), a Sentinel-managed master (`sentinel`), or a
+/// Cluster (`cluster`); at most one of `sentinel` and `cluster`. Every connection is opened
+/// lazily and opened again after any failure, so a Redis restart or failover heals by itself.
+/// Credentials never appear here: they come from the environment or a file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Redis {
-    /// `redis://host:port/db` (or `rediss://`); overridden by `LINKEDGE_REDIS_URL`.
-    /// Default `redis://127.0.0.1:6379/`.
-    pub url: String,
-    /// Longest wait for a connection or a batch write before events go to the spool. Default `1s`.
+    /// Standalone server: `redis://host:port/db`, or `rediss://` for TLS. No user or password
+    /// in it (use `username_*`/`password_*`). Overridden by `LINKEDGE_REDIS_URL`. Default
+    /// `redis://127.0.0.1:6379/` when neither `sentinel` nor `cluster` is set.
+    pub url: Option<String>,
+    /// A master found through Redis Sentinel, followed after a failover.
+    pub sentinel: Option<RedisSentinel>,
+    /// A Redis Cluster, found from seed nodes.
+    pub cluster: Option<RedisCluster>,
+    /// TLS to the Redis nodes of `sentinel` or `cluster` (`url` says it with `rediss://`).
+    /// Default false.
+    pub tls: bool,
+    /// PEM file of CA certificates trusted for Redis TLS instead of the system roots. Relative
+    /// to the config file's directory. Default: the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Environment variable holding the ACL user name. Default: none (the `default` user).
+    pub username_env: Option<String>,
+    /// File holding the ACL user name (trailing newline ignored). Relative to the config file.
+    pub username_file: Option<PathBuf>,
+    /// Environment variable holding the password. Default: none.
+    pub password_env: Option<String>,
+    /// File holding the password (trailing newline ignored). Relative to the config file.
+    pub password_file: Option<PathBuf>,
+    /// Bound on connecting and on every command; a batch of events not acknowledged within it
+    /// goes to the spool. Default `1s`.
     #[serde(deserialize_with = "de_duration")]
     pub timeout: Duration,
 }
 
+/// The default standalone Redis.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/";
+
 impl Default for Redis {
     fn default() -> Self {
         Redis {
-            url: "redis://127.0.0.1:6379/".into(),
+            url: None,
+            sentinel: None,
+            cluster: None,
+            tls: false,
+            ca_file: None,
+            username_env: None,
+            username_file: None,
+            password_env: None,
+            password_file: None,
             timeout: Duration::from_secs(1),
         }
     }
+}
+
+/// Redis Sentinel: the sentinels to ask and the master they watch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSentinel {
+    /// The master's name in the sentinels' configuration (`sentinel monitor <name> ...`).
+    pub master: String,
+    /// The sentinels, `host:port` each (usually port 26379); at least one.
+    pub nodes: Vec<String>,
+    /// Database number on the master. Default 0.
+    #[serde(default)]
+    pub db: i64,
+    /// Environment variable holding the sentinels' own password (`requirepass` of the
+    /// sentinels), when they have one. Default: none.
+    #[serde(default)]
+    pub sentinel_password_env: Option<String>,
+}
+
+/// Redis Cluster: seed nodes; the rest of the cluster is discovered from them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisCluster {
+    /// Seed nodes, `host:port` each; at least one, ideally one per shard.
+    pub nodes: Vec<String>,
 }
 
 /// The keyring.
@@ -596,6 +656,32 @@ pub struct Settings {
     pub admin_token: Option<AdminToken>,
     /// The certificate store's master keys (id → 32-byte key), when `certs` is configured.
     pub master_keys: Vec<(u32, [u8; 32])>,
+    /// Redis credentials, read from the environment or files named in `redis`.
+    pub redis_auth: RedisAuth,
+}
+
+/// Redis ACL credentials and the sentinels' password. `Debug` never shows them.
+#[derive(Clone, Default)]
+pub struct RedisAuth {
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Password of the user (or `requirepass`).
+    pub password: Option<String>,
+    /// Password of the sentinels themselves.
+    pub sentinel_password: Option<String>,
+}
+
+impl std::fmt::Debug for RedisAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |o: &Option<String>| if o.is_some() { "set" } else { "none" };
+        write!(
+            f,
+            "RedisAuth(username {}, password {}, sentinel password {})",
+            set(&self.username),
+            set(&self.password),
+            set(&self.sentinel_password)
+        )
+    }
 }
 
 /// The admin bearer token. Its `Debug` never shows it.
@@ -668,11 +754,13 @@ impl Settings {
                 master_keys.push((k.id, key));
             }
         }
+        let redis_auth = read_redis_auth(&file.redis, env)?;
         Ok(Settings {
             file,
             keyring,
             admin_token,
             master_keys,
+            redis_auth,
         })
     }
 }
@@ -720,12 +808,7 @@ impl File {
         if file.listen.http.is_none() && file.listen.https.is_none() {
             return Err(invalid("listen", "set at least one of http and https"));
         }
-        if !(file.redis.url.starts_with("redis://") || file.redis.url.starts_with("rediss://")) {
-            return Err(invalid(
-                "redis.url",
-                "expected a URL like redis://127.0.0.1:6379/",
-            ));
-        }
+        check_redis(&mut file.redis, &resolve)?;
         if file.links.scheme != "https" && file.links.scheme != "http" {
             return Err(invalid("links.scheme", "expected http or https"));
         }
@@ -805,11 +888,7 @@ fn check_regions(file: &mut File) -> Result<(), ConfigError> {
             ));
         }
         for (i, b) in r.backends.iter().enumerate() {
-            let ok = b
-                .addr
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-            if !ok {
+            if !host_port(&b.addr) {
                 return Err(invalid(
                     format!("{at}.backends[{i}].addr"),
                     format!(
@@ -878,6 +957,88 @@ fn check_regions(file: &mut File) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// `host:port` with a non-empty host and a port above 0.
+fn host_port(s: &str) -> bool {
+    s.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+/// The Redis section: one topology, well-formed node lists, no credentials in the text.
+fn check_redis(r: &mut Redis, resolve: &dyn Fn(&Path) -> PathBuf) -> Result<(), ConfigError> {
+    if r.sentinel.is_some() && r.cluster.is_some() {
+        return Err(invalid("redis", "set at most one of sentinel and cluster"));
+    }
+    if let Some(url) = &r.url {
+        if r.sentinel.is_some() || r.cluster.is_some() {
+            return Err(invalid(
+                "redis.url",
+                "a standalone URL next to sentinel or cluster; keep one of them",
+            ));
+        }
+        let Some(rest) = url
+            .strip_prefix("redis://")
+            .or_else(|| url.strip_prefix("rediss://"))
+        else {
+            return Err(invalid(
+                "redis.url",
+                "expected a URL like redis://127.0.0.1:6379/ (rediss:// for TLS)",
+            ));
+        };
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.contains('@') {
+            return Err(invalid(
+                "redis.url",
+                "holds credentials; put them in redis.username_env/_file and redis.password_env/_file",
+            ));
+        }
+    }
+    let nodes = |field: &str, list: &[String]| -> Result<(), ConfigError> {
+        if list.is_empty() {
+            return Err(invalid(field, "list at least one host:port"));
+        }
+        for (i, n) in list.iter().enumerate() {
+            if !host_port(n) {
+                return Err(invalid(
+                    format!("{field}[{i}]"),
+                    format!("expected host:port such as 10.0.0.1:26379, got {n:?}"),
+                ));
+            }
+        }
+        Ok(())
+    };
+    if let Some(s) = &r.sentinel {
+        if s.master.is_empty() {
+            return Err(invalid("redis.sentinel.master", "must not be empty"));
+        }
+        nodes("redis.sentinel.nodes", &s.nodes)?;
+    }
+    if let Some(c) = &r.cluster {
+        nodes("redis.cluster.nodes", &c.nodes)?;
+    }
+    if r.username_env.is_some() && r.username_file.is_some() {
+        return Err(invalid(
+            "redis",
+            "set at most one of username_env and username_file",
+        ));
+    }
+    if r.password_env.is_some() && r.password_file.is_some() {
+        return Err(invalid(
+            "redis",
+            "set at most one of password_env and password_file",
+        ));
+    }
+    for path in [&mut r.ca_file, &mut r.username_file, &mut r.password_file]
+        .into_iter()
+        .flatten()
+    {
+        *path = resolve(path);
+    }
+    if r.timeout.is_zero() {
+        return Err(invalid("redis.timeout", "must be above 0"));
+    }
+    Ok(())
+}
+
 /// A key list's shape: at least one key, one secret source each, ids unique, the current key
 /// listed. `list` and `current` name the fields in errors.
 fn check_key_list(
@@ -915,7 +1076,14 @@ fn check_key_list(
 
 fn apply_env(file: &mut File, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
     if let Some(url) = env(ENV_REDIS_URL) {
-        file.redis.url = url;
+        if file.redis.sentinel.is_some() || file.redis.cluster.is_some() {
+            return Err(invalid(
+                ENV_REDIS_URL,
+                "the config names a sentinel or cluster Redis; unset the variable or the section",
+            ));
+        }
+        // The environment may carry a password (it is not config text).
+        file.redis.url = Some(url);
     }
     let addr = |name: &str| -> Result<Option<SocketAddr>, ConfigError> {
         match env(name) {
@@ -957,6 +1125,41 @@ fn build_keyring(
         keys.push((k.id, secret));
     }
     Keyring::new(keys, links.mint_key).map_err(|m| invalid("links.mint_key", m))
+}
+
+/// The Redis credentials `redis` names, read now so a missing variable or file stops the start.
+fn read_redis_auth(
+    r: &Redis,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RedisAuth, ConfigError> {
+    let text = |field: &str, var: Option<&str>, path: Option<&Path>| {
+        if var.is_none() && path.is_none() {
+            return Ok(None);
+        }
+        let raw = read_secret(field, var, path, env)?;
+        String::from_utf8(raw)
+            .map(Some)
+            .map_err(|_| invalid(field, "is not UTF-8 text"))
+    };
+    Ok(RedisAuth {
+        username: text(
+            "redis.username",
+            r.username_env.as_deref(),
+            r.username_file.as_deref(),
+        )?,
+        password: text(
+            "redis.password",
+            r.password_env.as_deref(),
+            r.password_file.as_deref(),
+        )?,
+        sentinel_password: text(
+            "redis.sentinel.sentinel_password_env",
+            r.sentinel
+                .as_ref()
+                .and_then(|s| s.sentinel_password_env.as_deref()),
+            None,
+        )?,
+    })
 }
 
 /// A 32-byte key written as 64 hex characters.
@@ -1166,7 +1369,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s.file.listen.http, Some("127.0.0.1:9999".parse().unwrap()));
-        assert_eq!(s.file.redis.url, "redis://10.0.0.1:6380/");
+        assert_eq!(s.file.redis.url.as_deref(), Some("redis://10.0.0.1:6380/"));
         assert_eq!(s.file.tls.cert, Path::new("/etc/c.pem"));
         let e = Settings::from_yaml(&y, Path::new("/etc"), &|k| match k {
             "K1" => Some(KEY.into()),

@@ -5,8 +5,8 @@
 //! [`Domain`] as JSON. Host names are validated and normalised by [`normalize_domain`], a pure
 //! function.
 
+use crate::db::Db;
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -195,36 +195,24 @@ fn now_ms() -> u64 {
 /// The registry in Redis.
 #[derive(Clone)]
 pub struct Registry {
-    conn: MultiplexedConnection,
+    db: Db,
     key: String,
     regions: Vec<String>,
 }
 
 impl Registry {
-    /// A registry on `conn`, under keys starting with `prefix` (such as `linkedge:`), accepting
-    /// the configured `regions`.
-    pub fn new(conn: MultiplexedConnection, prefix: &str, regions: Vec<String>) -> Registry {
+    /// The registry in `db`, accepting the configured `regions`.
+    pub fn new(db: Db, regions: Vec<String>) -> Registry {
         Registry {
-            conn,
-            key: format!("{prefix}domains"),
+            key: db.keys().domains(),
+            db,
             regions,
         }
     }
 
-    /// Connects to `url` with `timeout` for the connection and each command.
-    pub async fn connect(
-        url: &str,
-        prefix: &str,
-        regions: Vec<String>,
-        timeout: std::time::Duration,
-    ) -> Result<Registry, RegistryError> {
-        let conn = crate::redis_conn::connect(url, timeout, timeout).await?;
-        Ok(Registry::new(conn, prefix, regions))
-    }
-
-    /// The Redis connection the registry uses.
-    pub fn connection(&self) -> MultiplexedConnection {
-        self.conn.clone()
+    /// The Redis the registry lives in.
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// Adds `host` for `workspace` in `region`, as pending. Adding it again for the same
@@ -272,21 +260,21 @@ impl Registry {
 
     async fn put(&self, d: &Domain) -> Result<(), RegistryError> {
         let json = serde_json::to_string(d).expect("domains serialize");
-        let _: () = self.conn.clone().hset(&self.key, &d.host, json).await?;
+        let _: () = self.db.conn().await?.hset(&self.key, &d.host, json).await?;
         Ok(())
     }
 
     /// The domain, if registered (`host` is normalised first).
     pub async fn get(&self, host: &str) -> Result<Option<Domain>, RegistryError> {
         let host = normalize_domain(host)?;
-        let raw: Option<String> = self.conn.clone().hget(&self.key, &host).await?;
+        let raw: Option<String> = self.db.conn().await?.hget(&self.key, &host).await?;
         raw.map(|r| serde_json::from_str(&r).map_err(|_| RegistryError::Damaged(host.clone())))
             .transpose()
     }
 
     /// Every registered domain, sorted by host.
     pub async fn list(&self) -> Result<Vec<Domain>, RegistryError> {
-        let all: Vec<(String, String)> = self.conn.clone().hgetall(&self.key).await?;
+        let all: Vec<(String, String)> = self.db.conn().await?.hgetall(&self.key).await?;
         let mut out = all
             .into_iter()
             .map(|(h, r)| serde_json::from_str(&r).map_err(|_| RegistryError::Damaged(h)))
@@ -298,7 +286,7 @@ impl Registry {
     /// Removes the domain; `NotFound` if it was not registered.
     pub async fn remove(&self, host: &str) -> Result<(), RegistryError> {
         let host = normalize_domain(host)?;
-        let n: u64 = self.conn.clone().hdel(&self.key, &host).await?;
+        let n: u64 = self.db.conn().await?.hdel(&self.key, &host).await?;
         if n == 0 {
             return Err(RegistryError::NotFound(host));
         }

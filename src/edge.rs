@@ -64,44 +64,26 @@ impl Edge {
 /// Answers the two `/.well-known/` paths every node must serve from shared state: ACME HTTP-01
 /// key authorizations, and the nonces of `linkedge domain verify`'s Host check.
 pub struct WellKnown {
-    redis_url: String,
-    prefix: String,
-    timeout: std::time::Duration,
-    conn: tokio::sync::OnceCell<redis::aio::MultiplexedConnection>,
-}
-
-/// The Redis key of a verification nonce (its value is the host being verified).
-pub fn verify_nonce_key(prefix: &str, nonce: &str) -> String {
-    format!("{prefix}verify:{nonce}")
+    db: crate::db::Db,
 }
 
 impl WellKnown {
-    /// Reads from `redis_url` under `prefix`.
-    pub fn new(redis_url: String, prefix: String, timeout: std::time::Duration) -> WellKnown {
-        WellKnown {
-            redis_url,
-            prefix,
-            timeout,
-            conn: tokio::sync::OnceCell::new(),
-        }
+    /// Reads from `db`.
+    pub fn new(db: crate::db::Db) -> WellKnown {
+        WellKnown { db }
     }
 
     async fn get(&self, key: &str) -> redis::RedisResult<Option<String>> {
-        let conn = self
-            .conn
-            .get_or_try_init(|| async {
-                crate::redis_conn::connect(&self.redis_url, self.timeout, self.timeout).await
-            })
-            .await?;
-        redis::AsyncCommands::get(&mut conn.clone(), key).await
+        let mut conn = self.db.conn().await?;
+        redis::AsyncCommands::get(&mut conn, key).await
     }
 
     /// The reply for `path`, or `None` when it is not one of ours.
     async fn answer(&self, path: &str, host: Option<String>) -> Option<Reply> {
         let (key, verify) = if let Some(t) = path.strip_prefix("/.well-known/acme-challenge/") {
-            (crate::acme::http01_key(&self.prefix, t), false)
+            (self.db.keys().acme_http01(t), false)
         } else if let Some(n) = path.strip_prefix("/.well-known/linkedge/verify/") {
-            (verify_nonce_key(&self.prefix, n), true)
+            (self.db.keys().verify_nonce(n), true)
         } else {
             return None;
         };

@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use linkedge::certs::{Sealer, Store};
 use linkedge::config::Settings;
+use linkedge::db::Db;
 use linkedge::domains::Registry;
 use linkedge::server::{self, ProcessOptions};
 use linkedge::token::{Kind, Link, TokenError, normalize_host};
@@ -52,8 +53,12 @@ enum Command {
         config: ConfigArg,
         /// Check the fields only, without reading secrets or certificate files (for a config
         /// meant for another machine).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "online")]
         offline: bool,
+        /// Also connect to Redis with the configured topology and credentials, and say which
+        /// node answered and its version; fail with the reason when it cannot be reached.
+        #[arg(long)]
+        online: bool,
     },
     /// Mint, inspect and verify tracked links.
     #[command(subcommand)]
@@ -113,15 +118,9 @@ fn cert(cmd: &CertCommand) -> Result<bool, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let db = Db::from_settings(&s, "cli").map_err(|e| format!("{e:#}"))?;
     rt.block_on(async {
-        let conn = linkedge::redis_conn::connect(&f.redis.url, f.redis.timeout, f.redis.timeout)
-            .await
-            .map_err(|e| format!("cannot reach Redis at {}: {e}", f.redis.url))?;
-        let store = Store::new(
-            conn,
-            &f.admin.redis_prefix,
-            Sealer::new(s.master_keys.clone(), c.master_key),
-        );
+        let store = Store::new(db, Sealer::new(s.master_keys.clone(), c.master_key));
         match cmd {
             CertCommand::Import { cert, key, .. } => {
                 let chain = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
@@ -211,15 +210,9 @@ fn domain(cmd: &DomainCommand) -> Result<bool, String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let db = Db::from_settings(&s, "cli").map_err(|e| format!("{e:#}"))?;
     rt.block_on(async {
-        let reg = Registry::connect(
-            &f.redis.url,
-            &f.admin.redis_prefix,
-            f.regions.keys().cloned().collect(),
-            f.redis.timeout,
-        )
-        .await
-        .map_err(|e| format!("cannot reach the registry at {}: {e}", f.redis.url))?;
+        let reg = Registry::new(db, f.regions.keys().cloned().collect());
         let show = |d: &linkedge::domains::Domain| {
             serde_json::to_string_pretty(d).expect("domains serialize")
         };
@@ -245,15 +238,7 @@ fn domain(cmd: &DomainCommand) -> Result<bool, String> {
                     _ => None,
                 };
                 let host = linkedge::domains::normalize_domain(host).map_err(|e| e.to_string())?;
-                match linkedge::verify::verify_and_issue(
-                    &reg,
-                    &f.verify,
-                    acme,
-                    &f.admin.redis_prefix,
-                    &host,
-                )
-                .await?
-                {
+                match linkedge::verify::verify_and_issue(&reg, &f.verify, acme, &host).await? {
                     linkedge::verify::Verified::Verified => println!("{host} verified"),
                     linkedge::verify::Verified::Issued(info) => {
                         println!("{host} verified");
@@ -455,6 +440,7 @@ fn main() -> ExitCode {
         Command::Check {
             config,
             offline: true,
+            ..
         } => linkedge::config::File::load(&config.config)
             .map(|f| {
                 println!(
@@ -469,6 +455,7 @@ fn main() -> ExitCode {
         Command::Check {
             config,
             offline: false,
+            online,
         } => load(config).and_then(|s| {
             let at = |e: anyhow::Error| format!("{}: {e:#}", config.config.display());
             if s.file.listen.https.is_some() {
@@ -476,6 +463,17 @@ fn main() -> ExitCode {
             }
             // Resolves backend names and reads CA files, as `serve` will.
             linkedge::regions::build(&s.file).map_err(at)?;
+            let db = Db::from_settings(&s, "cli").map_err(at)?;
+            if *online {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let node = rt
+                    .block_on(db.describe())
+                    .map_err(|e| format!("{}: redis: cannot reach {db:?}: {e}", config.config.display()))?;
+                println!("{}: {node}", config.config.display());
+            }
             println!(
                 "{}: ok ({} link key(s), minting with key {})",
                 config.config.display(),

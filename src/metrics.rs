@@ -418,3 +418,35 @@ static DOMAINS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
 pub fn domains(state: &str) -> IntGauge {
     DOMAINS.with_label_values(&[state])
 }
+
+static REDIS_UP: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "linkedge_redis_up",
+        "1 while the Redis connection is open, 0 while it is being reopened, by connection \
+         (events, state, pubsub, acme, admin).",
+        &["connection"]
+    )
+    .expect("metric registers")
+});
+
+static REDIS_LOST: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_redis_connections_lost_total",
+            "Redis connections dropped after an error or a timeout (each reopened on next use), \
+             by connection."
+        ),
+        &["connection"]
+    )
+    .expect("metric registers")
+});
+
+/// The up gauge of Redis connection `name`.
+pub fn redis_up(name: &str) -> IntGauge {
+    REDIS_UP.with_label_values(&[name])
+}
+
+/// The lost-connection counter of Redis connection `name`.
+pub fn redis_reconnects(name: &str) -> IntCounter {
+    REDIS_LOST.with_label_values(&[name])
+}

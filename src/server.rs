@@ -1,10 +1,12 @@
 //! Wiring: builds the Pingora server from validated settings, runs it, and spools whatever
 //! events are left when it stops.
 
-use crate::acme::Issuer;
+use crate::acme::{Acme, Issuer};
 use crate::admin::{Admin, RegistryConfig};
-use crate::certs::{Cache, Invalidator, Sealer, Selector};
+use crate::certs::{Cache, Invalidator, Sealer, Selector, Store};
 use crate::config::Settings;
+use crate::db::Db;
+use crate::domains::Registry;
 use crate::edge::{Edge, WellKnown};
 use crate::events::Recorder;
 use crate::events::spool::Spool;
@@ -69,6 +71,9 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
 
+    // One connection per concern, each through the Redis layer: nothing is connected until
+    // first use (the server may still fork), and each reconnects by itself.
+    let state = Db::from_settings(&settings, "state")?;
     let regions = crate::regions::build(f)?;
     let edge = Edge::new(
         settings.keyring.clone(),
@@ -76,11 +81,11 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         f.clients.trusted_proxies.clone(),
         regions.regions.clone(),
     )
-    .with_well_known(WellKnown::new(
-        f.redis.url.clone(),
-        f.admin.redis_prefix.clone(),
-        f.redis.timeout,
-    ));
+    .with_well_known(WellKnown::new(state.clone()));
+    let sealer = f
+        .certs
+        .as_ref()
+        .map(|c| Sealer::new(settings.master_keys.clone(), c.master_key));
     let mut public = http_proxy_service(&server.configuration, edge);
     let mut invalidator = None;
     if let Some(addr) = f.listen.http {
@@ -91,35 +96,29 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
             None => tls::dynamic_settings(Selector::new(
                 Arc::new(Cache::new(1, Duration::ZERO)),
                 None,
-                f.redis.timeout,
-                String::new(),
-                Sealer::new(Vec::new(), 0),
                 Some(tls::load_pair(&f.tls.cert, &f.tls.key)?),
             ))?,
             Some(c) => {
                 let cache = Arc::new(Cache::new(c.cache_size, c.negative_ttl));
-                let sealer = Sealer::new(settings.master_keys.clone(), c.master_key);
+                let sealer = sealer.clone().expect("certs is configured");
                 let fallback = if c.fallback {
                     Some(tls::load_pair(&f.tls.cert, &f.tls.key)?)
                 } else {
                     None
                 };
-                let selector = Selector::new(
-                    cache.clone(),
-                    Some(f.redis.url.clone()),
-                    f.redis.timeout,
-                    f.admin.redis_prefix.clone(),
-                    sealer,
-                    fallback,
-                );
+                let store = Store::new(state.clone(), sealer.clone());
+                let selector = Selector::new(cache.clone(), Some(store), fallback);
                 let selector = match &f.acme {
-                    Some(a) => selector.with_on_demand(a.clone()),
+                    Some(a) => selector.with_on_demand(Acme::new(
+                        Db::from_settings(&settings, "acme")?,
+                        a.clone(),
+                        sealer,
+                    )),
                     None => selector,
                 };
                 invalidator = Some(Invalidator::new(
                     cache,
-                    f.redis.url.clone(),
-                    &f.admin.redis_prefix,
+                    Db::from_settings(&settings, "pubsub")?,
                 ));
                 tls::dynamic_settings(selector)?
             }
@@ -130,14 +129,12 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     if let Some(inv) = invalidator {
         server.add_service(background_service("certificate invalidation", inv));
     }
-    if let (Some(acme), Some(c)) = (&f.acme, &f.certs) {
+    if let (Some(acme), Some(sealer)) = (&f.acme, &sealer) {
         let issuer = Issuer::new(
-            f.redis.url.clone(),
-            f.redis.timeout,
-            f.admin.redis_prefix.clone(),
+            Db::from_settings(&settings, "acme")?,
             f.regions.keys().cloned().collect(),
             acme.clone(),
-            Sealer::new(settings.master_keys.clone(), c.master_key),
+            sealer.clone(),
         );
         server.add_service(background_service("certificate issuer", issuer));
     }
@@ -149,18 +146,12 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         let admin = Admin::new(
             settings.admin_token.clone(),
             RegistryConfig {
-                redis_url: f.redis.url.clone(),
-                prefix: f.admin.redis_prefix.clone(),
-                regions: f.regions.keys().cloned().collect(),
-                timeout: f.redis.timeout,
+                registry: Registry::new(
+                    Db::from_settings(&settings, "admin")?,
+                    f.regions.keys().cloned().collect(),
+                ),
                 verify: f.verify.clone(),
-                acme: match (&f.acme, &f.certs) {
-                    (Some(a), Some(c)) => Some((
-                        a.clone(),
-                        Sealer::new(settings.master_keys.clone(), c.master_key),
-                    )),
-                    _ => None,
-                },
+                acme: f.acme.clone().zip(sealer.clone()),
             },
         );
         let mut admin = Service::new("admin".into(), admin);
@@ -171,11 +162,10 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     let writer = Writer::new(
         recorder.clone(),
         WriterConfig {
-            redis_url: f.redis.url.clone(),
+            db: Db::from_settings(&settings, "events")?,
             stream: f.events.stream.clone(),
             maxlen: f.events.maxlen,
             batch_max: f.events.batch_max,
-            timeout: f.redis.timeout,
         },
     );
     server.add_service(background_service("event writer", writer));

@@ -8,14 +8,13 @@
 //!    proxy that rewrites Host (Fastly's "Override default host") is named as such.
 
 use crate::config;
-use crate::edge::verify_nonce_key;
+use crate::db::Db;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RecordType;
 use ipnet::IpNet;
 use redis::AsyncCommands;
-use redis::aio::MultiplexedConnection;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -57,8 +56,7 @@ fn cloudflare(ip: &IpAddr) -> bool {
 pub struct Verifier {
     resolver: TokioResolver,
     cfg: config::Verify,
-    conn: MultiplexedConnection,
-    prefix: String,
+    db: Db,
 }
 
 fn list(addrs: &[IpAddr]) -> String {
@@ -94,18 +92,9 @@ pub fn resolver(nameservers: &[SocketAddr]) -> anyhow::Result<TokioResolver> {
 
 impl Verifier {
     /// A verifier using `cfg.nameservers` (or the system's) and Redis for nonces.
-    pub fn new(
-        cfg: config::Verify,
-        conn: MultiplexedConnection,
-        prefix: &str,
-    ) -> anyhow::Result<Verifier> {
+    pub fn new(cfg: config::Verify, db: Db) -> anyhow::Result<Verifier> {
         let resolver = resolver(&cfg.nameservers)?;
-        Ok(Verifier {
-            resolver,
-            cfg,
-            conn,
-            prefix: prefix.to_string(),
-        })
+        Ok(Verifier { resolver, cfg, db })
     }
 
     /// Runs both checks; `Err` says what is wrong, in words for the customer.
@@ -168,12 +157,12 @@ impl Verifier {
 
     async fn http(&self, host: &str, addrs: &[IpAddr]) -> Result<(), String> {
         let nonce = format!("{:032x}", rand::random::<u128>());
-        let key = verify_nonce_key(&self.prefix, &nonce);
-        let mut conn = self.conn.clone();
-        let _: () = conn
-            .set_ex(&key, host, 300)
-            .await
-            .map_err(|e| format!("cannot store the verification nonce: {e}"))?;
+        let key = self.db.keys().verify_nonce(&nonce);
+        let stored: redis::RedisResult<()> = match self.db.conn().await {
+            Ok(mut conn) => conn.set_ex(&key, host, 300).await,
+            Err(e) => Err(e),
+        };
+        stored.map_err(|e| format!("cannot store the verification nonce: {e}"))?;
         let port = self.cfg.http_port.unwrap_or(80);
         let path = format!("/.well-known/linkedge/verify/{nonce}");
         let result = tokio::time::timeout(
@@ -181,7 +170,9 @@ impl Verifier {
             get(SocketAddr::new(addrs[0], port), host, &path),
         )
         .await;
-        let _: redis::RedisResult<()> = conn.del(&key).await;
+        if let Ok(mut conn) = self.db.conn().await {
+            let _: redis::RedisResult<()> = conn.del(&key).await;
+        }
         let (status, headers, body) = match result {
             Err(_) => {
                 return Err(format!(
@@ -241,7 +232,6 @@ pub async fn verify_and_issue(
     reg: &crate::domains::Registry,
     cfg: &config::Verify,
     acme: Option<(&config::Acme, crate::certs::Sealer)>,
-    prefix: &str,
     host: &str,
 ) -> Result<Verified, String> {
     use crate::domains::State;
@@ -250,8 +240,8 @@ pub async fn verify_and_issue(
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{host} is not registered: add it first"))?;
-    let conn = reg.connection();
-    let verifier = Verifier::new(cfg.clone(), conn.clone(), prefix)
+    let db = reg.db().clone();
+    let verifier = Verifier::new(cfg.clone(), db.clone())
         .map_err(|e| format!("cannot set up DNS look-ups: {e}"))?;
     if let Err(why) = verifier.verify(&d.host).await {
         reg.set_state(&d.host, State::Pending, &why)
@@ -265,7 +255,7 @@ pub async fn verify_and_issue(
     let Some((acme_cfg, sealer)) = acme else {
         return Ok(Verified::Verified);
     };
-    let acme = crate::acme::Acme::new(conn, prefix, acme_cfg.clone(), sealer);
+    let acme = crate::acme::Acme::new(db, acme_cfg.clone(), sealer);
     match acme.issue(&d.host, false).await {
         Ok(info) => {
             reg.set_state(&d.host, State::Issued, "")

@@ -4,28 +4,27 @@
 
 use super::spool::Chunk;
 use super::{Event, Recorder};
+use crate::db::{Conn, Db};
 use crate::metrics;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use redis::aio::MultiplexedConnection;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How the writer reaches Redis.
+/// Where the writer writes.
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
-    /// Redis URL.
-    pub redis_url: String,
+    /// The Redis of the stream (its own connection: a pipeline of thousands of events must not
+    /// sit in front of a handshake's certificate read).
+    pub db: Db,
     /// Stream key.
     pub stream: String,
     /// `MAXLEN ~` cap; 0 for none.
     pub maxlen: u64,
     /// Most events per pipeline.
     pub batch_max: usize,
-    /// Connect and write timeout.
-    pub timeout: Duration,
 }
 
 /// The writer, run as a Pingora background service.
@@ -34,11 +33,10 @@ pub struct Writer {
     cfg: WriterConfig,
 }
 
-/// Wait after a failure before Redis is tried again; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Longest idle wait between queue checks.
 const IDLE_TICK: Duration = Duration::from_millis(50);
+/// Wait between replay attempts while the spool holds events Redis did not take.
+const BACKLOG_TICK: Duration = Duration::from_millis(20);
 /// While events keep coming, the writer waits this long between batches so each pipeline carries
 /// many events; it bounds how late an event reaches the stream under load.
 const LINGER: Duration = Duration::from_millis(1);
@@ -53,10 +51,11 @@ impl Writer {
     }
 }
 
+/// The writer's view of Redis: whether the last attempt worked (to log changes once), and
+/// what it knows for de-duplicating replays. Reconnecting and backing off are the
+/// [`Db`]'s: while it backs off, `conn()` fails at once and batches go to the spool.
 struct Link {
-    conn: Option<MultiplexedConnection>,
-    retry_at: Instant,
-    backoff: Duration,
+    healthy: bool,
     /// Bumped whenever a batch is spooled as uncertain (sent, outcome unknown).
     uncertain_gen: u64,
     /// The stream's recent ids, fetched after the latest uncertain batch (with its generation),
@@ -65,41 +64,22 @@ struct Link {
 }
 
 impl Link {
-    fn healthy_or_due(&self) -> bool {
-        self.conn.is_some() || Instant::now() >= self.retry_at
-    }
-
     fn failed(&mut self, err: &dyn std::fmt::Display) {
-        if self.conn.is_some() || self.backoff == MIN_BACKOFF {
+        if self.healthy {
             tracing::warn!(error = %err, "redis unavailable; events go to the spool");
         }
-        self.conn = None;
-        self.retry_at = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.healthy = false;
     }
 
     fn succeeded(&mut self) {
-        if self.backoff > MIN_BACKOFF {
-            tracing::info!("redis reachable again");
+        if !self.healthy {
+            tracing::info!("redis reachable again; events go to the stream");
         }
-        self.backoff = MIN_BACKOFF;
-    }
-
-    async fn conn(&mut self, cfg: &WriterConfig) -> redis::RedisResult<MultiplexedConnection> {
-        if let Some(c) = &self.conn {
-            return Ok(c.clone());
-        }
-        let c = crate::redis_conn::connect(&cfg.redis_url, cfg.timeout, cfg.timeout).await?;
-        self.conn = Some(c.clone());
-        Ok(c)
+        self.healthy = true;
     }
 }
 
-async fn xadd(
-    conn: &mut MultiplexedConnection,
-    cfg: &WriterConfig,
-    events: &[&Event],
-) -> redis::RedisResult<()> {
+async fn xadd(conn: &mut Conn, cfg: &WriterConfig, events: &[&Event]) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     for e in events {
         let mut cmd = redis::cmd("XADD");
@@ -119,7 +99,7 @@ async fn xadd(
 
 /// Ids among the stream's last `count` entries, to skip replaying events already written.
 async fn recent_ids(
-    conn: &mut MultiplexedConnection,
+    conn: &mut Conn,
     cfg: &WriterConfig,
     count: usize,
 ) -> redis::RedisResult<HashSet<String>> {
@@ -143,13 +123,13 @@ impl Writer {
     /// order) or Redis fails.
     async fn write_batch(&self, link: &mut Link, batch: Vec<Event>) {
         let spool_backlog = self.recorder.lock_spool().has_backlog();
-        if spool_backlog || !link.healthy_or_due() {
+        if spool_backlog {
             self.recorder.lock_spool().append(&batch, false);
             return;
         }
         let batch = Arc::new(batch);
         *self.recorder.lock_inflight() = Some(batch.clone());
-        let result = match link.conn(&self.cfg).await {
+        let result = match self.cfg.db.conn().await {
             Ok(mut conn) => {
                 let r: Vec<&Event> = batch.iter().collect();
                 match xadd(&mut conn, &self.cfg, &r).await {
@@ -178,9 +158,6 @@ impl Writer {
 
     /// Replays one chunk of the spool if Redis is reachable. Returns true if it wrote something.
     async fn replay_some(&self, link: &mut Link) -> bool {
-        if !link.healthy_or_due() {
-            return false;
-        }
         let chunk: Option<Chunk> = match self.recorder.lock_spool().next_chunk(self.cfg.batch_max) {
             Ok(c) => c,
             Err(e) => {
@@ -189,7 +166,7 @@ impl Writer {
             }
         };
         let Some(chunk) = chunk else { return false };
-        let mut conn = match link.conn(&self.cfg).await {
+        let mut conn = match self.cfg.db.conn().await {
             Ok(c) => c,
             Err(e) => {
                 link.failed(&e);
@@ -239,9 +216,7 @@ impl Writer {
     /// The loop: batch, write, replay, until shutdown; then one last flush.
     pub async fn run(&self, mut shutdown: ShutdownWatch) {
         let mut link = Link {
-            conn: None,
-            retry_at: Instant::now(),
-            backoff: MIN_BACKOFF,
+            healthy: true,
             uncertain_gen: 0,
             recent: None,
         };
@@ -285,10 +260,9 @@ impl Writer {
                 }
                 continue;
             }
+            // With a backlog, replay is retried soon (the Db paces the connection attempts).
             let wait = if self.recorder.lock_spool().has_backlog() {
-                link.retry_at
-                    .saturating_duration_since(Instant::now())
-                    .clamp(Duration::from_millis(5), IDLE_TICK)
+                BACKLOG_TICK
             } else {
                 IDLE_TICK
             };

@@ -1,0 +1,111 @@
+//! Every Redis key and channel linkedge uses, built from the configured prefix, in one place.
+//!
+//! In a Redis Cluster each key lives in the slot of its own name. No command or script linkedge
+//! sends touches more than one key (the per-domain lock and its release script, each rate-limit
+//! window, the events stream and its de-duplication read are all single-key), so no key needs a
+//! hash tag and no command can fail with CROSSSLOT. A new multi-key command must put its keys
+//! under one hash tag (`{...}`) here.
+
+/// The key schema under one prefix (such as `linkedge:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix`.
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The prefix itself.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Hash of every registered domain: field host, value the domain's JSON record.
+    pub fn domains(&self) -> String {
+        format!("{}domains", self.prefix)
+    }
+
+    /// Hash of `host`'s stored certificate (chain, sealed key, validity).
+    pub fn cert(&self, host: &str) -> String {
+        format!("{}cert:{host}", self.prefix)
+    }
+
+    /// Pub/sub channel on which a changed certificate's host is announced.
+    pub fn cert_channel(&self) -> String {
+        format!("{}certs", self.prefix)
+    }
+
+    /// The ACME account credentials for a directory URL.
+    pub fn acme_account(&self, directory: &str) -> String {
+        format!("{}acme:account:{directory}", self.prefix)
+    }
+
+    /// The key authorization answering HTTP-01 `token`.
+    pub fn acme_http01(&self, token: &str) -> String {
+        format!("{}acme:http01:{token}", self.prefix)
+    }
+
+    /// The per-domain order lock (value: the holding node, with expiry).
+    pub fn acme_lock(&self, host: &str) -> String {
+        format!("{}acme:lock:{host}", self.prefix)
+    }
+
+    /// The CA's cached renewal window (ARI) for `host`.
+    pub fn acme_ari(&self, host: &str) -> String {
+        format!("{}acme:ari:{host}", self.prefix)
+    }
+
+    /// Hash of per-domain failure backoff records.
+    pub fn acme_backoff(&self) -> String {
+        format!("{}acme:backoff", self.prefix)
+    }
+
+    /// Sliding window of new orders per account (directory URL).
+    pub fn acme_limit_orders(&self, directory: &str) -> String {
+        format!("{}acme:limit:orders:{directory}", self.prefix)
+    }
+
+    /// Sliding window of failed validations of `host`.
+    pub fn acme_limit_failed(&self, host: &str) -> String {
+        format!("{}acme:limit:failed:{host}", self.prefix)
+    }
+
+    /// Sliding window of certificates for a registered domain.
+    pub fn acme_limit_certs(&self, registered_domain: &str) -> String {
+        format!("{}acme:limit:certs:{registered_domain}", self.prefix)
+    }
+
+    /// A `domain verify` nonce (value: the host being verified).
+    pub fn verify_nonce(&self, nonce: &str) -> String {
+        format!("{}verify:{nonce}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_starts_with_the_prefix_and_names_its_subject() {
+        let k = Keys::new("le:");
+        assert_eq!(k.domains(), "le:domains");
+        assert_eq!(k.cert("a.example"), "le:cert:a.example");
+        assert_eq!(k.cert_channel(), "le:certs");
+        assert_eq!(k.acme_http01("t0k"), "le:acme:http01:t0k");
+        assert_eq!(k.acme_lock("a.example"), "le:acme:lock:a.example");
+        assert_eq!(k.verify_nonce("n"), "le:verify:n");
+        assert_eq!(
+            k.acme_limit_certs("example.co.uk"),
+            "le:acme:limit:certs:example.co.uk"
+        );
+        // No key carries a hash tag: each command touches one key (see the module doc).
+        for key in [k.domains(), k.cert("a"), k.acme_lock("a"), k.acme_backoff()] {
+            assert!(!key.contains('{'), "{key}");
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! The Redis layer: the one way linkedge reaches Redis, whatever the topology.
+//!
+//! A [`Db`] is a handle (cheap to clone) on one logical connection to the configured Redis: a
+//! standalone server (`redis://`, `rediss://`), the master that Redis Sentinel names, or a
+//! Redis Cluster. It connects lazily, on the first command. Any failure that may mean the
+//! connection is dead (an I/O error, a command that outlived `redis.timeout`, or `READONLY`
+//! from a master demoted by a failover) drops the connection, so the next command opens a new
+//! one, asking the sentinels again for the master. Failed attempts back off (capped,
+//! jittered), and while they do, commands fail at once instead of queueing behind a dead
+//! server. Every command, including each connection attempt, is bounded by `redis.timeout`.
+//!
+//! Callers hold a [`Db`], never a connection: they take a [`Conn`] per operation with
+//! [`Db::conn`], and a [`Conn`] reports its own failures back here. Topology handling itself
+//! (following a Sentinel master, Cluster slots and redirections) is the `redis` crate's.
+//!
+//! Why not the crate's `ConnectionManager`? It reconnects to one fixed address, so it cannot
+//! follow a Sentinel master; one mechanism for all three topologies is one thing to test.
+
+pub mod keys;
+
+pub use keys::Keys;
+
+use crate::config::{self, RedisAuth};
+use crate::metrics;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind,
+    IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind,
+    TlsCertificates, Value,
+};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// First wait after a failed connection attempt; doubles per failure up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest wait between connection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A handle on one logical Redis connection; see the module documentation.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Db({}, {})",
+            self.inner.name,
+            self.inner.target.describe()
+        )
+    }
+}
+
+struct Inner {
+    /// What this connection is for (`events`, `state`, ...), in logs and metrics.
+    name: &'static str,
+    target: Target,
+    timeout: Duration,
+    keys: Keys,
+    state: Mutex<State>,
+    /// Held while connecting, so one task connects and the others use its result.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The live connection and its generation.
+    conn: Option<(u64, Raw)>,
+    generation: u64,
+    /// Connection attempts failed in a row.
+    failures: u32,
+    /// No attempt before this instant.
+    retry_at: Option<Instant>,
+    /// The last attempt's error, returned while backing off.
+    last_error: Option<String>,
+}
+
+/// How to reach Redis. One per [`Db`], built once: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Target {
+    Single(Client),
+    Sentinel {
+        client: tokio::sync::Mutex<SentinelClient>,
+        master: String,
+    },
+    Cluster {
+        client: redis::cluster::ClusterClient,
+        /// Seed nodes, for pub/sub (a PUBLISH reaches every node of a cluster).
+        seeds: Vec<ConnectionInfo>,
+        node: NodeSettings,
+    },
+}
+
+/// What every data-node connection shares: TLS roots and credentials.
+#[derive(Clone)]
+struct NodeSettings {
+    tls: bool,
+    root_cert: Option<Vec<u8>>,
+    auth: RedisAuth,
+    db: i64,
+}
+
+impl NodeSettings {
+    /// A client for one node, with TLS and credentials applied.
+    fn client(&self, host: &str, port: u16) -> RedisResult<Client> {
+        let addr = if self.tls {
+            ConnectionAddr::TcpTls {
+                host: host.to_string(),
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(host.to_string(), port)
+        };
+        let base = format!("redis://{host}:{port}/").into_connection_info()?;
+        let info = self.apply(base.set_addr(addr));
+        self.open(info)
+    }
+
+    fn apply(&self, info: ConnectionInfo) -> ConnectionInfo {
+        let mut r = info.redis_settings().clone().set_db(self.db);
+        if let Some(u) = &self.auth.username {
+            r = r.set_username(u);
+        }
+        if let Some(p) = &self.auth.password {
+            r = r.set_password(p);
+        }
+        info.set_redis_settings(r)
+    }
+
+    fn open(&self, info: ConnectionInfo) -> RedisResult<Client> {
+        match (
+            &self.root_cert,
+            matches!(info.addr(), ConnectionAddr::TcpTls { .. }),
+        ) {
+            (Some(root), true) => Client::build_with_tls(
+                info,
+                TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root.clone()),
+                },
+            ),
+            _ => Client::open(info),
+        }
+    }
+}
+
+fn split_host_port(s: &str) -> RedisResult<(String, u16)> {
+    s.rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?)))
+        .ok_or_else(|| RedisError::from((ErrorKind::InvalidClientConfig, "expected host:port")))
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        match self {
+            Target::Single(c) => {
+                let addr = c.get_connection_info().addr();
+                let scheme = match addr {
+                    ConnectionAddr::TcpTls { .. } => "rediss",
+                    _ => "redis",
+                };
+                format!("{scheme}://{addr}")
+            }
+            Target::Sentinel { master, .. } => format!("sentinel master {master}"),
+            Target::Cluster { seeds, .. } => format!("cluster of {} seed node(s)", seeds.len()),
+        }
+    }
+}
+
+/// An open connection, of whichever topology.
+#[derive(Clone)]
+enum Raw {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+/// One connection taken from a [`Db`] for an operation; runs commands like any `redis`
+/// connection (`AsyncCommands`, pipelines, scripts), bounded by `redis.timeout`. Do not keep
+/// it: take a new one from the [`Db`] for the next operation.
+pub struct Conn {
+    raw: Raw,
+    generation: u64,
+    inner: Arc<Inner>,
+}
+
+fn timed_out() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no answer within redis.timeout",
+    ))
+}
+
+/// Whether `e` may mean the connection is dead or points at the wrong node.
+fn fatal(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_unrecoverable_error()
+        || matches!(
+            e.kind(),
+            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+        )
+}
+
+impl Conn {
+    async fn bounded<T>(&self, f: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
+        let r = tokio::time::timeout(self.inner.timeout, f)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
+        if let Err(e) = &r
+            && fatal(e)
+        {
+            self.inner.broken(self.generation, e);
+        }
+        r
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let mut raw = self.raw.clone();
+            let f = async move {
+                match &mut raw {
+                    Raw::Single(c) => c.req_packed_command(cmd).await,
+                    Raw::Cluster(c) => c.req_packed_command(cmd).await,
+                }
+            };
+            self.bounded(f).await
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let mut raw = self.raw.clone();
+            let f = async move {
+                match &mut raw {
+                    Raw::Single(c) => c.req_packed_commands(pipeline, offset, count).await,
+                    Raw::Cluster(c) => c.req_packed_commands(pipeline, offset, count).await,
+                }
+            };
+            self.bounded(f).await
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.raw {
+            Raw::Single(c) => c.get_db(),
+            Raw::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops connection `generation` (if still current) after `e`.
+    fn broken(&self, generation: u64, e: &RedisError) {
+        let mut s = self.lock();
+        if s.conn.as_ref().is_some_and(|(g, _)| *g == generation) {
+            s.conn = None;
+            metrics::redis_up(self.name).set(0);
+            metrics::redis_reconnects(self.name).inc();
+            tracing::warn!(redis = self.name, error = %e, "redis connection lost; reconnecting");
+        }
+    }
+
+    fn current(self: &Arc<Self>) -> Option<Conn> {
+        let s = self.lock();
+        s.conn.as_ref().map(|(g, raw)| Conn {
+            raw: raw.clone(),
+            generation: *g,
+            inner: self.clone(),
+        })
+    }
+}
+
+/// The wait before attempt `failures + 1`: doubling from [`MIN_BACKOFF`], capped at
+/// [`MAX_BACKOFF`], then jittered into its upper half so a fleet does not retry in step.
+fn backoff(failures: u32, unit_random: f64) -> Duration {
+    let full = MIN_BACKOFF
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    full.mul_f64(0.5 + 0.5 * unit_random.clamp(0.0, 1.0))
+}
+
+impl Db {
+    /// A handle on the Redis that `cfg` describes, with `auth`'s credentials and keys under
+    /// `prefix`; `name` says what it is for in logs and metrics. Connects nothing yet; fails
+    /// only on a malformed address or an unreadable `ca_file`.
+    pub fn new(
+        cfg: &config::Redis,
+        auth: &RedisAuth,
+        prefix: &str,
+        name: &'static str,
+    ) -> anyhow::Result<Db> {
+        let root_cert =
+            match &cfg.ca_file {
+                Some(p) => Some(std::fs::read(p).map_err(|e| {
+                    anyhow::anyhow!("redis.ca_file: cannot read {}: {e}", p.display())
+                })?),
+                None => None,
+            };
+        let node = NodeSettings {
+            tls: cfg.tls,
+            root_cert,
+            auth: auth.clone(),
+            db: cfg.sentinel.as_ref().map_or(0, |s| s.db),
+        };
+        let target = if let Some(s) = &cfg.sentinel {
+            let sentinels = s
+                .nodes
+                .iter()
+                .map(|n| split_host_port(n).map(|(h, p)| ConnectionAddr::Tcp(h, p)))
+                .collect::<RedisResult<Vec<_>>>()?;
+            let mut b =
+                SentinelClientBuilder::new(sentinels, &s.master, SentinelServerType::Master)?
+                    .set_client_to_redis_db(s.db);
+            if let Some(u) = &auth.username {
+                b = b.set_client_to_redis_username(u);
+            }
+            if let Some(p) = &auth.password {
+                b = b.set_client_to_redis_password(p);
+            }
+            if let Some(p) = &auth.sentinel_password {
+                b = b.set_client_to_sentinel_password(p);
+            }
+            if cfg.tls {
+                b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+                if let Some(root) = &node.root_cert {
+                    b = b.set_client_to_redis_certificates(TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root.clone()),
+                    });
+                }
+            }
+            Target::Sentinel {
+                client: tokio::sync::Mutex::new(b.build()?),
+                master: s.master.clone(),
+            }
+        } else if let Some(c) = &cfg.cluster {
+            let seeds = c
+                .nodes
+                .iter()
+                .map(|n| {
+                    let (h, p) = split_host_port(n)?;
+                    Ok(node.client(&h, p)?.get_connection_info().clone())
+                })
+                .collect::<RedisResult<Vec<_>>>()?;
+            let mut b = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                .connection_timeout(cfg.timeout)
+                .response_timeout(cfg.timeout);
+            if cfg.tls {
+                b = b.tls(redis::TlsMode::Secure);
+                if let Some(root) = &node.root_cert {
+                    b = b.certs(TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(root.clone()),
+                    });
+                }
+            }
+            Target::Cluster {
+                client: b.build()?,
+                seeds,
+                node,
+            }
+        } else {
+            let url = cfg.url.as_deref().unwrap_or(config::DEFAULT_REDIS_URL);
+            let info = node.apply(url.into_connection_info()?);
+            Target::Single(node.open(info)?)
+        };
+        Ok(Db {
+            inner: Arc::new(Inner {
+                name,
+                target,
+                timeout: cfg.timeout,
+                keys: Keys::new(prefix),
+                state: Mutex::new(State::default()),
+                connecting: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// A handle on the Redis of `settings` (its topology, credentials and key prefix).
+    pub fn from_settings(settings: &config::Settings, name: &'static str) -> anyhow::Result<Db> {
+        Db::new(
+            &settings.file.redis,
+            &settings.redis_auth,
+            &settings.file.admin.redis_prefix,
+            name,
+        )
+    }
+
+    /// The key schema.
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// The bound on every command.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout
+    }
+
+    /// A connection for one operation: the live one, or a new one. Fails at once while
+    /// backing off after failed attempts, with the last attempt's error.
+    pub async fn conn(&self) -> RedisResult<Conn> {
+        if let Some(c) = self.inner.current() {
+            return Ok(c);
+        }
+        let _connecting = self.inner.connecting.lock().await;
+        if let Some(c) = self.inner.current() {
+            return Ok(c);
+        }
+        {
+            let s = self.inner.lock();
+            if let Some(at) = s.retry_at
+                && Instant::now() < at
+            {
+                return Err(RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    format!(
+                        "redis unavailable, next attempt in {} ms: {}",
+                        at.saturating_duration_since(Instant::now()).as_millis(),
+                        s.last_error.as_deref().unwrap_or("")
+                    ),
+                )));
+            }
+        }
+        // Sentinel asks a sentinel, then connects to the master: two round trips.
+        let bound = self.inner.timeout * 2;
+        let opened = tokio::time::timeout(bound, self.open())
+            .await
+            .unwrap_or_else(|_| Err(timed_out()));
+        let mut s = self.inner.lock();
+        match opened {
+            Ok(raw) => {
+                s.generation += 1;
+                let g = s.generation;
+                s.conn = Some((g, raw.clone()));
+                if s.failures > 0 || g > 1 {
+                    tracing::info!(redis = self.inner.name, target = %self.inner.target.describe(), "redis connected again");
+                }
+                s.failures = 0;
+                s.retry_at = None;
+                s.last_error = None;
+                metrics::redis_up(self.inner.name).set(1);
+                Ok(Conn {
+                    raw,
+                    generation: g,
+                    inner: self.inner.clone(),
+                })
+            }
+            Err(e) => {
+                s.failures += 1;
+                s.retry_at = Some(Instant::now() + backoff(s.failures, rand::random::<f64>()));
+                s.last_error = Some(e.to_string());
+                metrics::redis_up(self.inner.name).set(0);
+                if s.failures == 1 || s.failures.is_multiple_of(50) {
+                    tracing::warn!(redis = self.inner.name, target = %self.inner.target.describe(), failures = s.failures, error = %e, "cannot connect to redis; retrying with backoff");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn open(&self) -> RedisResult<Raw> {
+        let t = self.inner.timeout;
+        let conf = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(t))
+            .set_response_timeout(Some(t));
+        match &self.inner.target {
+            Target::Single(c) => Ok(Raw::Single(
+                c.get_multiplexed_async_connection_with_config(&conf)
+                    .await?,
+            )),
+            Target::Sentinel { client, .. } => {
+                let master = client.lock().await.async_get_client().await?;
+                Ok(Raw::Single(
+                    master
+                        .get_multiplexed_async_connection_with_config(&conf)
+                        .await?,
+                ))
+            }
+            Target::Cluster { client, .. } => {
+                Ok(Raw::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+
+    /// A pub/sub connection subscribed to nothing yet, on the master (standalone, Sentinel) or
+    /// on the first seed node that answers (Cluster: a PUBLISH reaches every node). Bounded by
+    /// `redis.timeout`; the caller reconnects when its message stream ends.
+    pub async fn pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+        let t = self.inner.timeout * 2;
+        let f = async {
+            match &self.inner.target {
+                Target::Single(c) => c.get_async_pubsub().await,
+                Target::Sentinel { client, .. } => {
+                    // The crate's master client carries the TLS roots and credentials already.
+                    let master = client.lock().await.async_get_client().await?;
+                    master.get_async_pubsub().await
+                }
+                Target::Cluster { seeds, node, .. } => {
+                    let mut last = None;
+                    for seed in seeds {
+                        match node.open(seed.clone())?.get_async_pubsub().await {
+                            Ok(p) => return Ok(p),
+                            Err(e) => last = Some(e),
+                        }
+                    }
+                    Err(last.unwrap_or_else(timed_out))
+                }
+            }
+        };
+        tokio::time::timeout(t, f)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
+    }
+
+    /// Which node answers and what it runs, for `linkedge check --online`: one line such as
+    /// `redis 7.0.15 (master) at 127.0.0.1:6379 via redis://127.0.0.1:6379`.
+    pub async fn describe(&self) -> RedisResult<String> {
+        let mut c = self.conn().await?;
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut c).await?;
+        let repl: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut c)
+            .await?;
+        let field = |text: &str, k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| "?".into())
+        };
+        let mode = field(&info, "redis_mode");
+        let version = field(&info, "redis_version");
+        let port = field(&info, "tcp_port");
+        let role = field(&repl, "role");
+        let node = match &self.inner.target {
+            Target::Sentinel { client, .. } => {
+                let m = client.lock().await.async_get_client().await?;
+                m.get_connection_info().addr().to_string()
+            }
+            _ => format!("port {port}"),
+        };
+        Ok(format!(
+            "redis {version} ({mode}, {role}) at {node} via {}",
+            self.inner.target.describe()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_is_capped_and_jittered_into_its_upper_half() {
+        assert_eq!(backoff(1, 1.0), MIN_BACKOFF);
+        assert_eq!(backoff(2, 1.0), MIN_BACKOFF * 2);
+        assert_eq!(backoff(3, 1.0), MIN_BACKOFF * 4);
+        assert_eq!(backoff(30, 1.0), MAX_BACKOFF);
+        assert_eq!(backoff(30, 0.0), MAX_BACKOFF / 2);
+        for f in 1..40 {
+            let b = backoff(f, 0.37);
+            assert!(b >= MIN_BACKOFF / 2 && b <= MAX_BACKOFF, "{f}: {b:?}");
+        }
+    }
+
+    #[test]
+    fn dead_connection_errors_are_fatal_and_answers_are_not() {
+        assert!(fatal(&timed_out()));
+        let reset = RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        ));
+        assert!(fatal(&reset));
+        let wrongtype = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "WRONGTYPE",
+        ));
+        assert!(!fatal(&wrongtype));
+    }
+
+    #[test]
+    fn no_credentials_in_a_debug_print() {
+        let auth = RedisAuth {
+            username: Some("edge".into()),
+            password: Some("hunter2-not-a-secret".into()),
+            sentinel_password: None,
+        };
+        let db = Db::new(&config::Redis::default(), &auth, "linkedge:", "state").unwrap();
+        let shown = format!("{db:?} {auth:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("redis://127.0.0.1:6379"), "{shown}");
+    }
+}
