@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod ca;
+pub mod topology;
 
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
@@ -137,6 +138,21 @@ impl Redis {
         self.spawn();
     }
 
+    /// SIGKILL, then start again on the same port with no data: a restart without
+    /// persistence, or a failover to a server that never saw the data.
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        for e in std::fs::read_dir(self.dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).unwrap();
+            } else {
+                std::fs::remove_file(&p).unwrap();
+            }
+        }
+        self.spawn();
+    }
+
     /// Every entry of `stream` as field maps, oldest first.
     pub fn entries(&self, stream: &str) -> Vec<std::collections::HashMap<String, String>> {
         let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
@@ -174,7 +190,8 @@ impl Drop for Redis {
 /// What a test may change in the linkedge config.
 #[derive(Clone)]
 pub struct Options {
-    pub redis_url: String,
+    /// The body of the `redis:` section (standalone `url` by default; see [`Options::new`]).
+    pub redis_section: String,
     pub trusted_proxies: Vec<String>,
     pub queue_capacity: usize,
     pub spool_max: String,
@@ -187,8 +204,13 @@ pub struct Options {
 
 impl Options {
     pub fn new(redis_url: String) -> Options {
+        Options::with_redis(&format!("  url: {redis_url}\n  timeout: 500ms\n"))
+    }
+
+    /// Options with `section` (indented YAML) as the body of the `redis:` section.
+    pub fn with_redis(section: &str) -> Options {
         Options {
-            redis_url,
+            redis_section: section.to_string(),
             trusted_proxies: Vec::new(),
             queue_capacity: 65536,
             spool_max: "64MiB".into(),
@@ -249,9 +271,7 @@ tls:
   cert: {root}/certs-dev/leaf.pem
   key: {root}/certs-dev/leaf.key
 redis:
-  url: {redis}
-  timeout: 500ms
-links:
+{redis}links:
   mint_key: 2
   keys:
     - {{ id: 1, secret_file: key1 }}
@@ -274,7 +294,7 @@ admin:
 {extra}
 "#,
             extra = opts.extra_yaml,
-            redis = opts.redis_url,
+            redis = opts.redis_section,
             queue = opts.queue_capacity,
             spool = spool_dir.display(),
             spool_max = opts.spool_max,
