@@ -97,25 +97,41 @@ async fn xadd(conn: &mut Conn, cfg: &WriterConfig, events: &[&Event]) -> redis::
     r
 }
 
+/// Entries read per `XREVRANGE` when looking for ids already written: each read stays small
+/// enough to answer well within `redis.timeout`, however long the look-back.
+const RECENT_PAGE: usize = 1024;
+
 /// Ids among the stream's last `count` entries, to skip replaying events already written.
+/// Read in pages of [`RECENT_PAGE`], newest first.
 async fn recent_ids(
     conn: &mut Conn,
     cfg: &WriterConfig,
     count: usize,
 ) -> redis::RedisResult<HashSet<String>> {
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(&cfg.stream)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(count)
-        .query_async(conn)
-        .await?;
-    Ok(reply
-        .ids
-        .into_iter()
-        .filter_map(|e| e.get::<String>("id"))
-        .collect())
+    let mut ids = HashSet::with_capacity(count);
+    let mut end = "+".to_string();
+    let mut read = 0;
+    while read < count {
+        let page = RECENT_PAGE.min(count - read);
+        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(&cfg.stream)
+            .arg(&end)
+            .arg("-")
+            .arg("COUNT")
+            .arg(page)
+            .query_async(conn)
+            .await?;
+        let n = reply.ids.len();
+        read += n;
+        if let Some(last) = reply.ids.last() {
+            end = format!("({}", last.id);
+        }
+        ids.extend(reply.ids.into_iter().filter_map(|e| e.get::<String>("id")));
+        if n < page {
+            break;
+        }
+    }
+    Ok(ids)
 }
 
 impl Writer {
