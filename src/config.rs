@@ -1385,6 +1385,71 @@ mod tests {
     }
 
     #[test]
+    fn redis_topologies_and_credentials_are_checked_by_field() {
+        let err = |redis: &str, env: &dyn Fn(&str) -> Option<String>| {
+            Settings::from_yaml(&minimal(redis), Path::new("/etc"), env)
+                .unwrap_err()
+                .to_string()
+        };
+        let k1 = |k: &str| (k == "K1").then(|| KEY.to_string());
+        assert!(
+            err("redis:\n  url: redis://:pw@10.0.0.1:6379/\n", &k1)
+                .starts_with("redis.url: holds credentials"),
+        );
+        assert!(err("redis:\n  url: http://x/\n", &k1).starts_with("redis.url: expected a URL"));
+        assert_eq!(
+            err(
+                "redis:\n  sentinel: { master: m, nodes: [\"a:1\"] }\n  cluster: { nodes: [\"b:1\"] }\n",
+                &k1
+            ),
+            "redis: set at most one of sentinel and cluster"
+        );
+        assert_eq!(
+            err(
+                "redis:\n  sentinel: { master: m, nodes: [\"a:1\", \"b\"] }\n",
+                &k1
+            ),
+            "redis.sentinel.nodes[1]: expected host:port such as 10.0.0.1:26379, got \"b\""
+        );
+        assert_eq!(
+            err("redis:\n  cluster: { nodes: [] }\n", &k1),
+            "redis.cluster.nodes: list at least one host:port"
+        );
+        assert_eq!(
+            err("redis:\n  password_env: RP\n", &k1),
+            "redis.password: environment variable RP is not set"
+        );
+        // The environment may not turn a sentinel config into a standalone one.
+        let e = err(
+            "redis:\n  sentinel: { master: m, nodes: [\"a:1\"] }\n",
+            &|k| match k {
+                "K1" => Some(KEY.into()),
+                ENV_REDIS_URL => Some("redis://x:1/".into()),
+                _ => None,
+            },
+        );
+        assert!(e.starts_with("LINKEDGE_REDIS_URL: "), "{e}");
+        let s = Settings::from_yaml(
+            &minimal(
+                "redis:\n  cluster: { nodes: [\"10.0.0.1:6379\"] }\n  username_env: RU\n  password_file: pw\n  ca_file: ca.pem\n",
+            ),
+            Path::new("/nonexistent"),
+            &|k| match k {
+                "K1" => Some(KEY.into()),
+                "RU" => Some("edge".into()),
+                _ => None,
+            },
+        );
+        // The password file is read at load (relative to the config's directory), so its
+        // absence names the field and the resolved path.
+        let e = s.unwrap_err().to_string();
+        assert!(
+            e.starts_with("redis.password: cannot read /nonexistent/pw"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn short_or_missing_secret_named() {
         let y = minimal("");
         let e = Settings::from_yaml(&y, Path::new("/etc"), &|k| {

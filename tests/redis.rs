@@ -483,3 +483,99 @@ acme:\n  directory: \"{}\"\n  extra_root: {}\n  scan_interval: 1s\n  order_timeo
     );
     drop(ca);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rediss_with_an_acl_user_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // A server certificate for "localhost" from the development CA (test material only).
+    let (cert, key, _) = dev_leaf(dir.path(), "localhost", 0, 30);
+    let port = free_port();
+    let mut server = std::process::Command::new("redis-server")
+        .args(["--port", "0", "--tls-port", &port.to_string()])
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(dev_ca())
+        .args(["--tls-auth-clients", "no"])
+        .args([
+            "--user",
+            "edge",
+            "on",
+            ">pw-not-a-secret",
+            "~*",
+            "&*",
+            "+@all",
+        ])
+        .args(["--user", "default", "off"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("rediss://localhost:{port}/");
+    std::fs::write(dir.path().join("user"), "edge\n").unwrap();
+    std::fs::write(dir.path().join("pass"), "pw-not-a-secret\n").unwrap();
+    let section = |pass: &str| {
+        format!(
+            "  url: {url}\n  ca_file: {}\n  username_file: {}\n  password_file: {}\n  timeout: 500ms\n",
+            dev_ca().display(),
+            dir.path().join("user").display(),
+            dir.path().join(pass).display()
+        )
+    };
+    let tls_conn = || {
+        redis::Client::build_with_tls(
+            format!("rediss://edge:pw-not-a-secret@localhost:{port}/"),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(dev_root()),
+            },
+        )
+        .and_then(|c| c.get_connection())
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || tls_conn().is_ok()),
+        "TLS redis-server did not start"
+    );
+    let le = Linkedge::start(&Options::with_redis(&section("pass")));
+    let (ok, out) = cli(&le, "check", &["--online"]);
+    assert!(
+        ok && out.contains("redis 7") && out.contains("rediss://"),
+        "{out}"
+    );
+    let link = le.http_url(&format!("/c/{}", click(LOCAL, "https://example.com/", 9)));
+    assert_eq!(get(&link).await.unwrap().status(), 302);
+    assert!(
+        eventually(Duration::from_secs(10), || stream_ids(
+            &mut tls_conn().unwrap()
+        )
+        .len()
+            == 1),
+        "the click did not reach the TLS Redis:\n{}",
+        le.log()
+    );
+    // A wrong password: `check --online` fails and says why, without printing the password.
+    std::fs::write(dir.path().join("wrong"), "not-the-password").unwrap();
+    let bad = Options::with_redis(&section("wrong"));
+    let le2 = Linkedge::start(&bad);
+    let (ok, out) = cli(&le2, "check", &["--online"]);
+    assert!(!ok && out.contains("cannot reach"), "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("wrongpass") || out.contains("auth"),
+        "{out}"
+    );
+    assert!(!out.contains("not-the-password"), "{out}");
+    let _ = server.kill();
+    let _ = server.wait();
+}

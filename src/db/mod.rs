@@ -531,33 +531,66 @@ impl Db {
     }
 
     /// Which node answers and what it runs, for `linkedge check --online`: one line such as
-    /// `redis 7.0.15 (master) at 127.0.0.1:6379 via redis://127.0.0.1:6379`.
+    /// `redis 7.0.15 (standalone, master) at 127.0.0.1:6379 via redis://127.0.0.1:6379`; a
+    /// cluster lists every node that answered with its role.
     pub async fn describe(&self) -> RedisResult<String> {
         let mut c = self.conn().await?;
-        let info: String = redis::cmd("INFO").arg("server").query_async(&mut c).await?;
-        let repl: String = redis::cmd("INFO")
-            .arg("replication")
-            .query_async(&mut c)
-            .await?;
+        // A cluster routes INFO to every node and answers a map of node → text.
+        let per_node = |v: Value| -> RedisResult<Vec<(String, String)>> {
+            match v {
+                Value::Map(m) => m
+                    .into_iter()
+                    .map(|(k, v)| {
+                        Ok((
+                            redis::from_redis_value::<String>(k)?,
+                            redis::from_redis_value::<String>(v)?,
+                        ))
+                    })
+                    .collect(),
+                other => Ok(vec![(String::new(), redis::from_redis_value(other)?)]),
+            }
+        };
+        let server = per_node(redis::cmd("INFO").arg("server").query_async(&mut c).await?)?;
+        let repl = per_node(
+            redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut c)
+                .await?,
+        )?;
         let field = |text: &str, k: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))
                 .map(|v| v.trim().to_string())
                 .unwrap_or_else(|| "?".into())
         };
-        let mode = field(&info, "redis_mode");
-        let version = field(&info, "redis_version");
-        let port = field(&info, "tcp_port");
-        let role = field(&repl, "role");
-        let node = match &self.inner.target {
+        let (_, first) = &server[0];
+        let version = field(first, "redis_version");
+        let mode = field(first, "redis_mode");
+        let at = match &self.inner.target {
             Target::Sentinel { client, .. } => {
                 let m = client.lock().await.async_get_client().await?;
-                m.get_connection_info().addr().to_string()
+                format!(
+                    "{} ({})",
+                    m.get_connection_info().addr(),
+                    field(&repl[0].1, "role")
+                )
             }
-            _ => format!("port {port}"),
+            Target::Single(_) => format!(
+                "port {} ({})",
+                field(first, "tcp_port"),
+                field(&repl[0].1, "role")
+            ),
+            Target::Cluster { .. } => {
+                let mut nodes: Vec<String> = repl
+                    .iter()
+                    .map(|(n, text)| format!("{n} ({})", field(text, "role")))
+                    .collect();
+                nodes.sort();
+                format!("{} node(s): {}", nodes.len(), nodes.join(", "))
+            }
         };
         Ok(format!(
-            "redis {version} ({mode}, {role}) at {node} via {}",
+            "redis {version} ({mode}) at {at} via {}",
             self.inner.target.describe()
         ))
     }
