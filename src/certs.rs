@@ -594,23 +594,51 @@ impl Invalidator {
 
     async fn listen(&self) -> redis::RedisResult<()> {
         use futures_util::StreamExt;
+        let bound = self.db.timeout();
+        let timed_out = || {
+            redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer within redis.timeout",
+            ))
+        };
         let mut pubsub = self.db.pubsub().await?;
-        pubsub.subscribe(self.db.keys().cert_channel()).await?;
+        tokio::time::timeout(bound, pubsub.subscribe(self.db.keys().cert_channel()))
+            .await
+            .map_err(|_| timed_out())??;
         // Messages sent while not subscribed are lost: start from a clean cache.
         self.cache.clear();
         tracing::info!("certificate invalidation channel subscribed");
-        let mut stream = pubsub.on_message();
-        while let Some(msg) = stream.next().await {
-            if let Ok(host) = msg.get_payload::<String>() {
-                self.cache.invalidate(&host);
+        let (mut sink, mut stream) = pubsub.split();
+        // A server that hangs (or a network that drops packets) never ends the stream: ping it.
+        let mut check = tokio::time::interval(PUBSUB_PING_EVERY);
+        check.tick().await;
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => {
+                        if let Ok(host) = msg.get_payload::<String>() {
+                            self.cache.invalidate(&host);
+                        }
+                    }
+                    None => {
+                        return Err(redis::RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "the subscription ended",
+                        )));
+                    }
+                },
+                _ = check.tick() => {
+                    tokio::time::timeout(bound, sink.ping::<redis::Value>())
+                        .await
+                        .map_err(|_| timed_out())??;
+                }
             }
         }
-        Err(redis::RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::ConnectionAborted,
-            "the subscription ended",
-        )))
     }
 }
+
+/// How often the invalidation channel's connection is checked with a PING.
+const PUBSUB_PING_EVERY: Duration = Duration::from_secs(5);
 
 #[async_trait]
 impl pingora::services::background::BackgroundService for Invalidator {

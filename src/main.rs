@@ -471,7 +471,13 @@ fn main() -> ExitCode {
                     .map_err(|e| e.to_string())?;
                 let node = rt
                     .block_on(db.describe())
-                    .map_err(|e| format!("{}: redis: cannot reach {db:?}: {e}", config.config.display()))?;
+                    .map_err(|e| {
+                        format!(
+                            "{}: redis: cannot reach {}: {e}",
+                            config.config.display(),
+                            db.target()
+                        )
+                    })?;
                 println!("{}: {node}", config.config.display());
             }
             println!(

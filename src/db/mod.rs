@@ -404,6 +404,12 @@ impl Db {
         )
     }
 
+    /// Where it connects, for messages: `redis://host:port`, `sentinel master NAME`, or
+    /// `cluster of N seed node(s)`. Never credentials.
+    pub fn target(&self) -> String {
+        self.inner.target.describe()
+    }
+
     /// The key schema.
     pub fn keys(&self) -> &Keys {
         &self.inner.keys
