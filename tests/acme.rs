@@ -69,19 +69,7 @@ async fn pebble_root(ca: &Ca) -> reqwest::Certificate {
 
 /// Marks `host` verified in the registry, as `domain verify` would have earlier.
 fn mark_verified(redis: &Redis, host: &str) {
-    let raw: String = redis::cmd("HGET")
-        .arg("linkedge:domains")
-        .arg(host)
-        .query(&mut redis.conn())
-        .unwrap();
-    let mut d: serde_json::Value = serde_json::from_str(&raw).unwrap();
-    d["state"] = "verified".into();
-    let _: () = redis::cmd("HSET")
-        .arg("linkedge:domains")
-        .arg(host)
-        .arg(d.to_string())
-        .query(&mut redis.conn())
-        .unwrap();
+    set_domain_state(&mut redis.conn(), host, "verified");
 }
 
 fn domain(redis: &Redis, host: &str) -> serde_json::Value {

@@ -261,24 +261,12 @@ acme:\n  directory: \"{}\"\n  extra_root: {}\n  scan_interval: 1s\n  order_timeo
             &["add", host, "--workspace", "3", "--region", "us"],
         );
         assert!(ok, "{out}");
-        let raw: String = redis::cmd("HGET")
-            .arg("linkedge:domains")
-            .arg(host)
-            .query(&mut redis.conn())
-            .unwrap();
-        let mut d: serde_json::Value = serde_json::from_str(&raw).unwrap();
-        d["state"] = if host == "link.new.test" {
+        let state = if host == "link.new.test" {
             "verified"
         } else {
             "issued"
-        }
-        .into();
-        let _: () = redis::cmd("HSET")
-            .arg("linkedge:domains")
-            .arg(host)
-            .arg(d.to_string())
-            .query(&mut redis.conn())
-            .unwrap();
+        };
+        set_domain_state(&mut redis.conn(), host, state);
     }
     let not_after = |host: &str| -> i64 {
         let (ok, out) = cli(&le, "cert", &["show", host]);
@@ -429,20 +417,7 @@ acme:\n  directory: \"{}\"\n  extra_root: {}\n  scan_interval: 1s\n  order_timeo
         &["add", host, "--workspace", "4", "--region", "us"],
     );
     assert!(ok, "{out}");
-    let mut conn = cluster.conn();
-    let raw: String = redis::cmd("HGET")
-        .arg("linkedge:domains")
-        .arg(host)
-        .query(&mut conn)
-        .unwrap();
-    let mut d: serde_json::Value = serde_json::from_str(&raw).unwrap();
-    d["state"] = "verified".into();
-    let _: () = redis::cmd("HSET")
-        .arg("linkedge:domains")
-        .arg(host)
-        .arg(d.to_string())
-        .query(&mut conn)
-        .unwrap();
+    set_domain_state(&mut cluster.conn(), host, "verified");
     assert!(
         eventually(Duration::from_secs(60), || cli(a, "cert", &["show", host])
             .0),

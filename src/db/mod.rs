@@ -135,18 +135,20 @@ impl NodeSettings {
 
     fn open(&self, info: ConnectionInfo) -> RedisResult<Client> {
         match (
-            &self.root_cert,
+            self.certificates(),
             matches!(info.addr(), ConnectionAddr::TcpTls { .. }),
         ) {
-            (Some(root), true) => Client::build_with_tls(
-                info,
-                TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root.clone()),
-                },
-            ),
+            (Some(certs), true) => Client::build_with_tls(info, certs),
             _ => Client::open(info),
         }
+    }
+
+    /// The configured roots (`redis.ca_file`), in the form the crate's builders take.
+    fn certificates(&self) -> Option<TlsCertificates> {
+        self.root_cert.as_ref().map(|root| TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root.clone()),
+        })
     }
 }
 
@@ -340,11 +342,8 @@ impl Db {
             }
             if cfg.tls {
                 b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
-                if let Some(root) = &node.root_cert {
-                    b = b.set_client_to_redis_certificates(TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(root.clone()),
-                    });
+                if let Some(certs) = node.certificates() {
+                    b = b.set_client_to_redis_certificates(certs);
                 }
             }
             Target::Sentinel {
@@ -365,11 +364,8 @@ impl Db {
                 .response_timeout(cfg.timeout);
             if cfg.tls {
                 b = b.tls(redis::TlsMode::Secure);
-                if let Some(root) = &node.root_cert {
-                    b = b.certs(TlsCertificates {
-                        client_tls: None,
-                        root_cert: Some(root.clone()),
-                    });
+                if let Some(certs) = node.certificates() {
+                    b = b.certs(certs);
                 }
             }
             Target::Cluster {

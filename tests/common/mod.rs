@@ -704,3 +704,21 @@ pub async fn tls_serial(le: &Linkedge, sni: &str, root_pem: &[u8]) -> Result<Str
         .unwrap()
         .to_string())
 }
+
+/// Sets the registry state of `host` (as `domain verify` or the issuer would have), through
+/// `conn` (a standalone or cluster connection).
+pub fn set_domain_state(conn: &mut dyn redis::ConnectionLike, host: &str, state: &str) {
+    let raw: String = redis::cmd("HGET")
+        .arg("linkedge:domains")
+        .arg(host)
+        .query(conn)
+        .unwrap();
+    let mut d: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    d["state"] = state.into();
+    let _: () = redis::cmd("HSET")
+        .arg("linkedge:domains")
+        .arg(host)
+        .arg(d.to_string())
+        .query(conn)
+        .unwrap();
+}
