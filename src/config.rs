@@ -467,8 +467,9 @@ pub struct Redis {
     pub password_env: Option<String>,
     /// File holding the password (trailing newline ignored). Relative to the config file.
     pub password_file: Option<PathBuf>,
-    /// Bound on connecting and on every command; a batch of events not acknowledged within it
-    /// goes to the spool. Default `1s`.
+    /// Bound on every command (a batch of events not acknowledged within it goes to the
+    /// spool); a connection attempt, which with Sentinel is a look-up and a connect, gets
+    /// twice it. Default `1s`.
     #[serde(deserialize_with = "de_duration")]
     pub timeout: Duration,
 }
