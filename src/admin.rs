@@ -77,6 +77,13 @@ fn registry_error(e: RegistryError) -> Answer {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110, section 11.1).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, rest) = value.split_at_checked(7)?;
+    scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AddDomain {
@@ -112,7 +119,7 @@ impl Admin {
             .req_header()
             .headers
             .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .and_then(|v| bearer(v.as_bytes()))
             .unwrap_or(b"");
         if presented.is_empty() || !token.matches(presented) {
             return error(401, "missing or wrong bearer token");

@@ -72,6 +72,9 @@ pub struct File {
     /// Process settings handed to Pingora.
     #[serde(default)]
     pub server: Server,
+    /// Deadlines and connection caps on the public listeners.
+    #[serde(default)]
+    pub limits: Limits,
     /// Regional track backends: every request the edge does not answer itself (anything but
     /// links, pixels and `/health`) is proxied to the region of its Host. Empty: answered 404.
     #[serde(default)]
@@ -646,6 +649,46 @@ impl Default for Server {
     }
 }
 
+/// Deadlines and caps that keep one client (or a scanner, or a slowloris) from holding the
+/// public listeners. Each is counted in `linkedge_connections_closed_total` or
+/// `linkedge_connections_refused_total` with its reason.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Longest time to receive a whole HTTP/1 request head, however slowly its bytes arrive:
+    /// from the connection's accept for the first request, from the first byte for the next
+    /// ones. The connection is closed when it passes. Default `10s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub header_timeout: Duration,
+    /// Longest idle time between requests on a kept-alive connection (HTTP/1 and HTTP/2)
+    /// before it is closed. Default `60s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub keepalive_timeout: Duration,
+    /// Requests served on one HTTP/1 connection before it is closed (the client reconnects);
+    /// frees per-connection memory on long-lived connections. Default 10000.
+    pub keepalive_requests: u32,
+    /// Concurrent streams a client may open on one HTTP/2 connection. Default 128.
+    pub h2_max_streams: u32,
+    /// Open connections on the public listeners in all. Default: the open-file limit (raised
+    /// to its hard maximum at start) minus 1024 kept for upstream, Redis and spool files.
+    pub max_connections: Option<usize>,
+    /// Open connections from one client address (IPv6 counted per /64). Default 1000.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            keepalive_requests: 10_000,
+            h2_max_streams: 128,
+            max_connections: None,
+            max_connections_per_ip: 1000,
+        }
+    }
+}
+
 /// Validated settings, with secrets read and paths resolved.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -821,6 +864,24 @@ impl File {
         }
         if file.events.batch_max == 0 || file.events.batch_max > 100_000 {
             return Err(invalid("events.batch_max", "expected 1 to 100000"));
+        }
+        let l = &file.limits;
+        for (field, d) in [
+            ("limits.header_timeout", l.header_timeout),
+            ("limits.keepalive_timeout", l.keepalive_timeout),
+        ] {
+            if d < Duration::from_secs(1) {
+                return Err(invalid(field, "must be at least 1s"));
+            }
+        }
+        if l.keepalive_requests == 0 || l.h2_max_streams == 0 || l.max_connections_per_ip == 0 {
+            return Err(invalid(
+                "limits",
+                "keepalive_requests, h2_max_streams and max_connections_per_ip must be at least 1",
+            ));
+        }
+        if l.max_connections == Some(0) {
+            return Err(invalid("limits.max_connections", "must be at least 1"));
         }
         if file.server.threads == Some(0) {
             return Err(invalid("server.threads", "must be at least 1"));

@@ -478,6 +478,12 @@ impl ProxyHttp for Edge {
             _ => peer_s,
         };
         up.insert_header("X-Forwarded-For", xff)?;
+        // Other ways of naming the client, believed only from a trusted proxy; from anyone
+        // else they could be forged to feed a backend a false client address.
+        if !trusted {
+            up.remove_header("forwarded");
+            up.remove_header("x-real-ip");
+        }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         up.insert_header("X-Forwarded-Proto", if tls { "https" } else { "http" })?;
         up.insert_header("X-Forwarded-Host", &ctx.host)?;
@@ -552,8 +558,17 @@ impl ProxyHttp for Edge {
         }
     }
 
-    /// Metrics for proxied requests.
+    /// The request head is complete: the connection's header deadline stops, and pipelined
+    /// requests are answered in order (Pingora keeps the next request's bytes).
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        crate::limits::request_started(session);
+        session.set_pipelining_enabled(true);
+        Ok(())
+    }
+
+    /// Metrics for proxied requests; the connection's idle deadline starts.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        crate::limits::request_finished(session);
         let Some(region) = ctx.served_by.as_ref().or(ctx.region.as_ref()) else {
             return;
         };

@@ -14,6 +14,7 @@ pub mod db;
 pub mod domains;
 pub mod edge;
 pub mod events;
+pub mod limits;
 pub mod metrics;
 pub mod regions;
 pub mod server;

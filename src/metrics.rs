@@ -215,6 +215,13 @@ pub fn init() {
     LazyLock::force(&SPOOL_BYTES);
     LazyLock::force(&REDIS_WRITE_SECONDS);
     LazyLock::force(&TOKEN_FAILURES);
+    LazyLock::force(&CONNECTIONS_OPEN);
+    for r in ["per_ip", "global"] {
+        connection_refused(r);
+    }
+    for r in ["header_timeout", "idle_timeout", "evicted"] {
+        connection_closed(r);
+    }
 }
 
 /// The Prometheus text exposition of every registered metric.
@@ -449,4 +456,47 @@ pub fn redis_up(name: &str) -> IntGauge {
 /// The lost-connection counter of Redis connection `name`.
 pub fn redis_reconnects(name: &str) -> IntCounter {
     REDIS_LOST.with_label_values(&[name])
+}
+
+/// Open connections on the public listeners.
+pub static CONNECTIONS_OPEN: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "linkedge_connections_open",
+        "Connections open on the public listeners (after the TLS handshake)."
+    )
+    .expect("metric registers")
+});
+
+static CONNECTIONS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_connections_refused_total",
+            "Connections refused at a cap, by reason: per_ip (limits.max_connections_per_ip), \
+             global (limits.max_connections)."
+        ),
+        &["reason"]
+    )
+    .expect("metric registers")
+});
+
+static CONNECTIONS_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_connections_closed_total",
+            "Connections the edge closed, by reason: header_timeout, idle_timeout, evicted (the \
+             longest-idle one, to make room at limits.max_connections)."
+        ),
+        &["reason"]
+    )
+    .expect("metric registers")
+});
+
+/// The refusal counter for `reason`.
+pub fn connection_refused(reason: &str) -> IntCounter {
+    CONNECTIONS_REFUSED.with_label_values(&[reason])
+}
+
+/// The deadline-close counter for `reason`.
+pub fn connection_closed(reason: &str) -> IntCounter {
+    CONNECTIONS_CLOSED.with_label_values(&[reason])
 }

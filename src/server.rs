@@ -11,6 +11,7 @@ use crate::edge::{Edge, WellKnown};
 use crate::events::Recorder;
 use crate::events::spool::Spool;
 use crate::events::writer::{Writer, WriterConfig};
+use crate::limits::{self, Conns, Guarded};
 use crate::{metrics, tls};
 use pingora::prelude::*;
 use pingora::server::RunArgs;
@@ -28,6 +29,42 @@ pub struct ProcessOptions {
     pub upgrade: bool,
     /// Check that everything loads, then exit (`--test`).
     pub test: bool,
+}
+
+/// The public listeners' service: the edge behind the connection caps and deadlines
+/// ([`crate::limits`]), with Pingora's keep-alive, HTTP/2 and pipelining options from `limits`.
+fn public_service(
+    conf: &Arc<ServerConf>,
+    edge: Edge,
+    limits: &crate::config::Limits,
+) -> Service<Guarded<pingora::proxy::HttpProxy<Edge>>> {
+    let mut proxy = pingora::proxy::http_proxy(conf, edge);
+    let mut opts = pingora::apps::HttpServerOptions::default();
+    opts.keepalive_request_limit = Some(limits.keepalive_requests);
+    opts.h2_idle_timeout = Some(limits.keepalive_timeout);
+    proxy.server_options = Some(opts);
+    let mut h2 = pingora::protocols::http::v2::server::H2Options::new();
+    h2.max_concurrent_streams(limits.h2_max_streams);
+    proxy.h2_options = Some(h2);
+    let nofile = limits::raise_nofile_limit();
+    let max = limits
+        .max_connections
+        .unwrap_or_else(|| nofile.saturating_sub(limits::FD_HEADROOM).max(64) as usize);
+    tracing::info!(
+        open_file_limit = nofile,
+        max_connections = max,
+        max_connections_per_ip = limits.max_connections_per_ip,
+        "connection capacity"
+    );
+    if max as u64 + limits::FD_HEADROOM > nofile {
+        tracing::warn!(
+            open_file_limit = nofile,
+            max_connections = max,
+            "limits.max_connections leaves fewer than 1024 descriptors for upstreams, Redis and the spool"
+        );
+    }
+    let conns = Arc::new(Conns::new(limits.clone(), max));
+    Service::new("public".to_string(), Guarded::new(proxy, conns))
 }
 
 /// Builds and runs the server until SIGTERM (graceful) or SIGINT (fast); returns once it stopped
@@ -86,7 +123,7 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         .certs
         .as_ref()
         .map(|c| Sealer::new(settings.master_keys.clone(), c.master_key));
-    let mut public = http_proxy_service(&server.configuration, edge);
+    let mut public = public_service(&server.configuration, edge, &f.limits);
     let mut invalidator = None;
     if let Some(addr) = f.listen.http {
         public.add_tcp(&addr.to_string());

@@ -69,6 +69,8 @@ async fn branded_host_and_forwarded_headers_reach_the_backend() {
         .get(le.http_url("/unsubscribe/abc?x=1"))
         .header("Host", "Link.Example.com")
         .header("X-Forwarded-For", "6.6.6.6")
+        .header("Forwarded", "for=6.6.6.6;proto=https")
+        .header("X-Real-IP", "6.6.6.6")
         .header("Connection", "keep-alive")
         .send()
         .await
@@ -84,6 +86,9 @@ async fn branded_host_and_forwarded_headers_reach_the_backend() {
     assert_eq!(h["x-forwarded-proto"], "http");
     // The client is not a trusted proxy: its X-Forwarded-For is replaced, not extended.
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    // Nor may its other ways of naming a client reach the backend.
+    assert!(h.get("forwarded").is_none(), "{h}");
+    assert!(h.get("x-real-ip").is_none(), "{h}");
     assert_eq!(h["x-request-id"], rid.as_str());
 
     // Over HTTPS (and HTTP/2 to the edge), a client-given request id is kept.
