@@ -127,6 +127,15 @@ pub static SPOOL_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers")
 });
 
+/// How full the spool is, 0 to 1 (`linkedge_event_spool_bytes` over `events.spool.max_bytes`).
+pub static SPOOL_FILL: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
+    prometheus::register_gauge!(
+        "linkedge_event_spool_fill_ratio",
+        "Fraction of events.spool.max_bytes in use; at 1 new events are dropped."
+    )
+    .expect("metric registers")
+});
+
 /// Duration of one pipelined batch write to Redis.
 pub static REDIS_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
@@ -213,6 +222,7 @@ pub fn init() {
     LazyLock::force(&HOST_MISMATCH);
     LazyLock::force(&EVENT_QUEUE_DEPTH);
     LazyLock::force(&SPOOL_BYTES);
+    LazyLock::force(&SPOOL_FILL);
     LazyLock::force(&REDIS_WRITE_SECONDS);
     LazyLock::force(&TOKEN_FAILURES);
     LazyLock::force(&CONNECTIONS_OPEN);

@@ -162,6 +162,29 @@ async fn full_spool_drops_are_counted_not_silent() {
         "every event written, spooled or counted dropped: {:?}",
         accounted()
     );
+    // Said loudly: one ERROR line at the first drop (at most one a minute after it), and the
+    // rest at shutdown; the counts in the log add up to the metric.
+    let dropped = accounted().1;
+    let mut le = le;
+    assert!(le.stop());
+    let log = le.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("spool full"))
+        .collect();
+    assert!(!lines.is_empty() && lines.len() <= 2, "{lines:#?}");
+    assert!(lines[0].contains("are being dropped"), "{}", lines[0]);
+    let logged: f64 = lines
+        .iter()
+        .filter_map(|l| {
+            let rest = l.split("dropped=").nth(1)?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(logged, dropped, "{lines:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -78,7 +78,13 @@ pub struct Spool {
     dirty: bool,
     synced_at: std::time::Instant,
     sync_every: std::time::Duration,
+    /// Events dropped (spool full) since the last ERROR line, and when that line was.
+    drops_unlogged: u64,
+    drop_logged_at: Option<std::time::Instant>,
 }
+
+/// At most one "spool full" ERROR line per this interval while events are dropped.
+const DROP_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The lock file in each process's subdirectory.
 const LOCK: &str = "lock";
@@ -145,9 +151,11 @@ impl Spool {
             dirty: false,
             synced_at: std::time::Instant::now(),
             sync_every: std::time::Duration::from_secs(1),
+            drops_unlogged: 0,
+            drop_logged_at: None,
         };
         spool.adopt()?;
-        metrics::SPOOL_BYTES.set(spool.total_bytes as i64);
+        spool.publish();
         Ok(spool)
     }
 
@@ -207,7 +215,7 @@ impl Spool {
                 bytes = self.total_bytes,
                 "adopted spooled events left by an exited process; replaying"
             );
-            metrics::SPOOL_BYTES.set(self.total_bytes as i64);
+            self.publish();
         }
         Ok(adopted)
     }
@@ -232,6 +240,13 @@ impl Spool {
     /// At a clean exit: removes this process's subdirectory if nothing is left in it, and
     /// releases its lock either way (whatever is left is adopted by the next process).
     pub fn close(&mut self) {
+        if self.drops_unlogged > 0 {
+            tracing::error!(
+                dropped = self.drops_unlogged,
+                "spool full: events dropped since the last report, at shutdown"
+            );
+            self.drops_unlogged = 0;
+        }
         self.sync();
         self.current = None;
         if self.segments.is_empty() {
@@ -278,7 +293,7 @@ impl Spool {
         if events.is_empty() {
             return;
         }
-        let mut spooled = 0u64;
+        let (mut spooled, mut dropped) = (0u64, 0u64);
         for e in events {
             let mut line = serde_json::to_vec(&Record {
                 u: uncertain,
@@ -289,6 +304,7 @@ impl Spool {
             let len = line.len() as u64;
             if self.total_bytes + len > self.max_bytes {
                 metrics::events_dropped("spool_full").inc();
+                dropped += 1;
                 continue;
             }
             match self.write_line(&line) {
@@ -307,7 +323,37 @@ impl Spool {
         self.dirty |= spooled > 0;
         self.sync_if_due();
         metrics::events_outcome("spooled").inc_by(spooled);
+        if dropped > 0 {
+            self.dropped(dropped);
+        }
+        self.publish();
+    }
+
+    /// Sets the spool gauges (bytes held, fill ratio).
+    fn publish(&self) {
         metrics::SPOOL_BYTES.set(self.total_bytes as i64);
+        metrics::SPOOL_FILL.set(self.total_bytes as f64 / self.max_bytes.max(1) as f64);
+    }
+
+    /// Says loudly that the spool is full: the first drop at once, then at most one line a
+    /// minute with the count since the last one.
+    fn dropped(&mut self, n: u64) {
+        self.drops_unlogged += n;
+        let due = self
+            .drop_logged_at
+            .is_none_or(|at| at.elapsed() >= DROP_LOG_EVERY);
+        if due {
+            tracing::error!(
+                dropped = self.drops_unlogged,
+                spool_bytes = self.total_bytes,
+                max_bytes = self.max_bytes,
+                dir = %self.dir.display(),
+                "spool full: click and open events are being dropped (Redis has been unreachable \
+                 for longer than events.spool.max_bytes holds); see linkedge_events_dropped_total"
+            );
+            self.drops_unlogged = 0;
+            self.drop_logged_at = Some(std::time::Instant::now());
+        }
     }
 
     fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
@@ -428,7 +474,7 @@ impl Spool {
             self.total_bytes -= size.min(self.total_bytes);
         }
         self.replaying = None;
-        metrics::SPOOL_BYTES.set(self.total_bytes as i64);
+        self.publish();
         Ok(())
     }
 }
