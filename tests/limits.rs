@@ -195,7 +195,8 @@ async fn at_the_global_cap_new_clients_are_still_answered() {
     ) >= 5.0));
     // The evicted are the oldest: the first five held are closed, the sixth is not.
     for (i, s) in held[..5].iter_mut().enumerate() {
-        let (_, closed) = read_to_close(s, Duration::from_millis(500)).await;
+        // Marked and woken at once; on a loaded machine the close itself can take a moment.
+        let (_, closed) = read_to_close(s, Duration::from_secs(3)).await;
         assert!(closed.is_some(), "held connection {i} is still open");
     }
     assert_eq!(get_on(&mut held[5], "/health").await, 200);
