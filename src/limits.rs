@@ -111,14 +111,17 @@ impl Conns {
     /// Closes the HTTP/1 connection that has waited longest without a request in progress;
     /// returns whether there was one.
     fn evict_idle(&self) -> bool {
+        // Oldest first; connections idle since the same microsecond go in accept order.
         let victim = self
             .live()
-            .values()
-            .filter_map(Weak::upgrade)
-            .filter(|s| s.phase.load(Ordering::Relaxed) != BUSY && !s.kill.load(Ordering::Relaxed))
-            .min_by_key(|s| s.since.load(Ordering::Relaxed));
+            .iter()
+            .filter_map(|(id, w)| Some((*id, w.upgrade()?)))
+            .filter(|(_, s)| {
+                s.phase.load(Ordering::Relaxed) != BUSY && !s.kill.load(Ordering::Relaxed)
+            })
+            .min_by_key(|(id, s)| (s.since.load(Ordering::Relaxed), *id));
         match victim {
-            Some(s) => {
+            Some((_, s)) => {
                 s.kill.store(true, Ordering::Relaxed);
                 s.waker.wake();
                 true
@@ -132,8 +135,8 @@ impl Conns {
         self.max_connections
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
     }
 
     /// Takes a place for a connection from `ip`, or says which cap refuses it.
@@ -187,7 +190,7 @@ const BUSY: u8 = 2;
 /// the request hooks.
 struct Shared {
     phase: AtomicU8,
-    /// When the phase began, in ms since `conns.epoch`.
+    /// When the phase began, in µs since `conns.epoch`.
     since: AtomicU64,
     /// Set to close the connection at its next poll (evicted at the global cap).
     kill: AtomicBool,
@@ -220,14 +223,14 @@ impl Conn {
     fn enter(&self, phase: u8) {
         self.shared
             .since
-            .store(self.conns.now_ms(), Ordering::Relaxed);
+            .store(self.conns.now_us(), Ordering::Relaxed);
         self.shared.phase.store(phase, Ordering::Relaxed);
     }
 
     /// When the connection must be closed unless its phase changes, and why.
     fn deadline(&self) -> Option<(Instant, &'static str)> {
         let since =
-            self.conns.epoch + Duration::from_millis(self.shared.since.load(Ordering::Relaxed));
+            self.conns.epoch + Duration::from_micros(self.shared.since.load(Ordering::Relaxed));
         match self.shared.phase.load(Ordering::Relaxed) {
             IDLE => Some((since + self.conns.limits.keepalive_timeout, "idle_timeout")),
             HEAD => Some((since + self.conns.limits.header_timeout, "header_timeout")),
@@ -455,7 +458,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         let limits = &self.conns.limits;
         let shared = Arc::new(Shared {
             phase: AtomicU8::new(HEAD),
-            since: AtomicU64::new(self.conns.now_ms()),
+            since: AtomicU64::new(self.conns.now_us()),
             kill: AtomicBool::new(false),
             waker: AtomicWaker::new(),
         });
