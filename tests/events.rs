@@ -142,7 +142,7 @@ async fn upgrade_hands_spooled_events_to_the_new_process() {
 async fn full_spool_drops_are_counted_not_silent() {
     let mut redis = Redis::start();
     let mut opts = Options::new(redis.url());
-    opts.spool_max = "4KiB".into();
+    opts.spool_max = "1KiB".into();
     let le = Linkedge::start(&opts);
     redis.kill();
     let served = burst(&le, 0..200, 4).await;
@@ -208,4 +208,63 @@ async fn slow_redis_neither_slows_redirects_nor_duplicates_events() {
         "500 redirects took {slow_for:?} while Redis was paused"
     );
     assert_exactly_once(&redis, &le, &served);
+}
+
+/// What one spooled click costs on disk, from real requests while Redis is down: the figure
+/// behind `events.spool.max_bytes` (2 GiB must hold an hour at 10,000 clicks/s: 36,000,000
+/// events, so at most 59 bytes each). Then every spooled click reaches the stream once.
+#[tokio::test(flavor = "multi_thread")]
+async fn spooled_clicks_are_compact_and_all_replayed() {
+    let mut redis = Redis::start();
+    let le = Linkedge::start(&Options::new(redis.url()));
+    redis.kill();
+    let n = 4000u64;
+    let uas: Vec<String> = (0..40)
+        .map(|i| format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.0.0 Safari/537.36", 100 + i))
+        .collect();
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (c, base, uas, next) = (client(), le.http_url("/c/"), uas.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if id >= n {
+                    break;
+                }
+                let t = click(
+                    LOCAL,
+                    &format!("https://shop.example.com/p/{}?utm_source=email", id % 25),
+                    id,
+                );
+                let r = c
+                    .get(format!("{base}{t}"))
+                    .header("User-Agent", &uas[(id * 7 % 40) as usize])
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::FOUND);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || le
+            .metric("linkedge_events_total{outcome=\"spooled\"}")
+            == n as f64),
+        "not all spooled:\n{}",
+        le.log()
+    );
+    let bytes = le.metric("linkedge_event_spool_bytes");
+    let per_event = bytes / n as f64;
+    eprintln!("spooled {n} clicks in {bytes} bytes: {per_event:.1} bytes per event");
+    assert!(per_event <= 59.0, "{per_event:.1} bytes per spooled event");
+    redis.restart();
+    assert!(
+        eventually(Duration::from_secs(20), || redis.xlen(STREAM) == n as usize),
+        "{} of {n} in the stream after Redis returned",
+        redis.xlen(STREAM)
+    );
 }

@@ -6,6 +6,7 @@
 //! Redis is reachable. Every event ends written, spooled, or counted in
 //! `linkedge_events_dropped_total` with a reason.
 
+pub mod codec;
 pub mod spool;
 pub mod writer;
 

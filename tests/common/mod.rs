@@ -586,7 +586,7 @@ pub fn spooled_segments(dir: &std::path::Path) -> usize {
             if p.is_dir() {
                 spooled_segments(&p)
             } else {
-                usize::from(p.extension().is_some_and(|x| x == "jsonl"))
+                usize::from(p.extension().is_some_and(|x| x == "evz" || x == "jsonl"))
             }
         })
         .sum()
