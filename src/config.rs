@@ -575,6 +575,13 @@ pub struct Events {
     pub queue_capacity: usize,
     /// Most events per pipelined write. Default 4096.
     pub batch_max: usize,
+    /// Longest time a recorded click or open is held only in memory. A batch Redis has not
+    /// acknowledged within it is written to the spool too (marked uncertain, so replay checks
+    /// the stream before writing it again), and so is what queued behind it, every quarter of
+    /// it, for as long as Redis keeps the writer waiting. This is the window a `kill -9` or a
+    /// crash can lose (README, "What can be lost"). Default `100ms`.
+    #[serde(deserialize_with = "de_duration")]
+    pub memory_window: Duration,
     /// Local spool for events Redis could not take.
     pub spool: Spool,
 }
@@ -586,6 +593,7 @@ impl Default for Events {
             maxlen: 10_000_000,
             queue_capacity: 65_536,
             batch_max: 4096,
+            memory_window: Duration::from_millis(100),
             spool: Spool::default(),
         }
     }
@@ -863,6 +871,9 @@ impl File {
         }
         if file.events.queue_capacity == 0 {
             return Err(invalid("events.queue_capacity", "must be at least 1"));
+        }
+        if file.events.memory_window < Duration::from_millis(10) {
+            return Err(invalid("events.memory_window", "must be at least 10ms"));
         }
         if file.events.batch_max == 0 || file.events.batch_max > 100_000 {
             return Err(invalid("events.batch_max", "expected 1 to 100000"));

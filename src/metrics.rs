@@ -70,7 +70,7 @@ static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         Opts::new(
             "linkedge_events_total",
-            "Click and open events by outcome: written, spooled, replayed, already_written."
+            "Click and open events by outcome: written, spooled, spilled (an unanswered batch also spooled after events.memory_window), replayed, already_written."
         ),
         &["outcome"]
     )
@@ -213,7 +213,13 @@ pub fn token_failure(reason: &str) -> IntCounter {
 /// Registers every metric so `/metrics` lists them (at zero) from the start.
 pub fn init() {
     LazyLock::force(&ROUTES);
-    for o in ["written", "spooled", "replayed", "already_written"] {
+    for o in [
+        "written",
+        "spooled",
+        "spilled",
+        "replayed",
+        "already_written",
+    ] {
         events_outcome(o);
     }
     for r in ["spool_full", "spool_io", "spool_corrupt"] {

@@ -203,6 +203,7 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
             stream: f.events.stream.clone(),
             maxlen: f.events.maxlen,
             batch_max: f.events.batch_max,
+            memory_window: f.events.memory_window,
         },
     );
     server.add_service(background_service("event writer", writer));

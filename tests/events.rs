@@ -268,3 +268,81 @@ async fn spooled_clicks_are_compact_and_all_replayed() {
         redis.xlen(STREAM)
     );
 }
+
+/// `kill -9` while Redis hangs (SIGSTOP): what is lost is what the README says can be, the
+/// clicks of the last `events.memory_window` (100 ms), and nothing is written twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_during_a_redis_hang_loses_at_most_the_memory_window() {
+    let redis = Redis::start();
+    let mut le = Linkedge::start(&Options::new(redis.url()));
+    assert_eq!(burst(&le, 0..10, 2).await.len(), 10);
+    assert!(eventually(Duration::from_secs(5), || redis.xlen(STREAM) == 10));
+    redis.pause();
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(1000));
+    let served = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (c, base, next, served) = (client(), le.http_url("/c/"), next.clone(), served.clone());
+        tasks.push(tokio::spawn(async move {
+            while started.elapsed() < Duration::from_secs(3) {
+                let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let t = click(LOCAL, "https://example.com/hang", id);
+                match c.get(format!("{base}{t}")).send().await {
+                    Ok(r) if r.status() == StatusCode::FOUND => {
+                        served.lock().unwrap().insert(id);
+                    }
+                    _ => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed_at = started.elapsed();
+    le.crash();
+    for t in tasks {
+        let _ = t.await;
+    }
+    redis.resume();
+    le.start_again();
+    let served = served.lock().unwrap().clone();
+    let mut ids = Vec::new();
+    // Settled when the stream stops growing (the spool replays after the restart).
+    let mut last = usize::MAX;
+    let settled = eventually(Duration::from_secs(30), || {
+        let n = redis.xlen(STREAM);
+        let stable = n == last;
+        last = n;
+        if stable {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        stable && redis.xlen(STREAM) == n
+    });
+    assert!(settled, "the stream never settled:\n{}", le.log());
+    for e in redis.entries(STREAM) {
+        ids.push(e["link"].parse::<u64>().unwrap());
+    }
+    let distinct: BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "an event was written twice");
+    let lost: Vec<u64> = served.difference(&distinct).copied().collect();
+    let rate = served.len() as f64 / killed_at.as_secs_f64();
+    let window_ms = lost.len() as f64 / rate * 1000.0;
+    eprintln!(
+        "kill -9 during a Redis hang: {} clicks answered in {:.2} s ({rate:.0}/s), {} lost = {window_ms:.0} ms of clicks",
+        served.len(),
+        killed_at.as_secs_f64(),
+        lost.len()
+    );
+    assert!(
+        served.len() > 100,
+        "too little load to measure: {}",
+        served.len()
+    );
+    // The documented window is events.memory_window (100 ms) plus the quarter-window between
+    // spills of what queues behind a waiting batch.
+    assert!(
+        window_ms <= 125.0,
+        "lost {} clicks: {window_ms:.0} ms",
+        lost.len()
+    );
+}

@@ -25,6 +25,8 @@ pub struct WriterConfig {
     pub maxlen: u64,
     /// Most events per pipeline.
     pub batch_max: usize,
+    /// Longest time an event is held only in memory (`events.memory_window`).
+    pub memory_window: Duration,
 }
 
 /// The writer, run as a Pingora background service.
@@ -149,29 +151,74 @@ impl Writer {
         }
         let batch = Arc::new(batch);
         *self.recorder.lock_inflight() = Some(batch.clone());
-        let result = match self.cfg.db.conn().await {
-            Ok(mut conn) => {
-                let r: Vec<&Event> = batch.iter().collect();
-                match xadd(&mut conn, &self.cfg, &r).await {
-                    Ok(()) => Ok(()),
-                    // Sent but unanswered: it may be in the stream.
-                    Err(e) => Err((e, true)),
+        let write = async {
+            match self.cfg.db.conn().await {
+                Ok(mut conn) => {
+                    let r: Vec<&Event> = batch.iter().collect();
+                    match xadd(&mut conn, &self.cfg, &r).await {
+                        Ok(()) => Ok(()),
+                        // Sent but unanswered: it may be in the stream.
+                        Err(e) => Err((e, true)),
+                    }
                 }
+                Err(e) => Err((e, false)),
             }
-            Err(e) => Err((e, false)),
         };
+        // No event waits in memory alone past the window: while Redis keeps the writer waiting,
+        // the batch (uncertain: it may still land) and whatever queues behind it go to the spool.
+        let mut spilled = false;
+        let result = self
+            .spilling(write, || {
+                spilled = true;
+                link.uncertain_gen += 1;
+                self.recorder.lock_spool().append(&batch, true);
+                metrics::events_outcome("spilled").inc_by(batch.len() as u64);
+                self.recorder.lock_inflight().take();
+            })
+            .await;
         self.recorder.lock_inflight().take();
         match result {
             Ok(()) => {
                 link.succeeded();
+                // Written; if it was also spilled, replay finds it in the stream and skips it.
                 metrics::events_outcome("written").inc_by(batch.len() as u64);
             }
             Err((e, uncertain)) => {
                 link.failed(&e);
-                if uncertain {
+                if uncertain && !spilled {
                     link.uncertain_gen += 1;
                 }
-                self.recorder.lock_spool().append(&batch, uncertain);
+                if !spilled {
+                    self.recorder.lock_spool().append(&batch, uncertain);
+                }
+            }
+        }
+    }
+
+    /// Runs `io` (a Redis call); if it takes longer than `events.memory_window`, calls
+    /// `first` once, then moves whatever is queued to the spool every quarter window until
+    /// `io` ends. No event waits in memory alone past the window, however long Redis hangs.
+    async fn spilling<T>(&self, io: impl Future<Output = T>, first: impl FnOnce()) -> T {
+        tokio::pin!(io);
+        let window = self.cfg.memory_window;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + window, window / 4);
+        let mut first = Some(first);
+        loop {
+            tokio::select! {
+                r = &mut io => return r,
+                _ = tick.tick() => {
+                    if let Some(f) = first.take() {
+                        f();
+                    }
+                    let mut spool = self.recorder.lock_spool();
+                    loop {
+                        let queued = self.recorder.take_batch(self.cfg.batch_max);
+                        if queued.is_empty() {
+                            break;
+                        }
+                        spool.append(&queued, false);
+                    }
+                }
             }
         }
     }
@@ -186,7 +233,7 @@ impl Writer {
             }
         };
         let Some(chunk) = chunk else { return false };
-        let mut conn = match self.cfg.db.conn().await {
+        let mut conn = match self.spilling(self.cfg.db.conn(), || {}).await {
             Ok(c) => c,
             Err(e) => {
                 link.failed(&e);
@@ -200,7 +247,8 @@ impl Writer {
                 .as_ref()
                 .is_none_or(|(g, _)| *g != link.uncertain_gen)
         {
-            match recent_ids(&mut conn, &self.cfg, self.cfg.batch_max * 8).await {
+            let read = recent_ids(&mut conn, &self.cfg, self.cfg.batch_max * 8);
+            match self.spilling(read, || {}).await {
                 Ok(ids) => link.recent = Some((link.uncertain_gen, ids)),
                 Err(e) => {
                     link.failed(&e);
@@ -220,7 +268,10 @@ impl Writer {
             .map(|e| &e.event)
             .collect();
         let already = chunk.events.len() - todo.len();
-        if let Err(e) = xadd(&mut conn, &self.cfg, &todo).await {
+        if let Err(e) = self
+            .spilling(xadd(&mut conn, &self.cfg, &todo), || {})
+            .await
+        {
             link.failed(&e);
             return false;
         }

@@ -138,6 +138,16 @@ impl Redis {
         self.spawn();
     }
 
+    /// SIGSTOP: the server hangs (accepts connections, answers nothing) until [`Redis::resume`].
+    pub fn pause(&self) {
+        signal(self.child.as_ref().expect("running"), "-STOP");
+    }
+
+    /// SIGCONT after [`Redis::pause`].
+    pub fn resume(&self) {
+        signal(self.child.as_ref().expect("running"), "-CONT");
+    }
+
     /// SIGKILL, then start again on the same port with no data: a restart without
     /// persistence, or a failover to a server that never saw the data.
     pub fn restart_empty(&mut self) {
@@ -432,6 +442,19 @@ admin:
         if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
             panic!("the new process exited ({st}):\n{}", self.log());
         }
+    }
+
+    /// SIGKILL, as a crash, an OOM kill or `kill -9` would: nothing is flushed.
+    pub fn crash(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Starts the same config again after [`Linkedge::crash`].
+    pub fn start_again(&mut self) {
+        self.spawn();
     }
 
     /// Starts the same config again (same ports, same spool).
