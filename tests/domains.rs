@@ -193,6 +193,26 @@ async fn admin_api_requires_the_token_and_explains_refusals() {
     assert_eq!(r.status(), StatusCode::OK);
     let all: Value = r.json().await.unwrap();
     assert_eq!(all["domains"].as_array().unwrap().len(), 1);
+    // The scheme is case-insensitive (RFC 9110); the token is not.
+    for scheme in ["bearer", "BEARER", "BeArEr"] {
+        let r = c
+            .get(&base)
+            .header("Authorization", format!("{scheme} {ADMIN_TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "scheme {scheme}");
+    }
+    let r = c
+        .get(&base)
+        .header(
+            "Authorization",
+            format!("Bearer {}", ADMIN_TOKEN.to_uppercase()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 
     let r = c
         .delete(format!("{base}/link.example.com"))
