@@ -670,6 +670,10 @@ pub struct Limits {
     /// ones. The connection is closed when it passes. Default `10s`.
     #[serde(deserialize_with = "de_duration")]
     pub header_timeout: Duration,
+    /// Longest time a TLS handshake may take from the accept; the connection is closed when
+    /// it passes. Default `10s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub handshake_timeout: Duration,
     /// Longest idle time between requests on a kept-alive connection (HTTP/1 and HTTP/2)
     /// before it is closed. Default `60s`.
     #[serde(deserialize_with = "de_duration")]
@@ -690,6 +694,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             header_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
             keepalive_requests: 10_000,
             h2_max_streams: 128,
@@ -881,6 +886,7 @@ impl File {
         let l = &file.limits;
         for (field, d) in [
             ("limits.header_timeout", l.header_timeout),
+            ("limits.handshake_timeout", l.handshake_timeout),
             ("limits.keepalive_timeout", l.keepalive_timeout),
         ] {
             if d < Duration::from_secs(1) {

@@ -406,19 +406,40 @@ impl Peek for Conn {
 }
 
 /// A listener application under the caps and deadlines: admits or refuses each connection,
-/// wraps HTTP/1 ones in a [`Conn`], and hands them to `inner`.
+/// terminates TLS on the HTTPS address within `limits.handshake_timeout`, wraps HTTP/1
+/// connections in a [`Conn`], and hands them to `inner`.
 pub struct Guarded<A> {
     inner: Arc<A>,
     conns: Arc<Conns>,
+    tls: Option<(std::net::SocketAddr, crate::tls::Terminator)>,
 }
 
 impl<A> Guarded<A> {
-    /// `inner` behind the caps and deadlines of `conns`.
-    pub fn new(inner: A, conns: Arc<Conns>) -> Guarded<A> {
+    /// `inner` behind the caps and deadlines of `conns`; connections accepted on the address of
+    /// `tls` get its TLS handshake first.
+    pub fn new(
+        inner: A,
+        conns: Arc<Conns>,
+        tls: Option<(std::net::SocketAddr, crate::tls::Terminator)>,
+    ) -> Guarded<A> {
         Guarded {
             inner: Arc::new(inner),
             conns,
+            tls,
         }
+    }
+
+    /// The TLS terminator if `stream` was accepted on the HTTPS listener.
+    fn tls_for(&self, stream: &Stream) -> Option<&crate::tls::Terminator> {
+        let (addr, term) = self.tls.as_ref()?;
+        let local = stream
+            .get_socket_digest()?
+            .local_addr()?
+            .as_inet()
+            .copied()?;
+        let ours =
+            local.port() == addr.port() && (addr.ip().is_unspecified() || addr.ip() == local.ip());
+        ours.then_some(term)
     }
 }
 
@@ -436,19 +457,35 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         let ip = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let h2 = stream.selected_alpn_proto() == Some(ALPN::H2);
+        let tls = self.tls_for(&stream);
         let places = match self.conns.admit(ip) {
             Ok(p) => p,
             Err(reason) => {
                 metrics::connection_refused(reason).inc();
-                if !h2 {
+                if tls.is_none() {
                     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(REFUSED))
                         .await;
                 }
                 return None;
             }
         };
-        if h2 {
+        if let Some(term) = tls {
+            match tokio::time::timeout(self.conns.limits.handshake_timeout, term.accept(stream))
+                .await
+            {
+                Ok(Ok(s)) => stream = s,
+                Ok(Err(e)) => {
+                    metrics::connection_closed("handshake_failed").inc();
+                    tracing::debug!(client = ?ip, error = %e, "TLS handshake failed");
+                    return None;
+                }
+                Err(_) => {
+                    metrics::connection_closed("handshake_timeout").inc();
+                    return None;
+                }
+            }
+        }
+        if stream.selected_alpn_proto() == Some(ALPN::H2) {
             // HTTP/2's own idle timeout and stream cap apply; the places are held until the
             // connection ends.
             let r = self.inner.process_new(stream, shutdown).await;

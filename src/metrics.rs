@@ -235,7 +235,13 @@ pub fn init() {
     for r in ["per_ip", "global"] {
         connection_refused(r);
     }
-    for r in ["header_timeout", "idle_timeout", "evicted"] {
+    for r in [
+        "handshake_timeout",
+        "handshake_failed",
+        "header_timeout",
+        "idle_timeout",
+        "evicted",
+    ] {
         connection_closed(r);
     }
 }
@@ -499,8 +505,9 @@ static CONNECTIONS_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         Opts::new(
             "linkedge_connections_closed_total",
-            "Connections the edge closed, by reason: header_timeout, idle_timeout, evicted (the \
-             longest-idle one, to make room at limits.max_connections)."
+            "Connections the edge closed, by reason: handshake_timeout, handshake_failed, \
+             header_timeout, idle_timeout, evicted (the longest-idle one, to make room at \
+             limits.max_connections)."
         ),
         &["reason"]
     )

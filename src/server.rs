@@ -37,6 +37,7 @@ fn public_service(
     conf: &Arc<ServerConf>,
     edge: Edge,
     limits: &crate::config::Limits,
+    tls: Option<(std::net::SocketAddr, tls::Terminator)>,
 ) -> Service<Guarded<pingora::proxy::HttpProxy<Edge>>> {
     let mut proxy = pingora::proxy::http_proxy(conf, edge);
     let mut opts = pingora::apps::HttpServerOptions::default();
@@ -64,7 +65,7 @@ fn public_service(
         );
     }
     let conns = Arc::new(Conns::new(limits.clone(), max));
-    Service::new("public".to_string(), Guarded::new(proxy, conns))
+    Service::new("public".to_string(), Guarded::new(proxy, conns, tls))
 }
 
 /// Builds and runs the server until SIGTERM (graceful) or SIGINT (fast); returns once it stopped
@@ -123,18 +124,15 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         .certs
         .as_ref()
         .map(|c| Sealer::new(settings.master_keys.clone(), c.master_key));
-    let mut public = public_service(&server.configuration, edge, &f.limits);
     let mut invalidator = None;
-    if let Some(addr) = f.listen.http {
-        public.add_tcp(&addr.to_string());
-    }
+    let mut terminator = None;
     if let Some(addr) = f.listen.https {
-        let tls = match &f.certs {
-            None => tls::dynamic_settings(Selector::new(
+        let selector = match &f.certs {
+            None => Selector::new(
                 Arc::new(Cache::new(1, Duration::ZERO)),
                 None,
                 Some(tls::load_pair(&f.tls.cert, &f.tls.key)?),
-            ))?,
+            ),
             Some(c) => {
                 let cache = Arc::new(Cache::new(c.cache_size, c.negative_ttl));
                 let sealer = sealer.clone().expect("certs is configured");
@@ -145,22 +143,26 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
                 };
                 let store = Store::new(state.clone(), sealer.clone());
                 let selector = Selector::new(cache.clone(), Some(store), fallback);
-                let selector = match &f.acme {
+                invalidator = Some(Invalidator::new(
+                    cache,
+                    Db::from_settings(&settings, "pubsub")?,
+                ));
+                match &f.acme {
                     Some(a) => selector.with_on_demand(Acme::new(
                         Db::from_settings(&settings, "acme")?,
                         a.clone(),
                         sealer,
                     )),
                     None => selector,
-                };
-                invalidator = Some(Invalidator::new(
-                    cache,
-                    Db::from_settings(&settings, "pubsub")?,
-                ));
-                tls::dynamic_settings(selector)?
+                }
             }
         };
-        public.add_tls_with_settings(&addr.to_string(), None, tls);
+        terminator = Some((addr, tls::Terminator::new(selector)?));
+    }
+    let mut public = public_service(&server.configuration, edge, &f.limits, terminator);
+    // Both listeners are plain TCP to Pingora: linkedge terminates TLS itself (crate::tls).
+    for addr in [f.listen.http, f.listen.https].into_iter().flatten() {
+        public.add_tcp(&addr.to_string());
     }
     server.add_service(public);
     if let Some(inv) = invalidator {

@@ -254,3 +254,39 @@ async fn pipelined_requests_are_answered_in_order_local_and_proxied() {
     );
     assert!(us.hits.load(std::sync::atomic::Ordering::Relaxed) >= 4);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_tls_handshake_is_closed_and_counted_against_its_address() {
+    let (_redis, le) = start("  handshake_timeout: 2s\n  max_connections_per_ip: 3\n", "");
+    // Three TCP connections to the HTTPS listener that never send a ClientHello.
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        stalled.push(connect_from("127.0.0.2", le.https).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // They hold the address's places: a fourth is closed at once.
+    let mut fourth = connect_from("127.0.0.2", le.https).await;
+    let (_, closed) = read_to_close(&mut fourth, Duration::from_secs(1)).await;
+    assert!(
+        closed.is_some(),
+        "a fourth connection from a capped address stayed open"
+    );
+    // Another address completes its handshake and gets its answer.
+    let root = std::fs::read(dev_ca()).unwrap();
+    assert!(tls_serial(&le, "localhost", &root).await.is_ok());
+    // The stalled ones are closed at the handshake deadline.
+    let start = Instant::now();
+    for s in &mut stalled {
+        let (_, at) = read_to_close(s, Duration::from_secs(5)).await;
+        assert!(at.is_some(), "a stalled handshake stayed open");
+    }
+    let waited = start.elapsed() + Duration::from_millis(300);
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(4),
+        "{waited:?}, deadline 2 s"
+    );
+    assert_eq!(
+        le.metric("linkedge_connections_closed_total{reason=\"handshake_timeout\"}"),
+        3.0
+    );
+}
