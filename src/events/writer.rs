@@ -67,9 +67,23 @@ struct Link {
     /// The stream's recent ids, fetched after the latest uncertain batch (with its generation),
     /// so replaying many chunks costs one look-up per failure, not one per chunk.
     recent: Option<(u64, HashSet<String>)>,
+    /// Batches spilled to the spool while Redis was slow, whose fate this process learned
+    /// afterwards: `true` written (replay skips them), `false` never sent (replay writes them).
+    /// Replay of those needs no look-up in the stream; only a restart loses this knowledge.
+    settled: std::collections::HashMap<super::EventId, bool>,
 }
 
+/// Most events whose fate [`Link::settled`] remembers; past it, replay asks the stream.
+const SETTLED_MAX: usize = 1 << 20;
+
 impl Link {
+    fn settle(&mut self, batch: &[Event], written: bool) {
+        if self.settled.len() + batch.len() > SETTLED_MAX {
+            self.settled.clear();
+        }
+        self.settled.extend(batch.iter().map(|e| (e.id, written)));
+    }
+
     fn failed(&mut self, err: &dyn std::fmt::Display) {
         if self.healthy {
             tracing::warn!(error = %err, "redis unavailable; events go to the spool");
@@ -170,7 +184,6 @@ impl Writer {
         let result = self
             .spilling(write, || {
                 spilled = true;
-                link.uncertain_gen += 1;
                 self.recorder.lock_spool().append(&batch, true);
                 metrics::events_outcome("spilled").inc_by(batch.len() as u64);
                 self.recorder.lock_inflight().take();
@@ -180,13 +193,19 @@ impl Writer {
         match result {
             Ok(()) => {
                 link.succeeded();
-                // Written; if it was also spilled, replay finds it in the stream and skips it.
                 metrics::events_outcome("written").inc_by(batch.len() as u64);
+                if spilled {
+                    // Also in the spool: replay skips it without asking the stream.
+                    link.settle(&batch, true);
+                }
             }
             Err((e, uncertain)) => {
                 link.failed(&e);
-                if uncertain && !spilled {
+                if uncertain {
                     link.uncertain_gen += 1;
+                } else if spilled {
+                    // Never sent: replay writes it without asking the stream.
+                    link.settle(&batch, false);
                 }
                 if !spilled {
                     self.recorder.lock_spool().append(&batch, uncertain);
@@ -240,7 +259,11 @@ impl Writer {
                 return false;
             }
         };
-        let has_uncertain = chunk.events.iter().any(|e| e.uncertain);
+        // Uncertain events whose fate is known here need no look-up in the stream.
+        let has_uncertain = chunk
+            .events
+            .iter()
+            .any(|e| e.uncertain && !link.settled.contains_key(&e.event.id));
         if has_uncertain
             && link
                 .recent
@@ -261,10 +284,14 @@ impl Writer {
             Some((_, ids)) if has_uncertain => ids,
             _ => &empty,
         };
+        let written = |e: &super::spool::Spooled| match link.settled.get(&e.event.id) {
+            Some(known) => *known,
+            None => skip.contains(&e.event.id.to_string()),
+        };
         let todo: Vec<&Event> = chunk
             .events
             .iter()
-            .filter(|e| !(e.uncertain && skip.contains(&e.event.id.to_string())))
+            .filter(|e| !(e.uncertain && written(e)))
             .map(|e| &e.event)
             .collect();
         let already = chunk.events.len() - todo.len();
@@ -279,6 +306,9 @@ impl Writer {
         if let Err(e) = self.recorder.lock_spool().commit(&chunk) {
             tracing::error!(error = %e, "cannot record spool progress");
         }
+        for e in chunk.events.iter().filter(|e| e.uncertain) {
+            link.settled.remove(&e.event.id);
+        }
         metrics::events_outcome("replayed").inc_by(todo.len() as u64);
         metrics::events_outcome("already_written").inc_by(already as u64);
         true
@@ -290,6 +320,7 @@ impl Writer {
             healthy: true,
             uncertain_gen: 0,
             recent: None,
+            settled: std::collections::HashMap::new(),
         };
         let mut adopted_at = Instant::now();
         loop {
