@@ -484,7 +484,7 @@ pub fn redis_reconnects(name: &str) -> IntCounter {
 pub static CONNECTIONS_OPEN: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "linkedge_connections_open",
-        "Connections open on the public listeners (after the TLS handshake)."
+        "Connections open on the public listeners, TLS handshakes in progress included."
     )
     .expect("metric registers")
 });
