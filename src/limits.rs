@@ -7,11 +7,13 @@
 //!   cap the HTTP/1 connection idle for longest (between requests, or dripping a head) is
 //!   closed to make room, so new clients are still served; only when none is idle is the new
 //!   one refused.
-//! - Deadlines: each HTTP/1 connection is wrapped in a [`Conn`] that closes it when a request
+//! - Deadlines: each HTTP/1 connection is wrapped in a [`Conn`] that is closed when a request
 //!   head has not fully arrived within `limits.header_timeout` (from the accept for the first
 //!   request, from its first byte for the next ones, however slowly the bytes come), or when it
 //!   sits idle between requests for `limits.keepalive_timeout`. Pingora's own timeouts apply
 //!   per read, so a client dripping a byte at a time would otherwise hold a connection forever.
+//!   One reaper task checks every connection's deadline every 250 ms, so no request pays for a
+//!   timer of its own.
 //! - The edge's request hooks tell the connection when a head is complete
 //!   ([`request_started`]) and when the response is done ([`request_finished`]).
 //!
@@ -33,7 +35,7 @@ use pingora::server::ShutdownWatch;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -85,10 +87,15 @@ pub struct Conns {
     open: AtomicUsize,
     per_ip: pingora_limits::inflight::Inflight,
     epoch: Instant,
-    /// Every HTTP/1 connection's deadline state, to find the one idle for longest at the cap.
+    /// Every HTTP/1 connection's deadline state, for the reaper and to find the one idle for
+    /// longest at the cap.
     live: Mutex<HashMap<u64, Weak<Shared>>>,
     next_id: AtomicU64,
+    reaper: std::sync::Once,
 }
+
+/// How often deadlines are checked: a connection is closed at most this long after its deadline.
+const REAP_EVERY: Duration = Duration::from_millis(250);
 
 impl Conns {
     /// A table enforcing `limits`, with `max_connections` open in all.
@@ -101,6 +108,7 @@ impl Conns {
             epoch: Instant::now(),
             live: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            reaper: std::sync::Once::new(),
         }
     }
 
@@ -117,16 +125,36 @@ impl Conns {
             .iter()
             .filter_map(|(id, w)| Some((*id, w.upgrade()?)))
             .filter(|(_, s)| {
-                s.phase.load(Ordering::Relaxed) != BUSY && !s.kill.load(Ordering::Relaxed)
+                s.phase.load(Ordering::Relaxed) != BUSY && s.kill.load(Ordering::Relaxed) == ALIVE
             })
             .min_by_key(|(id, s)| (s.since.load(Ordering::Relaxed), *id));
         match victim {
             Some((_, s)) => {
-                s.kill.store(true, Ordering::Relaxed);
-                s.waker.wake();
+                s.close(EVICTED);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Every [`REAP_EVERY`], closes the connections whose deadline has passed: one task for
+    /// all of them, so a request costs no timer of its own.
+    async fn reap(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(REAP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = self.now_us();
+            let header = self.limits.header_timeout.as_micros() as u64;
+            let idle = self.limits.keepalive_timeout.as_micros() as u64;
+            for s in self.live().values().filter_map(Weak::upgrade) {
+                let waited = now.saturating_sub(s.since.load(Ordering::Relaxed));
+                match s.phase.load(Ordering::Relaxed) {
+                    HEAD if waited >= header => s.close(HEADER_TIMEOUT),
+                    IDLE if waited >= idle => s.close(IDLE_TIMEOUT),
+                    _ => {}
+                }
+            }
         }
     }
 
@@ -186,15 +214,36 @@ const HEAD: u8 = 1;
 /// A request is being served.
 const BUSY: u8 = 2;
 
-/// What the deadlines of one connection need, shared with the table (for eviction) and with
-/// the request hooks.
+/// Not to be closed.
+const ALIVE: u8 = 0;
+/// Closed to make room at the global cap.
+const EVICTED: u8 = 1;
+/// Closed: the request head took too long.
+const HEADER_TIMEOUT: u8 = 2;
+/// Closed: idle too long between requests.
+const IDLE_TIMEOUT: u8 = 3;
+
+/// What the deadlines of one connection need, shared with the table (reaper, eviction) and
+/// with the request hooks.
 struct Shared {
     phase: AtomicU8,
     /// When the phase began, in µs since `conns.epoch`.
     since: AtomicU64,
-    /// Set to close the connection at its next poll (evicted at the global cap).
-    kill: AtomicBool,
+    /// Why the connection is to be closed at its next read ([`ALIVE`]: it is not).
+    kill: AtomicU8,
     waker: AtomicWaker,
+}
+
+impl Shared {
+    fn close(&self, why: u8) {
+        if self
+            .kill
+            .compare_exchange(ALIVE, why, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.waker.wake();
+        }
+    }
 }
 
 /// An HTTP/1 connection under the deadlines (see the module documentation).
@@ -203,7 +252,6 @@ pub struct Conn {
     conns: Arc<Conns>,
     id: u64,
     shared: Arc<Shared>,
-    timer: Pin<Box<tokio::time::Sleep>>,
     _places: Places,
 }
 
@@ -227,16 +275,6 @@ impl Conn {
         self.shared.phase.store(phase, Ordering::Relaxed);
     }
 
-    /// When the connection must be closed unless its phase changes, and why.
-    fn deadline(&self) -> Option<(Instant, &'static str)> {
-        let since =
-            self.conns.epoch + Duration::from_micros(self.shared.since.load(Ordering::Relaxed));
-        match self.shared.phase.load(Ordering::Relaxed) {
-            IDLE => Some((since + self.conns.limits.keepalive_timeout, "idle_timeout")),
-            HEAD => Some((since + self.conns.limits.header_timeout, "header_timeout")),
-            _ => None,
-        }
-    }
 }
 
 fn conn_of(session: &pingora::protocols::http::ServerSession) -> Option<&Conn> {
@@ -275,32 +313,22 @@ impl AsyncRead for Conn {
             }
             Poll::Pending => {
                 this.shared.waker.register(cx.waker());
-                if this.shared.kill.load(Ordering::Relaxed)
-                    && this.shared.phase.load(Ordering::Relaxed) != BUSY
-                {
-                    metrics::connection_closed("evicted").inc();
-                    return Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::ConnectionAborted,
-                        "closed to make room at limits.max_connections",
-                    )));
-                }
-                let Some((at, reason)) = this.deadline() else {
+                let why = this.shared.kill.load(Ordering::Relaxed);
+                if why == ALIVE {
                     return Poll::Pending;
+                }
+                if this.shared.phase.load(Ordering::Relaxed) == BUSY {
+                    // A request began after the decision: it is served.
+                    this.shared.kill.store(ALIVE, Ordering::Relaxed);
+                    return Poll::Pending;
+                }
+                let (reason, kind) = match why {
+                    EVICTED => ("evicted", std::io::ErrorKind::ConnectionAborted),
+                    HEADER_TIMEOUT => ("header_timeout", std::io::ErrorKind::TimedOut),
+                    _ => ("idle_timeout", std::io::ErrorKind::TimedOut),
                 };
-                let at = tokio::time::Instant::from_std(at);
-                if this.timer.deadline() != at {
-                    this.timer.as_mut().reset(at);
-                }
-                match this.timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        metrics::connection_closed(reason).inc();
-                        Poll::Ready(Err(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            reason,
-                        )))
-                    }
-                    Poll::Pending => Poll::Pending,
-                }
+                metrics::connection_closed(reason).inc();
+                Poll::Ready(Err(std::io::Error::new(kind, reason)))
             }
             other => other,
         }
@@ -492,11 +520,13 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             drop(places);
             return r;
         }
-        let limits = &self.conns.limits;
+        self.conns
+            .reaper
+            .call_once(|| drop(tokio::spawn(self.conns.clone().reap())));
         let shared = Arc::new(Shared {
             phase: AtomicU8::new(HEAD),
             since: AtomicU64::new(self.conns.now_us()),
-            kill: AtomicBool::new(false),
+            kill: AtomicU8::new(ALIVE),
             waker: AtomicWaker::new(),
         });
         let id = self.conns.next_id.fetch_add(1, Ordering::Relaxed);
@@ -506,7 +536,6 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             conns: self.conns.clone(),
             id,
             shared,
-            timer: Box::pin(tokio::time::sleep(limits.header_timeout)),
             _places: places,
         };
         self.inner.process_new(Box::new(conn), shutdown).await
