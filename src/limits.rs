@@ -158,11 +158,6 @@ impl Conns {
         }
     }
 
-    /// The global cap in force.
-    pub fn max_connections(&self) -> usize {
-        self.max_connections
-    }
-
     fn now_us(&self) -> u64 {
         self.epoch.elapsed().as_micros() as u64
     }

@@ -20,11 +20,6 @@ impl Keys {
         }
     }
 
-    /// The prefix itself.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// Hash of every registered domain: field host, value the domain's JSON record.
     pub fn domains(&self) -> String {
         format!("{}domains", self.prefix)
