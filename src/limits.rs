@@ -269,7 +269,6 @@ impl Conn {
             .store(self.conns.now_us(), Ordering::Relaxed);
         self.shared.phase.store(phase, Ordering::Relaxed);
     }
-
 }
 
 fn conn_of(session: &pingora::protocols::http::ServerSession) -> Option<&Conn> {
