@@ -290,3 +290,52 @@ async fn a_stalled_tls_handshake_is_closed_and_counted_against_its_address() {
         3.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_connections_get_the_stream_cap_and_the_idle_timeout() {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let (_redis, le) = start("  keepalive_timeout: 2s\n  h2_max_streams: 8\n", "");
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_verify(SslVerifyMode::NONE);
+    b.set_alpn_protos(b"\x02h2").unwrap();
+    let ssl = b
+        .build()
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
+    let tcp = TcpStream::connect(le.https).await.unwrap();
+    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+    std::pin::Pin::new(&mut tls).connect().await.unwrap();
+    assert_eq!(tls.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
+    let (send, mut conn) = h2::client::handshake(tls).await.unwrap();
+    let mut send = send.ready().await.unwrap();
+    let req = http::Request::get(format!("https://localhost:{}/health", le.https.port()))
+        .body(())
+        .unwrap();
+    let (resp, _) = send.send_request(req, true).unwrap();
+    // Drive the connection while the answer comes (it also reads the server's SETTINGS).
+    let status = tokio::select! {
+        r = resp => r.unwrap().status(),
+        r = &mut conn => panic!("connection ended first: {r:?}"),
+    };
+    assert_eq!(status, 200);
+    assert_eq!(
+        conn.max_concurrent_send_streams(),
+        8,
+        "the server's stream cap"
+    );
+    // Idle for longer than keepalive_timeout: the server ends the connection.
+    let start = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(6), conn).await;
+    assert!(
+        ended.is_ok(),
+        "an idle HTTP/2 connection stayed open for 6 s"
+    );
+    let at = start.elapsed();
+    assert!(
+        at >= Duration::from_millis(1500) && at < Duration::from_secs(4),
+        "{at:?}"
+    );
+    drop(send);
+}
