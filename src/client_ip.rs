@@ -12,7 +12,7 @@ use std::net::IpAddr;
 /// the header stops the walk at the last address that could be read.
 pub fn resolve(peer: Option<IpAddr>, xff: Option<&[u8]>, trusted: &[IpNet]) -> Option<IpAddr> {
     let peer = peer.map(canonical);
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let is_trusted = |ip: &IpAddr| is_trusted(*ip, trusted);
     let (Some(p), Some(xff)) = (peer, xff) else {
         return peer;
     };
@@ -35,8 +35,16 @@ pub fn resolve(peer: Option<IpAddr>, xff: Option<&[u8]>, trusted: &[IpNet]) -> O
     Some(client)
 }
 
+/// Whether `ip` is in `trusted` (an IPv4-mapped IPv6 address, as a dual-stack listener sees an
+/// IPv4 peer, counts as the IPv4 address). The one trusted-proxy check: the click path and the
+/// proxy path must agree on who is trusted.
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    let ip = canonical(ip);
+    trusted.iter().any(|n| n.contains(&ip))
+}
+
 /// An IPv4-mapped IPv6 address as plain IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -90,5 +98,14 @@ mod tests {
         assert_eq!(got, Some(ip("198.51.100.7")));
         let got = resolve(Some(ip("::ffff:10.0.0.1")), Some(b"192.0.2.5:1234"), &t);
         assert_eq!(got, Some(ip("192.0.2.5")));
+    }
+
+    #[test]
+    fn a_mapped_ipv4_peer_is_trusted_like_its_ipv4() {
+        let t: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        assert!(is_trusted(ip("::ffff:10.0.0.1"), &t));
+        assert!(is_trusted(ip("10.0.0.1"), &t));
+        assert!(!is_trusted(ip("::ffff:11.0.0.1"), &t));
+        assert_eq!(canonical(ip("::ffff:10.0.0.1")), ip("10.0.0.1"));
     }
 }

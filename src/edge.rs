@@ -465,9 +465,9 @@ impl ProxyHttp for Edge {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+            .map(|a| client_ip::canonical(a.ip()));
         let peer_s = peer.map(|p| p.to_string()).unwrap_or_default();
-        let trusted = peer.is_some_and(|p| self.trusted_proxies.iter().any(|n| n.contains(&p)));
+        let trusted = peer.is_some_and(|p| client_ip::is_trusted(p, &self.trusted_proxies));
         let xff = match up
             .headers
             .get("x-forwarded-for")
