@@ -142,6 +142,14 @@ impl Admin {
                     200,
                     serde_json::json!({ "host": host, "verified": true, "certificate": info }),
                 ),
+                Err(e @ crate::verify::VerifyError::NotRegistered(_)) => error(404, e),
+                Err(e @ crate::verify::VerifyError::Unavailable(_)) => {
+                    tracing::error!(host = %host, error = %e, "admin API: verify could not run");
+                    error(
+                        503,
+                        "linkedge's shared state is unavailable; nothing was decided; see the linkedge log",
+                    )
+                }
                 Err(why) => error(422, why),
             };
         }

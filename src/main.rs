@@ -238,7 +238,10 @@ fn domain(cmd: &DomainCommand) -> Result<bool, String> {
                     _ => None,
                 };
                 let host = linkedge::domains::normalize_domain(host).map_err(|e| e.to_string())?;
-                match linkedge::verify::verify_and_issue(&reg, &f.verify, acme, &host).await? {
+                match linkedge::verify::verify_and_issue(&reg, &f.verify, acme, &host)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
                     linkedge::verify::Verified::Verified => println!("{host} verified"),
                     linkedge::verify::Verified::Issued(info) => {
                         println!("{host} verified");

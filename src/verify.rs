@@ -97,9 +97,10 @@ impl Verifier {
         Ok(Verifier { resolver, cfg, db })
     }
 
-    /// Runs both checks; `Err` says what is wrong, in words for the customer.
-    pub async fn verify(&self, host: &str) -> Result<(), String> {
-        let addrs = self.dns(host).await?;
+    /// Runs both checks; `NotVerified` says what is wrong, in words for the customer;
+    /// `Unavailable` when linkedge's own state (Redis) failed.
+    pub async fn verify(&self, host: &str) -> Result<(), VerifyError> {
+        let addrs = self.dns(host).await.map_err(VerifyError::NotVerified)?;
         self.http(host, &addrs).await
     }
 
@@ -155,14 +156,16 @@ impl Verifier {
         Ok(addrs)
     }
 
-    async fn http(&self, host: &str, addrs: &[IpAddr]) -> Result<(), String> {
+    async fn http(&self, host: &str, addrs: &[IpAddr]) -> Result<(), VerifyError> {
         let nonce = format!("{:032x}", rand::random::<u128>());
         let key = self.db.keys().verify_nonce(&nonce);
         let stored: redis::RedisResult<()> = match self.db.conn().await {
             Ok(mut conn) => conn.set_ex(&key, host, 300).await,
             Err(e) => Err(e),
         };
-        stored.map_err(|e| format!("cannot store the verification nonce: {e}"))?;
+        stored.map_err(|e| {
+            VerifyError::Unavailable(format!("cannot store the verification nonce: {e}"))
+        })?;
         let port = self.cfg.http_port.unwrap_or(80);
         let path = format!("/.well-known/linkedge/verify/{nonce}");
         let result = tokio::time::timeout(
@@ -175,14 +178,14 @@ impl Verifier {
         }
         let (status, headers, body) = match result {
             Err(_) => {
-                return Err(format!(
+                return Err(VerifyError::NotVerified(format!(
                     "HTTP check: http://{host}{path} did not answer within 10 s"
-                ));
+                )));
             }
             Ok(Err(e)) => {
-                return Err(format!(
+                return Err(VerifyError::NotVerified(format!(
                     "HTTP check: cannot reach http://{host}:{port}/ ({e})"
-                ));
+                )));
             }
             Ok(Ok(r)) => r,
         };
@@ -195,25 +198,52 @@ impl Verifier {
         if header("cf-ray").is_some()
             || header("server").is_some_and(|s| s.eq_ignore_ascii_case("cloudflare"))
         {
-            return Err(format!(
+            return Err(VerifyError::NotVerified(format!(
                 "{host} is proxied by Cloudflare: set its DNS record's Proxy status to \"DNS only\""
-            ));
+            )));
         }
         if status != 200 {
-            return Err(format!(
+            return Err(VerifyError::NotVerified(format!(
                 "HTTP check: http://{host}{path} answered {status}, so the request did not reach linkedge: check the CNAME and any proxy in front"
-            ));
+            )));
         }
         let seen = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v["host"].as_str().map(str::to_owned))
             .unwrap_or_default();
         if seen != host {
-            return Err(format!(
+            return Err(VerifyError::NotVerified(format!(
                 "a proxy in front of {host} rewrites the Host header to {seen:?}: tracked links would fail with \"Invalid link security token\"; keep the Host unchanged (in Fastly, disable \"Override default host\")"
-            ));
+            )));
         }
         Ok(())
+    }
+}
+
+/// Why `domain verify` did not end with a verified (and, with ACME, issued) domain.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The domain is not in the registry (or not a host name).
+    #[error("{0}")]
+    NotRegistered(String),
+    /// The customer's setup is wrong; says what to change.
+    #[error("{0}")]
+    NotVerified(String),
+    /// Verified, but the certificate was not issued now (the issuer retries).
+    #[error("{0}")]
+    NotIssued(String),
+    /// linkedge's own state (Redis, the DNS resolver) failed: nothing was decided.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<crate::domains::RegistryError> for VerifyError {
+    fn from(e: crate::domains::RegistryError) -> Self {
+        use crate::domains::RegistryError as R;
+        match e {
+            R::Redis(_) | R::Damaged(_) => VerifyError::Unavailable(e.to_string()),
+            other => VerifyError::NotRegistered(other.to_string()),
+        }
     }
 }
 
@@ -227,50 +257,50 @@ pub enum Verified {
 }
 
 /// Verifies `host` (registered in `reg`), records the outcome in the registry, and with `acme`
-/// orders its certificate at once. `Err` says what is wrong, for the customer.
+/// orders its certificate at once. `Err` says what is wrong: for the customer, or that linkedge
+/// could not decide (`Unavailable`).
 pub async fn verify_and_issue(
     reg: &crate::domains::Registry,
     cfg: &config::Verify,
     acme: Option<(&config::Acme, crate::certs::Sealer)>,
     host: &str,
-) -> Result<Verified, String> {
+) -> Result<Verified, VerifyError> {
     use crate::domains::State;
-    let d = reg
-        .get(host)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("{host} is not registered: add it first"))?;
+    let d = reg.get(host).await?.ok_or_else(|| {
+        VerifyError::NotRegistered(format!("{host} is not registered: add it first"))
+    })?;
     let db = reg.db().clone();
     let verifier = Verifier::new(cfg.clone(), db.clone())
-        .map_err(|e| format!("cannot set up DNS look-ups: {e}"))?;
-    if let Err(why) = verifier.verify(&d.host).await {
-        reg.set_state(&d.host, State::Pending, &why)
-            .await
-            .map_err(|e| e.to_string())?;
-        return Err(format!("{} is not verified: {why}", d.host));
+        .map_err(|e| VerifyError::Unavailable(format!("cannot set up DNS look-ups: {e}")))?;
+    match verifier.verify(&d.host).await {
+        Ok(()) => {}
+        Err(VerifyError::NotVerified(why)) => {
+            reg.set_state(&d.host, State::Pending, &why).await?;
+            return Err(VerifyError::NotVerified(format!(
+                "{} is not verified: {why}",
+                d.host
+            )));
+        }
+        Err(e) => return Err(e),
     }
-    reg.set_state(&d.host, State::Verified, "")
-        .await
-        .map_err(|e| e.to_string())?;
+    reg.set_state(&d.host, State::Verified, "").await?;
     let Some((acme_cfg, sealer)) = acme else {
         return Ok(Verified::Verified);
     };
     let acme = crate::acme::Acme::new(db, acme_cfg.clone(), sealer);
     match acme.issue(&d.host, false).await {
         Ok(info) => {
-            reg.set_state(&d.host, State::Issued, "")
-                .await
-                .map_err(|e| e.to_string())?;
+            reg.set_state(&d.host, State::Issued, "").await?;
             Ok(Verified::Issued(info))
         }
+        Err(e @ crate::acme::AcmeError::Redis(_)) => Err(VerifyError::Unavailable(e.to_string())),
         Err(e) => {
             reg.set_state(&d.host, State::Verified, &e.to_string())
-                .await
-                .map_err(|e| e.to_string())?;
-            Err(format!(
+                .await?;
+            Err(VerifyError::NotIssued(format!(
                 "{} is verified but its certificate was not issued: {e} (the issuer retries in the background)",
                 d.host
-            ))
+            )))
         }
     }
 }

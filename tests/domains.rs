@@ -238,3 +238,39 @@ async fn admin_api_requires_the_token_and_explains_refusals() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
 }
+
+/// With Redis down, `verify` cannot decide: 503 (nothing changed), not 422 (which would tell the
+/// customer their setup is wrong); unknown domains get 404.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_says_unavailable_when_redis_is_down_and_not_registered_when_unknown() {
+    let (mut redis, le) = started();
+    let base = format!("http://{}/v1/domains", le.metrics);
+    let c = client();
+    let r = c
+        .post(format!("{base}/link.unknown.example/verify"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"].as_str().unwrap().contains("is not registered"),
+        "{e}"
+    );
+    redis.kill();
+    let r = c
+        .post(format!("{base}/link.example.com/verify"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let e: Value = r.json().await.unwrap();
+    let msg = e["error"].as_str().unwrap();
+    assert!(msg.contains("nothing was decided"), "{msg}");
+    assert!(
+        !msg.contains("refused"),
+        "no internal detail to the client: {msg}"
+    );
+}
