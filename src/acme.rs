@@ -46,6 +46,18 @@ pub enum AcmeError {
     /// Ordering now would break the CA's rate limits; not sent.
     #[error("held back to stay inside the CA's limits: {0}")]
     RateLimited(String),
+    /// The domain registry could not be read or updated (not Redis itself).
+    #[error("domain registry: {0}")]
+    Registry(String),
+}
+
+impl From<crate::domains::RegistryError> for AcmeError {
+    fn from(e: crate::domains::RegistryError) -> Self {
+        match e {
+            crate::domains::RegistryError::Redis(r) => AcmeError::Redis(r),
+            other => AcmeError::Registry(other.to_string()),
+        }
+    }
 }
 
 /// The registered domain a certificate counts against, by the Public Suffix List (compiled in):
@@ -491,10 +503,7 @@ impl Issuer {
     /// One pass over the registry.
     pub async fn scan(&self) -> Result<(), AcmeError> {
         let (acme, registry) = (&self.acme, &self.registry);
-        let domains = registry
-            .list()
-            .await
-            .map_err(|e| AcmeError::Ca(e.to_string()))?;
+        let domains = registry.list().await?;
         let mut earliest: Option<i64> = None;
         for st in [
             State::Pending,
@@ -548,12 +557,16 @@ impl Issuer {
                 tracing::info!(host = %host, not_after = info.not_after, "{kind}: certificate stored");
                 let _: () = acme.db.conn().await?.hdel(&key, host).await?;
                 metrics::acme_attempt(kind, "ok");
-                registry
-                    .set_state(host, State::Issued, "")
-                    .await
-                    .map_err(|e| AcmeError::Ca(e.to_string()))?;
+                registry.set_state(host, State::Issued, "").await?;
             }
             Err(AcmeError::Locked(_)) => {}
+            // linkedge's own state failed, not the CA or the domain: no failure is counted (a
+            // Redis outage must never mark domains failed); the next pass tries again.
+            Err(
+                e @ (AcmeError::Redis(_)
+                | AcmeError::Registry(_)
+                | AcmeError::Store(crate::certs::CertError::Redis(_))),
+            ) => return Err(e),
             Err(AcmeError::RateLimited(why)) => {
                 // Not the domain's fault: try again later without counting a failure.
                 b.next_s = now_s() + self.cfg.backoff_base.as_secs() as i64;
@@ -571,8 +584,7 @@ impl Issuer {
                 };
                 registry
                     .set_state(host, state, &AcmeError::RateLimited(why).to_string())
-                    .await
-                    .map_err(|e| AcmeError::Ca(e.to_string()))?;
+                    .await?;
             }
             Err(e) => {
                 b.failures += 1;
@@ -599,10 +611,7 @@ impl Issuer {
                 } else {
                     State::Verified
                 };
-                registry
-                    .set_state(host, state, &e.to_string())
-                    .await
-                    .map_err(|e| AcmeError::Ca(e.to_string()))?;
+                registry.set_state(host, state, &e.to_string()).await?;
             }
         }
         Ok(())
