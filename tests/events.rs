@@ -346,3 +346,48 @@ async fn kill_9_during_a_redis_hang_loses_at_most_the_memory_window() {
         lost.len()
     );
 }
+
+/// A batch that waited past `events.memory_window` is spilled to the spool, then lands: the
+/// spool holds only events already in the stream. Replay must finish it without a write (an
+/// empty pipeline, which Redis refuses) and let the next clicks through, not stall behind it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spilled_batch_that_landed_does_not_stall_the_spool() {
+    let redis = Redis::start();
+    let le = Linkedge::start(&Options::new(redis.url()));
+    assert_eq!(burst(&le, 0..5, 1).await.len(), 5);
+    assert!(eventually(Duration::from_secs(5), || redis.xlen(STREAM) == 5));
+    // Writes wait 400 ms (past the 100 ms window, inside the 500 ms timeout), then land.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(400)
+        .arg("WRITE")
+        .query(&mut redis.conn())
+        .unwrap();
+    // One click: one batch, so the spool holds that batch alone.
+    assert_eq!(burst(&le, 5..6, 1).await.len(), 1);
+    assert!(eventually(Duration::from_secs(5), || redis.xlen(STREAM) == 6));
+    assert!(
+        eventually(Duration::from_secs(5), || le
+            .metric("linkedge_events_total{outcome=\"spilled\"}")
+            > 0.0),
+        "no batch was spilled: the pause did not hold a write long enough"
+    );
+    // The spool empties, and later clicks reach the stream.
+    assert!(
+        eventually(Duration::from_secs(5), || spooled_segments(&le.spool_dir)
+            == 0),
+        "the spool never drained:\n{}",
+        le.log()
+    );
+    let more = burst(&le, 6..60, 4).await;
+    assert_eq!(more.len(), 54);
+    assert!(
+        eventually(Duration::from_secs(5), || redis.xlen(STREAM) == 60),
+        "{} of 60 in the stream:\n{}",
+        redis.xlen(STREAM),
+        le.log()
+    );
+    let entries = redis.entries(STREAM);
+    let ids: HashSet<&str> = entries.iter().map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids.len(), 60, "an event written twice");
+}

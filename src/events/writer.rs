@@ -62,6 +62,8 @@ impl Writer {
 /// [`Db`]'s: while it backs off, `conn()` fails at once and batches go to the spool.
 struct Link {
     healthy: bool,
+    /// When the last "unavailable" warning was logged.
+    warned_at: Instant,
     /// Bumped whenever a batch is spooled as uncertain (sent, outcome unknown).
     uncertain_gen: u64,
     /// The stream's recent ids, fetched after the latest uncertain batch (with its generation),
@@ -72,6 +74,9 @@ struct Link {
     /// Replay of those needs no look-up in the stream; only a restart loses this knowledge.
     settled: std::collections::HashMap<super::EventId, bool>,
 }
+
+/// While writes keep failing, the warning is repeated this often.
+const STILL_FAILING_EVERY: Duration = Duration::from_secs(30);
 
 /// Most events whose fate [`Link::settled`] remembers; past it, replay asks the stream.
 const SETTLED_MAX: usize = 1 << 20;
@@ -85,8 +90,11 @@ impl Link {
     }
 
     fn failed(&mut self, err: &dyn std::fmt::Display) {
-        if self.healthy {
+        // Said when it starts, and again every half minute while it lasts: a failure that
+        // repeats is never silent.
+        if self.healthy || self.warned_at.elapsed() >= STILL_FAILING_EVERY {
             tracing::warn!(error = %err, "redis unavailable; events go to the spool");
+            self.warned_at = Instant::now();
         }
         self.healthy = false;
     }
@@ -295,9 +303,12 @@ impl Writer {
             .map(|e| &e.event)
             .collect();
         let already = chunk.events.len() - todo.len();
-        if let Err(e) = self
-            .spilling(xadd(&mut conn, &self.cfg, &todo), || {})
-            .await
+        // A chunk whose events are all in the stream already is done without a write (Redis
+        // refuses an empty pipeline, and the chunk would be retried forever).
+        if !todo.is_empty()
+            && let Err(e) = self
+                .spilling(xadd(&mut conn, &self.cfg, &todo), || {})
+                .await
         {
             link.failed(&e);
             return false;
@@ -318,6 +329,7 @@ impl Writer {
     pub async fn run(&self, mut shutdown: ShutdownWatch) {
         let mut link = Link {
             healthy: true,
+            warned_at: Instant::now(),
             uncertain_gen: 0,
             recent: None,
             settled: std::collections::HashMap::new(),
