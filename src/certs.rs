@@ -224,11 +224,6 @@ impl Store {
         Store { db, sealer }
     }
 
-    /// The Redis the store lives in.
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
     /// Tells every node that `host`'s certificate changed. The write before it has landed, so
     /// a node that misses the message (not subscribed at that moment) clears its whole cache
     /// when it subscribes again.
@@ -497,14 +492,11 @@ impl Selector {
             None => {}
         }
         let store = self.store.as_ref()?;
-        let (found, source) = match store.load(host).await {
-            Ok(Some(l)) => (Some(l), "redis"),
-            Ok(None) if self.on_demand.is_some() => {
-                let acme = self.on_demand.as_ref().expect("checked");
-                (crate::acme::on_demand(acme, host).await, "issued")
-            }
-            Ok(None) => (None, "miss"),
-            Err(e) => {
+        let (found, source) = match (store.load(host).await, &self.on_demand) {
+            (Ok(Some(l)), _) => (Some(l), "redis"),
+            (Ok(None), Some(acme)) => (crate::acme::on_demand(acme, host).await, "issued"),
+            (Ok(None), None) => (None, "miss"),
+            (Err(e), _) => {
                 metrics::cert_lookup("error").inc();
                 tracing::warn!(host = %host, error = %e, "certificate lookup failed");
                 // Remember briefly, so an outage does not turn every handshake into a wait.
