@@ -1,6 +1,6 @@
 //! Fills a linkedge certificate store with many domains' certificates, for the handshake
 //! benchmark (benches/load scenario 3): ECDSA P-256 leaves for `d<i>.<suffix>` signed by the
-//! development CA, stored (keys sealed) through the same `Store::put` the CLI and ACME use.
+//! development CA, stored (keys sealed) through the same `CertStore::put` the CLI and ACME use.
 //!
 //! With `--register N`, also registers `d0` … `d<N-1>` in the domain registry (workspace 1, the
 //! first configured region), those with a certificate as `issued`, the rest `pending`: the
@@ -11,9 +11,9 @@
 //!     [--register 100000] [--suffix bench.linkedge.test] [--names-out names.txt]
 //! ```
 
-use linkedge::certs::{Sealer, Store};
 use linkedge::config::Settings;
-use linkedge::domains::{Registry, State};
+use linkedge::registry::{Registry, State};
+use linkedge::tls::CertStore;
 use openssl::asn1::Asn1Time;
 use openssl::bn::{BigNum, MsbOption};
 use openssl::ec::{EcGroup, EcKey};
@@ -72,11 +72,7 @@ fn main() {
         }
     }
     let s = Settings::load(&config.expect("--config FILE")).unwrap_or_else(|e| panic!("{e}"));
-    let c = s
-        .file
-        .certs
-        .as_ref()
-        .expect("the config has a certs section");
+    let c = s.certs.as_ref().expect("the config has a certs section");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev");
     let ca = X509::from_pem(&std::fs::read(root.join("dev-ca.pem")).unwrap()).unwrap();
     let ca_key =
@@ -88,8 +84,8 @@ fn main() {
     let started = std::time::Instant::now();
     let names: Vec<String> = (0..count).map(|i| format!("d{i}.{suffix}")).collect();
     rt.block_on(async {
-        let db = linkedge::db::Db::from_settings(&s, "seed").unwrap();
-        let store = Store::new(db.clone(), Sealer::new(s.master_keys.clone(), c.master_key));
+        let db = s.db("seed").unwrap();
+        let store = CertStore::new(db.clone(), c.sealer.clone());
         let mut tasks = tokio::task::JoinSet::new();
         for chunk in names.chunks(500) {
             let (store, chunk) = (store.clone(), chunk.to_vec());
@@ -104,7 +100,7 @@ fn main() {
         while let Some(r) = tasks.join_next().await {
             r.unwrap();
         }
-        let region = s.file.regions.keys().next().cloned().unwrap_or_default();
+        let region = s.regions.keys().next().cloned().unwrap_or_default();
         let registry = Registry::new(db, vec![region.clone()]);
         for chunk in (0..register).collect::<Vec<_>>().chunks(2000) {
             let (registry, chunk, region) = (registry.clone(), chunk.to_vec(), region.clone());

@@ -3,21 +3,24 @@
 //! A tracked link arrives on a customer's branded domain; the edge verifies its signature for
 //! the Host it arrived on ([`token`]), hands a click event to the [`events`] queue without
 //! waiting, and redirects ([`edge`]). Events reach a Redis stream through a background writer,
-//! with an on-disk spool while Redis is away.
+//! with an on-disk spool while Redis is away. Everything else is proxied to the Host's region
+//! ([`upstream`]). Modules are listed from the bottom of the dependency order up: each imports
+//! only from modules listed before it.
 
 pub mod acme;
-pub mod admin;
-pub mod certs;
-pub mod client_ip;
+pub mod cli;
 pub mod config;
-pub mod db;
-pub mod domains;
+pub mod control;
+pub mod dns;
 pub mod edge;
 pub mod events;
+pub mod host;
 pub mod limits;
 pub mod metrics;
-pub mod regions;
+pub mod registry;
 pub mod server;
+pub mod store;
+pub mod time;
 pub mod tls;
 pub mod token;
-pub mod verify;
+pub mod upstream;

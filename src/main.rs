@@ -1,15 +1,12 @@
-//! The `linkedge` command: serve, check a config, and mint or decode tracked links.
+//! The `linkedge` command: its arguments (clap) and the dispatch to [`linkedge::server`] and
+//! [`linkedge::cli`], which do the work.
 
 use clap::{Args, Parser, Subcommand};
-use linkedge::certs::{Sealer, Store};
-use linkedge::config::Settings;
-use linkedge::db::Db;
-use linkedge::domains::Registry;
+use linkedge::cli::{self, cert, domain, link};
 use linkedge::server::{self, ProcessOptions};
-use linkedge::token::{Kind, Link, TokenError, normalize_host};
+use linkedge::token::Kind;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// mimalloc instead of glibc's malloc: the request path allocates and frees many small buffers
 /// per request (Pingora's headers, tasks and pooled-connection bookkeeping), and glibc's
@@ -103,55 +100,6 @@ enum CertCommand {
     },
 }
 
-fn cert(cmd: &CertCommand) -> Result<bool, String> {
-    let (CertCommand::Import { config, host, .. }
-    | CertCommand::Show { config, host }
-    | CertCommand::Remove { config, host }) = cmd;
-    let s = load(config)?;
-    let f = &s.file;
-    let c = f
-        .certs
-        .as_ref()
-        .ok_or("the config has no certs section: per-domain certificates are off")?;
-    let host = normalize_host(host).ok_or_else(|| format!("{host:?}: not a host name"))?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let db = Db::from_settings(&s, "cli").map_err(|e| format!("{e:#}"))?;
-    rt.block_on(async {
-        let store = Store::new(db, Sealer::new(s.master_keys.clone(), c.master_key));
-        match cmd {
-            CertCommand::Import { cert, key, .. } => {
-                let chain = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
-                let key = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
-                let info = store
-                    .put(&host, &chain, &key)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&info).expect("serializes")
-                );
-            }
-            CertCommand::Show { .. } => match store.info(&host).await.map_err(|e| e.to_string())? {
-                Some(info) => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&info).expect("serializes")
-                ),
-                None => return Err(format!("no certificate stored for {host}")),
-            },
-            CertCommand::Remove { .. } => {
-                if !store.remove(&host).await.map_err(|e| e.to_string())? {
-                    return Err(format!("no certificate stored for {host}"));
-                }
-                println!("removed the certificate of {host}");
-            }
-        }
-        Ok(true)
-    })
-}
-
 #[derive(Subcommand)]
 enum DomainCommand {
     /// Register HOST for a workspace in a region (it starts pending).
@@ -194,90 +142,6 @@ enum DomainCommand {
         /// The tracking host.
         host: String,
     },
-}
-
-fn domain(cmd: &DomainCommand) -> Result<bool, String> {
-    let config = match cmd {
-        DomainCommand::Add { config, .. }
-        | DomainCommand::Verify { config, .. }
-        | DomainCommand::Show { config, .. }
-        | DomainCommand::List { config }
-        | DomainCommand::Remove { config, .. } => config,
-    };
-    let s = load(config)?;
-    let f = &s.file;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let db = Db::from_settings(&s, "cli").map_err(|e| format!("{e:#}"))?;
-    rt.block_on(async {
-        let reg = Registry::new(db, f.regions.keys().cloned().collect());
-        let show = |d: &linkedge::domains::Domain| {
-            serde_json::to_string_pretty(d).expect("domains serialize")
-        };
-        match cmd {
-            DomainCommand::Add {
-                host,
-                workspace,
-                region,
-                ..
-            } => {
-                let d = reg
-                    .add(host, *workspace, region)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                println!("{}", show(&d));
-            }
-            DomainCommand::Verify { host, .. } => {
-                let started = std::time::Instant::now();
-                let acme = match (&f.acme, &f.certs) {
-                    (Some(a), Some(c)) => {
-                        Some((a, Sealer::new(s.master_keys.clone(), c.master_key)))
-                    }
-                    _ => None,
-                };
-                let host = linkedge::domains::normalize_domain(host).map_err(|e| e.to_string())?;
-                match linkedge::verify::verify_and_issue(&reg, &f.verify, acme, &host)
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
-                    linkedge::verify::Verified::Verified => println!("{host} verified"),
-                    linkedge::verify::Verified::Issued(info) => {
-                        println!("{host} verified");
-                        println!(
-                            "certificate issued in {:.2} s, valid until {} (Unix seconds)",
-                            started.elapsed().as_secs_f64(),
-                            info.not_after
-                        );
-                    }
-                }
-            }
-            DomainCommand::Show { host, .. } => {
-                match reg.get(host).await.map_err(|e| e.to_string())? {
-                    Some(d) => println!("{}", show(&d)),
-                    None => return Err(format!("{host} is not registered")),
-                }
-            }
-            DomainCommand::List { .. } => {
-                for d in reg.list().await.map_err(|e| e.to_string())? {
-                    println!(
-                        "{}\t{}\t{}\t{}\t{}",
-                        d.host,
-                        d.state.as_str(),
-                        d.region,
-                        d.workspace,
-                        d.error
-                    );
-                }
-            }
-            DomainCommand::Remove { host, .. } => {
-                reg.remove(host).await.map_err(|e| e.to_string())?;
-                println!("removed {host}");
-            }
-        }
-        Ok(true)
-    })
 }
 
 #[derive(Args)]
@@ -334,74 +198,14 @@ enum LinkCommand {
     },
 }
 
-fn load(c: &ConfigArg) -> Result<Settings, String> {
-    Settings::load(&c.config).map_err(|e| format!("{}: {e}", c.config.display()))
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn mint(c: &ConfigArg, host: &str, kind: Kind, url: String, ids: &LinkIds) -> Result<(), String> {
-    let s = load(c)?;
-    let host = normalize_host(host).ok_or_else(|| format!("--host {host:?}: not a host name"))?;
-    let link = Link {
-        kind,
-        key_id: s.keyring.mint_id(),
-        workspace: ids.workspace,
-        message: ids.message,
-        link: ids.link,
-        issued: now(),
-        url,
-    };
-    let token = s.keyring.mint(&host, &link).map_err(|e| e.to_string())?;
-    println!(
-        "{}://{host}/{}/{token}",
-        s.file.links.scheme,
-        kind.path_segment()
-    );
-    Ok(())
-}
-
-fn decode(c: &ConfigArg, url: &str) -> Result<bool, String> {
-    let s = load(c)?;
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or("expected a URL starting with http:// or https://")?;
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = normalize_host(authority).ok_or("the URL has no valid host")?;
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    let token = path
-        .strip_prefix("/c/")
-        .or_else(|| path.strip_prefix("/o/"))
-        .ok_or("not a tracked link: the path must be /c/<token> or /o/<token>")?;
-    let link = s
-        .keyring
-        .inspect(token)
-        .map_err(|e| format!("cannot decode: {e}"))?;
-    println!("host:      {host}");
-    println!("kind:      {}", link.kind.event_type());
-    println!("key id:    {}", link.key_id);
-    println!("workspace: {}", link.workspace);
-    println!("message:   {}", link.message);
-    println!("link:      {}", link.link);
-    println!("issued:    {} (Unix seconds)", link.issued);
-    if link.kind == Kind::Click {
-        println!("url:       {}", link.url);
-    }
-    let verdict = match s.keyring.verify(&host, token) {
-        Ok(_) => "valid for this host".to_string(),
-        Err(TokenError::WrongHost) => {
-            "INVALID: genuine, but minted for another host (answered 403 Invalid link security token)"
-                .to_string()
+impl LinkIds {
+    fn ids(&self) -> link::Ids {
+        link::Ids {
+            workspace: self.workspace,
+            message: self.message,
+            link: self.link,
         }
-        Err(e) => format!("INVALID: {e}"),
-    };
-    println!("signature: {verdict}");
-    Ok(verdict == "valid for this host")
+    }
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`); `LINKEDGE_LOG_FORMAT=json` writes one
@@ -424,87 +228,59 @@ fn init_logs() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs();
-    let result: Result<bool, String> = match &cli.command {
+    let result: cli::Outcome = match &cli.command {
         Command::Serve {
             config,
             daemon,
             upgrade,
             test,
-        } => load(config).and_then(|s| {
-            server::run(
-                s,
-                ProcessOptions {
-                    daemon: *daemon,
-                    upgrade: *upgrade,
-                    test: *test,
-                },
-            )
-            .map(|_| true)
-            .map_err(|e| format!("{e:#}"))
+        } => cli::load(&config.config).and_then(|s| {
+            let process = ProcessOptions {
+                daemon: *daemon,
+                upgrade: *upgrade,
+                test: *test,
+            };
+            server::run(s, process)
+                .map(|_| true)
+                .map_err(|e| format!("{e:#}"))
         }),
         Command::Check {
             config,
-            offline: true,
-            ..
-        } => linkedge::config::File::load(&config.config)
-            .map(|f| {
-                println!(
-                    "{}: fields ok ({} link key(s), minting with key {}); secrets and files not read",
-                    config.config.display(),
-                    f.links.keys.len(),
-                    f.links.mint_key
-                );
-                true
-            })
-            .map_err(|e| format!("{}: {e}", config.config.display())),
-        Command::Check {
-            config,
-            offline: false,
+            offline,
             online,
-        } => load(config).and_then(|s| {
-            let at = |e: anyhow::Error| format!("{}: {e:#}", config.config.display());
-            if s.file.listen.https.is_some() {
-                linkedge::tls::settings(&s.file.tls.cert, &s.file.tls.key).map_err(at)?;
-            }
-            // Resolves backend names and reads CA files, as `serve` will.
-            linkedge::regions::build(&s.file).map_err(at)?;
-            let db = Db::from_settings(&s, "cli").map_err(at)?;
-            if *online {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let node = rt
-                    .block_on(db.describe())
-                    .map_err(|e| {
-                        format!(
-                            "{}: redis: cannot reach {}: {e}",
-                            config.config.display(),
-                            db.target()
-                        )
-                    })?;
-                println!("{}: {node}", config.config.display());
-            }
-            println!(
-                "{}: ok ({} link key(s), minting with key {})",
-                config.config.display(),
-                s.file.links.keys.len(),
-                s.keyring.mint_id()
-            );
-            Ok(true)
-        }),
+        } => cli::check(&config.config, *offline, *online),
         Command::Link(LinkCommand::Mint {
             config,
             host,
             url,
             ids,
-        }) => mint(config, host, Kind::Click, url.clone(), ids).map(|_| true),
+        }) => link::mint(&config.config, host, Kind::Click, url.clone(), ids.ids()),
         Command::Link(LinkCommand::Pixel { config, host, ids }) => {
-            mint(config, host, Kind::Open, String::new(), ids).map(|_| true)
+            link::mint(&config.config, host, Kind::Open, String::new(), ids.ids())
         }
-        Command::Link(LinkCommand::Decode { config, url }) => decode(config, url),
-        Command::Domain(cmd) => domain(cmd),
-        Command::Cert(cmd) => cert(cmd),
+        Command::Link(LinkCommand::Decode { config, url }) => link::decode(&config.config, url),
+        Command::Domain(cmd) => match cmd {
+            DomainCommand::Add {
+                config,
+                host,
+                workspace,
+                region,
+            } => domain::add(&config.config, host, *workspace, region),
+            DomainCommand::Verify { config, host } => domain::verify(&config.config, host),
+            DomainCommand::Show { config, host } => domain::get(&config.config, host),
+            DomainCommand::List { config } => domain::list(&config.config),
+            DomainCommand::Remove { config, host } => domain::remove(&config.config, host),
+        },
+        Command::Cert(cmd) => match cmd {
+            CertCommand::Import {
+                config,
+                host,
+                cert: chain,
+                key,
+            } => cert::import(&config.config, host, chain, key),
+            CertCommand::Show { config, host } => cert::show(&config.config, host),
+            CertCommand::Remove { config, host } => cert::remove(&config.config, host),
+        },
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -8,9 +8,10 @@ use prometheus::{
 };
 use std::sync::LazyLock;
 
-/// The routes a request can take (the `route` label).
+/// How a request was served: the values of the `route` label of the request metrics. The
+/// routing decision itself is [`crate::edge::route`]'s; this is only its label set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub enum Served {
     /// `/c/<token>`.
     Click,
     /// `/o/<token>`.
@@ -25,15 +26,15 @@ pub enum Route {
     WellKnown,
 }
 
-impl Route {
+impl Served {
     fn label(self) -> &'static str {
         match self {
-            Route::Click => "click",
-            Route::Open => "open",
-            Route::Health => "health",
-            Route::Other => "other",
-            Route::Proxy => "proxy",
-            Route::WellKnown => "well_known",
+            Served::Click => "click",
+            Served::Open => "open",
+            Served::Health => "health",
+            Served::Other => "other",
+            Served::Proxy => "proxy",
+            Served::WellKnown => "well_known",
         }
     }
 }
@@ -152,13 +153,13 @@ pub static REDIS_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 pub struct RouteMetrics {
     duration: Histogram,
     statuses: [(u16, IntCounter); 7],
-    route: Route,
+    route: Served,
 }
 
 const STATUSES: [u16; 7] = [200, 302, 400, 403, 404, 405, 421];
 
 impl RouteMetrics {
-    fn new(route: Route) -> RouteMetrics {
+    fn new(route: Served) -> RouteMetrics {
         let l = route.label();
         RouteMetrics {
             duration: REQUEST_SECONDS.with_label_values(&[l]),
@@ -181,17 +182,17 @@ impl RouteMetrics {
 
 static ROUTES: LazyLock<[RouteMetrics; 6]> = LazyLock::new(|| {
     [
-        RouteMetrics::new(Route::Click),
-        RouteMetrics::new(Route::Open),
-        RouteMetrics::new(Route::Health),
-        RouteMetrics::new(Route::Other),
-        RouteMetrics::new(Route::Proxy),
-        RouteMetrics::new(Route::WellKnown),
+        RouteMetrics::new(Served::Click),
+        RouteMetrics::new(Served::Open),
+        RouteMetrics::new(Served::Health),
+        RouteMetrics::new(Served::Other),
+        RouteMetrics::new(Served::Proxy),
+        RouteMetrics::new(Served::WellKnown),
     ]
 });
 
-/// The metric handles of a route.
-pub fn route(r: Route) -> &'static RouteMetrics {
+/// The metric handles of a way of serving.
+pub fn served(r: Served) -> &'static RouteMetrics {
     &ROUTES[r as usize]
 }
 

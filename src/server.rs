@@ -2,23 +2,22 @@
 //! events are left when it stops.
 
 use crate::acme::{Acme, Issuer};
-use crate::admin::{Admin, RegistryConfig};
-use crate::certs::{Cache, Invalidator, Sealer, Selector, Store};
 use crate::config::Settings;
-use crate::db::Db;
-use crate::domains::Registry;
+use crate::control::Control;
+use crate::control::admin::Admin;
 use crate::edge::{Edge, WellKnown};
 use crate::events::Recorder;
 use crate::events::spool::Spool;
 use crate::events::writer::{Writer, WriterConfig};
 use crate::limits::{self, Conns, Guarded};
-use crate::{metrics, tls};
+use crate::store::Db;
+use crate::tls::{Cache, CertStore, Certificates, Invalidator, Selector, Terminator};
+use crate::{metrics, tls, upstream};
 use pingora::prelude::*;
 use pingora::server::RunArgs;
 use pingora::server::configuration::ServerConf;
 use pingora::services::listening::Service;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Pingora's process options that `linkedge serve` passes through.
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,7 +36,7 @@ fn public_service(
     conf: &Arc<ServerConf>,
     edge: Edge,
     limits: &crate::config::Limits,
-    tls: Option<(std::net::SocketAddr, tls::Terminator)>,
+    tls: Option<(std::net::SocketAddr, Terminator)>,
 ) -> Service<Guarded<pingora::proxy::HttpProxy<Edge>>> {
     let mut proxy = pingora::proxy::http_proxy(conf, edge);
     let mut opts = pingora::apps::HttpServerOptions::default();
@@ -68,36 +67,73 @@ fn public_service(
     Service::new("public".to_string(), Guarded::new(proxy, conns, tls))
 }
 
+/// The HTTPS listener's certificates as `settings` configure them: the `tls` files for every
+/// name, or per SNI from the store (with ACME issuing on demand, when configured), plus the
+/// service that keeps every node's cache current. `state` is the store's Redis.
+fn certificates(
+    settings: &Settings,
+    state: &Db,
+) -> anyhow::Result<(Certificates, Option<Invalidator>)> {
+    let pair = || tls::load_pair(&settings.tls.cert, &settings.tls.key);
+    let Some(c) = &settings.certs else {
+        return Ok((Certificates::Static(pair()?), None));
+    };
+    let cache = Arc::new(Cache::new(c.cache_size, c.negative_ttl));
+    let fallback = if c.fallback { Some(pair()?) } else { None };
+    let store = CertStore::new(state.clone(), c.sealer.clone());
+    let mut selector = Selector::new(cache.clone(), store, fallback);
+    if let Some(a) = &settings.acme {
+        let acme = Acme::new(settings.db("acme")?, a.clone(), c.sealer.clone());
+        selector = selector.with_on_demand(Box::new(acme));
+    }
+    let invalidator = Invalidator::new(cache, settings.db("pubsub")?);
+    Ok((Certificates::Store(selector), Some(invalidator)))
+}
+
+/// Loads everything `run` loads before it serves, through the same functions, without binding,
+/// connecting or starting anything: certificate files, Redis settings, backend names (resolved)
+/// and CA files. What `linkedge check` runs.
+pub fn check(settings: &Settings) -> anyhow::Result<()> {
+    let state = settings.db("state")?;
+    if settings.listen.https.is_some() {
+        let (certs, _) = certificates(settings, &state)?;
+        Terminator::new(certs)?;
+    }
+    upstream::build(&settings.regions, &settings.routing)?;
+    Ok(())
+}
+
 /// Builds and runs the server until SIGTERM (graceful) or SIGINT (fast); returns once it stopped
 /// and the remaining events are in the spool.
 pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
-    let f = &settings.file;
+    let s = &settings;
     metrics::init();
-    let mut spool = Spool::open(&f.events.spool.dir, f.events.spool.max_bytes).map_err(|e| {
+    let ev = &s.events;
+    let mut spool = Spool::open(&ev.spool.dir, ev.spool.max_bytes).map_err(|e| {
         anyhow::anyhow!(
             "events.spool.dir: cannot open {}: {e}",
-            f.events.spool.dir.display()
+            ev.spool.dir.display()
         )
     })?;
-    spool.set_sync_interval(f.events.spool.sync_interval);
+    spool.set_sync_interval(ev.spool.sync_interval);
     if spool.has_backlog() {
         tracing::info!(
             bytes = spool.bytes(),
             "spool holds events from an earlier run; replaying"
         );
     }
-    let recorder = Arc::new(Recorder::new(f.events.queue_capacity, spool));
+    let recorder = Arc::new(Recorder::new(ev.queue_capacity, spool));
 
-    let threads = f
+    let threads = s
         .server
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let conf = ServerConf {
         daemon: process.daemon,
-        pid_file: f.server.pid_file.clone(),
-        upgrade_sock: f.server.upgrade_sock.clone(),
-        grace_period_seconds: Some(f.server.grace_period_seconds),
-        graceful_shutdown_timeout_seconds: Some(f.server.graceful_shutdown_timeout_seconds),
+        pid_file: s.server.pid_file.clone(),
+        upgrade_sock: s.server.upgrade_sock.clone(),
+        grace_period_seconds: Some(s.server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(s.server.graceful_shutdown_timeout_seconds),
         threads,
         ..ServerConf::default()
     };
@@ -111,69 +147,35 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
 
     // One connection per concern, each through the Redis layer: nothing is connected until
     // first use (the server may still fork), and each reconnects by itself.
-    let state = Db::from_settings(&settings, "state")?;
-    let regions = crate::regions::build(f)?;
+    let state = s.db("state")?;
+    let regions = upstream::build(&s.regions, &s.routing)?;
     let edge = Edge::new(
-        settings.keyring.clone(),
+        s.keyring.clone(),
         recorder.clone(),
-        f.clients.trusted_proxies.clone(),
+        s.clients.trusted_proxies.clone(),
         regions.regions.clone(),
-    )
-    .with_well_known(WellKnown::new(state.clone()));
-    let sealer = f
-        .certs
-        .as_ref()
-        .map(|c| Sealer::new(settings.master_keys.clone(), c.master_key));
-    let mut invalidator = None;
+        WellKnown::new(state.clone()),
+    );
     let mut terminator = None;
-    if let Some(addr) = f.listen.https {
-        let selector = match &f.certs {
-            None => Selector::new(
-                Arc::new(Cache::new(1, Duration::ZERO)),
-                None,
-                Some(tls::load_pair(&f.tls.cert, &f.tls.key)?),
-            ),
-            Some(c) => {
-                let cache = Arc::new(Cache::new(c.cache_size, c.negative_ttl));
-                let sealer = sealer.clone().expect("certs is configured");
-                let fallback = if c.fallback {
-                    Some(tls::load_pair(&f.tls.cert, &f.tls.key)?)
-                } else {
-                    None
-                };
-                let store = Store::new(state.clone(), sealer.clone());
-                let selector = Selector::new(cache.clone(), Some(store), fallback);
-                invalidator = Some(Invalidator::new(
-                    cache,
-                    Db::from_settings(&settings, "pubsub")?,
-                ));
-                match &f.acme {
-                    Some(a) => selector.with_on_demand(Acme::new(
-                        Db::from_settings(&settings, "acme")?,
-                        a.clone(),
-                        sealer,
-                    )),
-                    None => selector,
-                }
-            }
-        };
-        terminator = Some((addr, tls::Terminator::new(selector)?));
+    if let Some(addr) = s.listen.https {
+        let (certs, invalidator) = certificates(s, &state)?;
+        terminator = Some((addr, Terminator::new(certs)?));
+        if let Some(inv) = invalidator {
+            server.add_service(background_service("certificate invalidation", inv));
+        }
     }
-    let mut public = public_service(&server.configuration, edge, &f.limits, terminator);
+    let mut public = public_service(&server.configuration, edge, &s.limits, terminator);
     // Both listeners are plain TCP to Pingora: linkedge terminates TLS itself (crate::tls).
-    for addr in [f.listen.http, f.listen.https].into_iter().flatten() {
+    for addr in [s.listen.http, s.listen.https].into_iter().flatten() {
         public.add_tcp(&addr.to_string());
     }
     server.add_service(public);
-    if let Some(inv) = invalidator {
-        server.add_service(background_service("certificate invalidation", inv));
-    }
-    if let (Some(acme), Some(sealer)) = (&f.acme, &sealer) {
+    if let (Some(acme), Some(certs)) = (&s.acme, &s.certs) {
         let issuer = Issuer::new(
-            Db::from_settings(&settings, "acme")?,
-            f.regions.keys().cloned().collect(),
+            s.db("acme")?,
+            s.region_names(),
             acme.clone(),
-            sealer.clone(),
+            certs.sealer.clone(),
         );
         server.add_service(background_service("certificate issuer", issuer));
     }
@@ -181,18 +183,8 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         server.add_boxed_service(svc);
     }
 
-    if let Some(addr) = f.listen.metrics {
-        let admin = Admin::new(
-            settings.admin_token.clone(),
-            RegistryConfig {
-                registry: Registry::new(
-                    Db::from_settings(&settings, "admin")?,
-                    f.regions.keys().cloned().collect(),
-                ),
-                verify: f.verify.clone(),
-                acme: f.acme.clone().zip(sealer.clone()),
-            },
-        );
+    if let Some(addr) = s.listen.metrics {
+        let admin = Admin::new(s.admin_token.clone(), Control::new(s, s.db("admin")?));
         let mut admin = Service::new("admin".into(), admin);
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);
@@ -201,20 +193,20 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     let writer = Writer::new(
         recorder.clone(),
         WriterConfig {
-            db: Db::from_settings(&settings, "events")?,
-            stream: f.events.stream.clone(),
-            maxlen: f.events.maxlen,
-            batch_max: f.events.batch_max,
-            memory_window: f.events.memory_window,
+            db: s.db("events")?,
+            stream: ev.stream.clone(),
+            maxlen: ev.maxlen,
+            batch_max: ev.batch_max,
+            memory_window: ev.memory_window,
         },
     );
     server.add_service(background_service("event writer", writer));
 
     tracing::info!(
-        http = ?f.listen.http,
-        https = ?f.listen.https,
-        metrics = ?f.listen.metrics,
-        stream = %f.events.stream,
+        http = ?s.listen.http,
+        https = ?s.listen.https,
+        metrics = ?s.listen.metrics,
+        stream = %ev.stream,
         "linkedge starting"
     );
     // With --test, bootstrap exits here, after everything above (certificates included) loaded.

@@ -26,6 +26,7 @@
 //!
 //! A click link to a 60-character destination on `link.example.com` is about 160 characters.
 
+use crate::host::normalize_host;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -211,6 +212,16 @@ impl Keyring {
     /// The key id new links are signed with.
     pub fn mint_id(&self) -> u32 {
         self.mint_id
+    }
+
+    /// How many keys verify.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Never true: a keyring holds at least its minting key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 
     /// Mints a token for `host` (already normalised, see [`normalize_host`]).
@@ -412,31 +423,6 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     }
 }
 
-/// Normalises a Host header or `--host` value: lowercase, port and trailing dot removed.
-/// Returns `None` when it is not a plausible host name or IP literal.
-pub fn normalize_host(raw: &str) -> Option<String> {
-    let raw = raw.trim();
-    let host = if let Some(rest) = raw.strip_prefix('[') {
-        // IPv6 literal, possibly with a port.
-        let end = rest.find(']')?;
-        &raw[..end + 2]
-    } else {
-        match raw.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
-            Some(_) => return None,
-            None => raw,
-        }
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.is_empty() || host.len() > 253 {
-        return None;
-    }
-    let ok = host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':' | b'_'));
-    ok.then(|| host.to_ascii_lowercase())
-}
-
 fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
@@ -546,21 +532,6 @@ mod tests {
         assert!(!valid_destination("https://exa mple.com/"));
         assert!(!valid_destination("https://example.com/\r\nSet-Cookie: a"));
         assert!(!valid_destination("ftp://example.com/"));
-    }
-
-    #[test]
-    fn hosts() {
-        assert_eq!(
-            normalize_host("Link.Example.COM:443").as_deref(),
-            Some("link.example.com")
-        );
-        assert_eq!(
-            normalize_host("link.example.com.").as_deref(),
-            Some("link.example.com")
-        );
-        assert_eq!(normalize_host("[::1]:8080").as_deref(), Some("[::1]"));
-        assert_eq!(normalize_host("a/b"), None);
-        assert_eq!(normalize_host(""), None);
     }
 
     #[test]

@@ -7,9 +7,8 @@ mod common;
 use common::ca::Ca;
 use common::topology::{ClusterSet, SentinelSet};
 use common::*;
-use linkedge::certs::{Sealer, Store};
-use linkedge::config::RedisAuth;
-use linkedge::db::Db;
+use linkedge::store::Db;
+use linkedge::tls::{CertStore, Sealer};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,7 +23,7 @@ fn dev_root() -> Vec<u8> {
 }
 
 /// The certificate store in the Redis `section` describes, as linkedge sees it.
-fn store(section: &str) -> Store {
+fn store(section: &str) -> CertStore {
     let yaml = format!("redis:\n{section}");
     #[derive(serde::Deserialize)]
     struct R {
@@ -35,12 +34,13 @@ fn store(section: &str) -> Store {
     for (i, k) in key.iter_mut().enumerate() {
         *k = u8::from_str_radix(&MASTER_KEY[2 * i..2 * i + 2], 16).unwrap();
     }
-    let db = Db::new(&r.redis, &RedisAuth::default(), "linkedge:", "test").unwrap();
-    Store::new(db, Sealer::new(vec![(1, key)], 1))
+    let spec = linkedge::config::redis_section(&r.redis, "linkedge:", &|_| None).unwrap();
+    let db = Db::new(&spec, "test").unwrap();
+    CertStore::new(db, Sealer::new(vec![(1, key)], 1))
 }
 
 /// Stores a fresh development certificate for `name` through the library.
-async fn put_cert(store: &Store, dir: &Path, name: &str) -> String {
+async fn put_cert(store: &CertStore, dir: &Path, name: &str) -> String {
     let (cert, key, serial) = dev_leaf(dir, name, 0, 30);
     store
         .put(

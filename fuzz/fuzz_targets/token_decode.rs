@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use linkedge::token::{Keyring, Secret, normalize_host};
+use linkedge::host::normalize_host;
+use linkedge::token::{Keyring, Secret};
 use std::sync::LazyLock;
 
 static RING: LazyLock<Keyring> = LazyLock::new(|| {

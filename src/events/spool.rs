@@ -163,9 +163,7 @@ impl Spool {
     /// and adopts what exited processes left there.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
         fs::create_dir_all(dir)?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let nanos = crate::time::unix_ns();
         let name = format!("{}-{nanos}", std::process::id());
         // Locked before it gets a visible name, so no one can mistake it for an orphan.
         let staging = dir.join(format!(".{name}.new"));

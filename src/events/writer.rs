@@ -4,8 +4,8 @@
 
 use super::spool::Chunk;
 use super::{Event, Recorder};
-use crate::db::{Conn, Db};
 use crate::metrics;
+use crate::store::{Conn, Db};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;

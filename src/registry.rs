@@ -2,107 +2,14 @@
 //! Redis so every node of a fleet sees the same list.
 //!
 //! Storage: one Redis hash (`<prefix>domains`), field = the normalised host, value = the
-//! [`Domain`] as JSON. Host names are validated and normalised by [`normalize_domain`], a pure
-//! function.
+//! [`Domain`] as JSON. Host names are validated and normalised by
+//! [`crate::host::normalize_domain`], a pure function.
 
-use crate::db::Db;
+pub use crate::host::DomainError;
+use crate::host::normalize_domain;
+use crate::store::Db;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Why a host name is refused, in words a customer can act on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DomainError {
-    /// Nothing given.
-    #[error("the host name is empty")]
-    Empty,
-    /// Over 253 characters once in ASCII form.
-    #[error("the host name is longer than 253 characters")]
-    TooLong,
-    /// An IP address instead of a name.
-    #[error("{0} is an IP address; use a host name such as link.example.com")]
-    IpAddress(String),
-    /// `*.example.com`.
-    #[error("wildcards are not supported; register each tracking host, such as link.example.com")]
-    Wildcard,
-    /// `localhost`, `com`.
-    #[error("{0:?} has a single label; use a full host name such as link.example.com")]
-    SingleLabel(String),
-    /// A label breaks the rules.
-    #[error("label {label:?} {why}")]
-    BadLabel {
-        /// The offending label.
-        label: String,
-        /// What is wrong with it.
-        why: &'static str,
-    },
-    /// Not convertible to ASCII (IDNA).
-    #[error("not a valid internationalised host name: {0}")]
-    Idna(String),
-    /// The top-level label is all digits.
-    #[error("the top-level label {0:?} is all digits")]
-    NumericTld(String),
-    /// Something that is not a bare host name (a URL, a path, a port).
-    #[error("{0:?} is not a bare host name; give only the name, such as link.example.com")]
-    NotBare(String),
-}
-
-/// Validates and normalises a tracking host: lowercase, IDNA to punycode, no trailing dot, any
-/// depth of subdomain (`a.b.example.com`).
-pub fn normalize_domain(input: &str) -> Result<String, DomainError> {
-    let s = input.trim();
-    if s.is_empty() {
-        return Err(DomainError::Empty);
-    }
-    if s.contains("://") || s.contains(['/', '?', '#', '@', ' ']) {
-        return Err(DomainError::NotBare(s.to_string()));
-    }
-    if s.parse::<std::net::IpAddr>().is_ok() || s.starts_with('[') {
-        return Err(DomainError::IpAddress(s.to_string()));
-    }
-    if s.contains(':') {
-        return Err(DomainError::NotBare(s.to_string()));
-    }
-    if s.starts_with("*.") || s.contains('*') {
-        return Err(DomainError::Wildcard);
-    }
-    let s = s.strip_suffix('.').unwrap_or(s);
-    let ascii = idna::domain_to_ascii(s).map_err(|e| DomainError::Idna(e.to_string()))?;
-    if ascii.is_empty() {
-        return Err(DomainError::Empty);
-    }
-    if ascii.len() > 253 {
-        return Err(DomainError::TooLong);
-    }
-    let labels: Vec<&str> = ascii.split('.').collect();
-    if labels.len() < 2 {
-        return Err(DomainError::SingleLabel(ascii.clone()));
-    }
-    for l in &labels {
-        let why = if l.is_empty() {
-            Some("is empty (two dots in a row?)")
-        } else if l.len() > 63 {
-            Some("is longer than 63 characters")
-        } else if !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            Some("may hold only letters, digits and hyphens")
-        } else if l.starts_with('-') || l.ends_with('-') {
-            Some("may not start or end with a hyphen")
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            return Err(DomainError::BadLabel {
-                label: l.to_string(),
-                why,
-            });
-        }
-    }
-    let tld = labels[labels.len() - 1];
-    if tld.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(DomainError::NumericTld(tld.to_string()));
-    }
-    Ok(ascii)
-}
 
 /// Where a domain stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,12 +93,6 @@ pub enum RegistryError {
     Damaged(String),
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The registry in Redis.
 #[derive(Clone)]
 pub struct Registry {
@@ -230,7 +131,7 @@ impl Registry {
                 known: self.regions.join(", "),
             });
         }
-        let now = now_ms();
+        let now = crate::time::unix_ms();
         let domain = match self.get(&host).await? {
             Some(d) if d.workspace != workspace => {
                 return Err(RegistryError::Taken {
@@ -306,63 +207,11 @@ impl Registry {
             .ok_or_else(|| RegistryError::NotFound(host.to_string()))?;
         d.state = state;
         d.error = error.to_string();
-        d.updated_ms = now_ms();
+        d.updated_ms = crate::time::unix_ms();
         if state == State::Verified {
             d.verified_ms = Some(d.updated_ms);
         }
         self.put(&d).await?;
         Ok(d)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn normalises() {
-        assert_eq!(
-            normalize_domain("Link.Example.COM.").unwrap(),
-            "link.example.com"
-        );
-        assert_eq!(
-            normalize_domain(" a.b.example.com ").unwrap(),
-            "a.b.example.com"
-        );
-        assert_eq!(
-            normalize_domain("bücher.example").unwrap(),
-            "xn--bcher-kva.example"
-        );
-    }
-
-    #[test]
-    fn refuses_with_reasons() {
-        let e = |s: &str| normalize_domain(s).unwrap_err().to_string();
-        assert_eq!(e(""), "the host name is empty");
-        assert_eq!(
-            e("localhost"),
-            "\"localhost\" has a single label; use a full host name such as link.example.com"
-        );
-        assert!(e("192.0.2.1").contains("is an IP address"));
-        assert!(e("*.example.com").starts_with("wildcards are not supported"));
-        assert_eq!(
-            e("-a.example.com"),
-            "label \"-a\" may not start or end with a hyphen"
-        );
-        assert_eq!(
-            e("a..example.com"),
-            "label \"\" is empty (two dots in a row?)"
-        );
-        assert_eq!(
-            e("a_b.example.com"),
-            "label \"a_b\" may hold only letters, digits and hyphens"
-        );
-        assert!(e("https://link.example.com/").contains("is not a bare host name"));
-        assert!(e("link.example.com:443").contains("is not a bare host name"));
-        assert!(e(&format!("{}.com", "a".repeat(64))).contains("longer than 63"));
-        assert_eq!(
-            e("example.123"),
-            "the top-level label \"123\" is all digits"
-        );
     }
 }

@@ -20,7 +20,6 @@ pub mod keys;
 
 pub use keys::Keys;
 
-use crate::config::{self, RedisAuth};
 use crate::metrics;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
@@ -30,6 +29,7 @@ use redis::{
     IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind,
     TlsCertificates, Value,
 };
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,73 @@ use std::time::{Duration, Instant};
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait between connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Where Redis is and how to reach it: the validated `redis` section, which
+/// [`crate::config`] builds. One `Spec` serves every [`Db`] of a process.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    /// Standalone, Sentinel or Cluster.
+    pub topology: Topology,
+    /// TLS to the data nodes of a Sentinel or Cluster topology (a standalone URL says it with
+    /// `rediss://`).
+    pub tls: bool,
+    /// PEM CA certificates trusted for TLS instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// ACL credentials.
+    pub auth: Auth,
+    /// Prefix of every key and channel ([`Keys`]).
+    pub prefix: String,
+    /// Bound on every command and connection attempt.
+    pub timeout: Duration,
+}
+
+/// Which Redis deployment linkedge talks to.
+#[derive(Clone, Debug)]
+pub enum Topology {
+    /// One server, by URL (`redis://host:port/db`, `rediss://` for TLS).
+    Standalone {
+        /// The server's URL; may carry a password when it came from the environment.
+        url: String,
+    },
+    /// The master that Redis Sentinel names, followed after a failover.
+    Sentinel {
+        /// The master's name in the sentinels' configuration.
+        master: String,
+        /// The sentinels, `(host, port)`.
+        nodes: Vec<(String, u16)>,
+        /// Database number on the master.
+        db: i64,
+    },
+    /// A Redis Cluster, found from seed nodes.
+    Cluster {
+        /// Seed nodes, `(host, port)`.
+        nodes: Vec<(String, u16)>,
+    },
+}
+
+/// Redis ACL credentials and the sentinels' password. `Debug` never shows them.
+#[derive(Clone, Default)]
+pub struct Auth {
+    /// ACL user name.
+    pub username: Option<String>,
+    /// Password of the user (or `requirepass`).
+    pub password: Option<String>,
+    /// Password of the sentinels themselves.
+    pub sentinel_password: Option<String>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |o: &Option<String>| if o.is_some() { "set" } else { "none" };
+        write!(
+            f,
+            "Auth(username {}, password {}, sentinel password {})",
+            set(&self.username),
+            set(&self.password),
+            set(&self.sentinel_password)
+        )
+    }
+}
 
 /// A handle on one logical Redis connection; see the module documentation.
 #[derive(Clone)]
@@ -100,7 +167,7 @@ enum Target {
 struct NodeSettings {
     tls: bool,
     root_cert: Option<Vec<u8>>,
-    auth: RedisAuth,
+    auth: Auth,
     db: i64,
 }
 
@@ -150,12 +217,6 @@ impl NodeSettings {
             root_cert: Some(root.clone()),
         })
     }
-}
-
-fn split_host_port(s: &str) -> RedisResult<(String, u16)> {
-    s.rsplit_once(':')
-        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?)))
-        .ok_or_else(|| RedisError::from((ErrorKind::InvalidClientConfig, "expected host:port")))
 }
 
 impl Target {
@@ -300,15 +361,11 @@ fn backoff(failures: u32, unit_random: f64) -> Duration {
 }
 
 impl Db {
-    /// A handle on the Redis that `cfg` describes, with `auth`'s credentials and keys under
-    /// `prefix`; `name` says what it is for in logs and metrics. Connects nothing yet; fails
-    /// only on a malformed address or an unreadable `ca_file`.
-    pub fn new(
-        cfg: &config::Redis,
-        auth: &RedisAuth,
-        prefix: &str,
-        name: &'static str,
-    ) -> anyhow::Result<Db> {
+    /// A handle on the Redis that `spec` describes; `name` says what it is for in logs and
+    /// metrics. Connects nothing yet; fails only on a malformed address or an unreadable
+    /// `ca_file`.
+    pub fn new(spec: &Spec, name: &'static str) -> anyhow::Result<Db> {
+        let (cfg, auth) = (spec, &spec.auth);
         let root_cert =
             match &cfg.ca_file {
                 Some(p) => Some(std::fs::read(p).map_err(|e| {
@@ -320,84 +377,75 @@ impl Db {
             tls: cfg.tls,
             root_cert,
             auth: auth.clone(),
-            db: cfg.sentinel.as_ref().map_or(0, |s| s.db),
+            db: match cfg.topology {
+                Topology::Sentinel { db, .. } => db,
+                _ => 0,
+            },
         };
-        let target = if let Some(s) = &cfg.sentinel {
-            let sentinels = s
-                .nodes
-                .iter()
-                .map(|n| split_host_port(n).map(|(h, p)| ConnectionAddr::Tcp(h, p)))
-                .collect::<RedisResult<Vec<_>>>()?;
-            let mut b =
-                SentinelClientBuilder::new(sentinels, &s.master, SentinelServerType::Master)?
-                    .set_client_to_redis_db(s.db);
-            if let Some(u) = &auth.username {
-                b = b.set_client_to_redis_username(u);
-            }
-            if let Some(p) = &auth.password {
-                b = b.set_client_to_redis_password(p);
-            }
-            if let Some(p) = &auth.sentinel_password {
-                b = b.set_client_to_sentinel_password(p);
-            }
-            if cfg.tls {
-                b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
-                if let Some(certs) = node.certificates() {
-                    b = b.set_client_to_redis_certificates(certs);
+        let target = match &cfg.topology {
+            Topology::Sentinel { master, nodes, db } => {
+                let sentinels = nodes
+                    .iter()
+                    .map(|(h, p)| ConnectionAddr::Tcp(h.clone(), *p))
+                    .collect::<Vec<_>>();
+                let mut b =
+                    SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)?
+                        .set_client_to_redis_db(*db);
+                if let Some(u) = &auth.username {
+                    b = b.set_client_to_redis_username(u);
+                }
+                if let Some(p) = &auth.password {
+                    b = b.set_client_to_redis_password(p);
+                }
+                if let Some(p) = &auth.sentinel_password {
+                    b = b.set_client_to_sentinel_password(p);
+                }
+                if cfg.tls {
+                    b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+                    if let Some(certs) = node.certificates() {
+                        b = b.set_client_to_redis_certificates(certs);
+                    }
+                }
+                Target::Sentinel {
+                    client: tokio::sync::Mutex::new(b.build()?),
+                    master: master.clone(),
                 }
             }
-            Target::Sentinel {
-                client: tokio::sync::Mutex::new(b.build()?),
-                master: s.master.clone(),
-            }
-        } else if let Some(c) = &cfg.cluster {
-            let seeds = c
-                .nodes
-                .iter()
-                .map(|n| {
-                    let (h, p) = split_host_port(n)?;
-                    Ok(node.client(&h, p)?.get_connection_info().clone())
-                })
-                .collect::<RedisResult<Vec<_>>>()?;
-            let mut b = redis::cluster::ClusterClientBuilder::new(seeds.clone())
-                .connection_timeout(cfg.timeout)
-                .response_timeout(cfg.timeout);
-            if cfg.tls {
-                b = b.tls(redis::TlsMode::Secure);
-                if let Some(certs) = node.certificates() {
-                    b = b.certs(certs);
+            Topology::Cluster { nodes } => {
+                let seeds = nodes
+                    .iter()
+                    .map(|(h, p)| Ok(node.client(h, *p)?.get_connection_info().clone()))
+                    .collect::<RedisResult<Vec<_>>>()?;
+                let mut b = redis::cluster::ClusterClientBuilder::new(seeds.clone())
+                    .connection_timeout(cfg.timeout)
+                    .response_timeout(cfg.timeout);
+                if cfg.tls {
+                    b = b.tls(redis::TlsMode::Secure);
+                    if let Some(certs) = node.certificates() {
+                        b = b.certs(certs);
+                    }
+                }
+                Target::Cluster {
+                    client: b.build()?,
+                    seeds,
+                    node,
                 }
             }
-            Target::Cluster {
-                client: b.build()?,
-                seeds,
-                node,
+            Topology::Standalone { url } => {
+                let info = node.apply(url.as_str().into_connection_info()?);
+                Target::Single(node.open(info)?)
             }
-        } else {
-            let url = cfg.url.as_deref().unwrap_or(config::DEFAULT_REDIS_URL);
-            let info = node.apply(url.into_connection_info()?);
-            Target::Single(node.open(info)?)
         };
         Ok(Db {
             inner: Arc::new(Inner {
                 name,
                 target,
                 timeout: cfg.timeout,
-                keys: Keys::new(prefix),
+                keys: Keys::new(&spec.prefix),
                 state: Mutex::new(State::default()),
                 connecting: tokio::sync::Mutex::new(()),
             }),
         })
-    }
-
-    /// A handle on the Redis of `settings` (its topology, credentials and key prefix).
-    pub fn from_settings(settings: &config::Settings, name: &'static str) -> anyhow::Result<Db> {
-        Db::new(
-            &settings.file.redis,
-            &settings.redis_auth,
-            &settings.file.admin.redis_prefix,
-            name,
-        )
     }
 
     /// Where it connects, for messages: `redis://host:port`, `sentinel master NAME`, or
@@ -632,13 +680,22 @@ mod tests {
 
     #[test]
     fn no_credentials_in_a_debug_print() {
-        let auth = RedisAuth {
-            username: Some("edge".into()),
-            password: Some("hunter2-not-a-secret".into()),
-            sentinel_password: None,
+        let spec = Spec {
+            topology: Topology::Standalone {
+                url: "redis://127.0.0.1:6379/".into(),
+            },
+            tls: false,
+            ca_file: None,
+            auth: Auth {
+                username: Some("edge".into()),
+                password: Some("hunter2-not-a-secret".into()),
+                sentinel_password: None,
+            },
+            prefix: "linkedge:".into(),
+            timeout: Duration::from_secs(1),
         };
-        let db = Db::new(&config::Redis::default(), &auth, "linkedge:", "state").unwrap();
-        let shown = format!("{db:?} {auth:?}");
+        let db = Db::new(&spec, "state").unwrap();
+        let shown = format!("{db:?} {spec:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("redis://127.0.0.1:6379"), "{shown}");
     }

@@ -8,11 +8,11 @@
 //!   thirds of the lifetime, and backs off per domain after failures (exponential, capped),
 //!   marking a domain `failed` with the CA's words after `max_failures` attempts in a row.
 
-use crate::certs::{Info, Sealer, Store};
 use crate::config;
-use crate::db::Db;
-use crate::domains::{Registry, State};
 use crate::metrics;
+use crate::store::Db;
+use crate::time::unix_s;
+use crate::tls::{CertStore, Info, Sealer};
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,
@@ -25,8 +25,7 @@ use openssl::stack::Stack;
 use openssl::x509::extension::SubjectAlternativeName;
 use openssl::x509::{X509NameBuilder, X509ReqBuilder};
 use redis::AsyncCommands;
-use serde::{Deserialize, Serialize};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Why an order did not produce a certificate.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +41,7 @@ pub enum AcmeError {
     Redis(#[from] redis::RedisError),
     /// Storing the certificate failed.
     #[error("{0}")]
-    Store(#[from] crate::certs::CertError),
+    Store(#[from] crate::tls::CertError),
     /// Ordering now would break the CA's rate limits; not sent.
     #[error("held back to stay inside the CA's limits: {0}")]
     RateLimited(String),
@@ -51,10 +50,10 @@ pub enum AcmeError {
     Registry(String),
 }
 
-impl From<crate::domains::RegistryError> for AcmeError {
-    fn from(e: crate::domains::RegistryError) -> Self {
+impl From<crate::registry::RegistryError> for AcmeError {
+    fn from(e: crate::registry::RegistryError) -> Self {
         match e {
-            crate::domains::RegistryError::Redis(r) => AcmeError::Redis(r),
+            crate::registry::RegistryError::Redis(r) => AcmeError::Redis(r),
             other => AcmeError::Registry(other.to_string()),
         }
     }
@@ -76,17 +75,11 @@ impl From<instant_acme::Error> for AcmeError {
     }
 }
 
-fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// Orders certificates.
 pub struct Acme {
     db: Db,
     cfg: config::Acme,
-    store: Store,
+    store: CertStore,
     account: tokio::sync::Mutex<Option<Account>>,
     node: String,
 }
@@ -120,7 +113,7 @@ impl Acme {
     /// `sealer`. Connects nothing until it is used.
     pub fn new(db: Db, cfg: config::Acme, sealer: Sealer) -> Acme {
         Acme {
-            store: Store::new(db.clone(), sealer),
+            store: CertStore::new(db.clone(), sealer),
             db,
             cfg,
             account: tokio::sync::Mutex::new(None),
@@ -129,7 +122,7 @@ impl Acme {
     }
 
     /// The certificate store this client fills.
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &CertStore {
         &self.store
     }
 
@@ -244,14 +237,14 @@ impl Acme {
     /// Events in the sliding window `key` of `window_s` seconds, after dropping older ones.
     async fn window_count(&self, key: &str, window_s: i64) -> Result<u64, AcmeError> {
         let mut conn = self.db.conn().await?;
-        let _: () = conn.zrembyscore(key, "-inf", now_s() - window_s).await?;
+        let _: () = conn.zrembyscore(key, "-inf", unix_s() - window_s).await?;
         Ok(conn.zcard(key).await?)
     }
 
     async fn window_add(&self, key: &str, window_s: i64) -> Result<(), AcmeError> {
         let mut conn = self.db.conn().await?;
-        let member = format!("{}-{:016x}", now_s(), rand::random::<u64>());
-        let _: () = conn.zadd(key, member, now_s()).await?;
+        let member = format!("{}-{:016x}", unix_s(), rand::random::<u64>());
+        let _: () = conn.zadd(key, member, unix_s()).await?;
         let _: () = conn.expire(key, window_s).await?;
         Ok(())
     }
@@ -434,204 +427,10 @@ impl Acme {
     }
 }
 
-/// On-demand issuance at a handshake: only for a registered domain in state `verified` and not
-/// backing off. Waits for another node's order when it holds the lock. Returns the new
-/// certificate, opened.
-pub async fn on_demand(acme: &Acme, host: &str) -> Option<crate::certs::Loaded> {
-    let registry = Registry::new(acme.db.clone(), Vec::new());
-    let d = registry.get(host).await.ok()??;
-    if d.state != State::Verified {
-        return None;
-    }
-    let mut conn = acme.db.conn().await.ok()?;
-    let raw: Option<String> = conn.hget(acme.db.keys().acme_backoff(), host).await.ok()?;
-    if raw
-        .and_then(|r| serde_json::from_str::<Backoff>(&r).ok())
-        .is_some_and(|b| b.next_s > now_s())
-    {
-        return None;
-    }
-    match acme.issue(host, false).await {
-        Ok(_) => {
-            metrics::acme_attempt("on_demand", "ok");
-            let _ = registry.set_state(host, State::Issued, "").await;
-        }
-        Err(AcmeError::Locked(_)) => {
-            // Another node is ordering: wait for its certificate.
-            let deadline = tokio::time::Instant::now() + acme.cfg.order_timeout;
-            while tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                if let Ok(Some(l)) = acme.store().load(host).await {
-                    return Some(l);
-                }
-            }
-            return None;
-        }
-        Err(e) => {
-            metrics::acme_attempt("on_demand", "failed");
-            tracing::warn!(host = %host, error = %e, "on-demand issuance failed; the background issuer retries");
-            return None;
-        }
-    }
-    acme.store().load(host).await.ok().flatten()
-}
+pub mod issuer;
+pub mod on_demand;
 
-/// Per-domain failure record, for backoff.
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Backoff {
-    failures: u32,
-    next_s: i64,
-}
-
-/// The background issuer: orders for verified domains, renews, backs off.
-pub struct Issuer {
-    acme: Acme,
-    registry: Registry,
-    cfg: config::Acme,
-}
-
-impl Issuer {
-    /// An issuer for the domains registered in `db` (accepting `regions`).
-    pub fn new(db: Db, regions: Vec<String>, cfg: config::Acme, sealer: Sealer) -> Issuer {
-        Issuer {
-            acme: Acme::new(db.clone(), cfg.clone(), sealer),
-            registry: Registry::new(db, regions),
-            cfg,
-        }
-    }
-
-    /// One pass over the registry.
-    pub async fn scan(&self) -> Result<(), AcmeError> {
-        let (acme, registry) = (&self.acme, &self.registry);
-        let domains = registry.list().await?;
-        let mut earliest: Option<i64> = None;
-        for st in [
-            State::Pending,
-            State::Verified,
-            State::Issued,
-            State::Failed,
-        ] {
-            metrics::domains(st.as_str())
-                .set(domains.iter().filter(|d| d.state == st).count() as i64);
-        }
-        for d in domains {
-            let info = acme.store().info(&d.host).await?;
-            if let Some(i) = &info {
-                earliest = Some(earliest.map_or(i.not_after, |e| e.min(i.not_after)));
-            }
-            let due = match (d.state, &info) {
-                (State::Verified, None) => true,
-                (State::Verified | State::Issued, Some(i)) => {
-                    now_s() >= acme.renew_at(&d.host, i).await
-                }
-                _ => false,
-            };
-            if !due {
-                continue;
-            }
-            self.attempt(acme, registry, &d.host, info.is_some())
-                .await?;
-        }
-        metrics::CERT_EARLIEST_EXPIRY_SECONDS.set(earliest.map_or(0, |e| e - now_s()));
-        Ok(())
-    }
-
-    async fn attempt(
-        &self,
-        acme: &Acme,
-        registry: &Registry,
-        host: &str,
-        renewal: bool,
-    ) -> Result<(), AcmeError> {
-        let key = acme.db.keys().acme_backoff();
-        let raw: Option<String> = acme.db.conn().await?.hget(&key, host).await?;
-        let mut b: Backoff = raw
-            .and_then(|r| serde_json::from_str(&r).ok())
-            .unwrap_or_default();
-        if b.next_s > now_s() {
-            return Ok(());
-        }
-        let kind = if renewal { "renewal" } else { "issuance" };
-        match acme.issue(host, renewal).await {
-            Ok(info) => {
-                tracing::info!(host = %host, not_after = info.not_after, "{kind}: certificate stored");
-                let _: () = acme.db.conn().await?.hdel(&key, host).await?;
-                metrics::acme_attempt(kind, "ok");
-                registry.set_state(host, State::Issued, "").await?;
-            }
-            Err(AcmeError::Locked(_)) => {}
-            // linkedge's own state failed, not the CA or the domain: no failure is counted (a
-            // Redis outage must never mark domains failed); the next pass tries again.
-            Err(
-                e @ (AcmeError::Redis(_)
-                | AcmeError::Registry(_)
-                | AcmeError::Store(crate::certs::CertError::Redis(_))),
-            ) => return Err(e),
-            Err(AcmeError::RateLimited(why)) => {
-                // Not the domain's fault: try again later without counting a failure.
-                b.next_s = now_s() + self.cfg.backoff_base.as_secs() as i64;
-                tracing::warn!(host = %host, reason = %why, "{kind} held back by rate limits");
-                let _: () = acme
-                    .db
-                    .conn()
-                    .await?
-                    .hset(&key, host, serde_json::to_string(&b).expect("serializes"))
-                    .await?;
-                let state = if renewal {
-                    State::Issued
-                } else {
-                    State::Verified
-                };
-                registry
-                    .set_state(host, state, &AcmeError::RateLimited(why).to_string())
-                    .await?;
-            }
-            Err(e) => {
-                b.failures += 1;
-                let wait = self
-                    .cfg
-                    .backoff_base
-                    .saturating_mul(1 << b.failures.min(16))
-                    .min(self.cfg.backoff_max);
-                b.next_s = now_s() + wait.as_secs() as i64;
-                tracing::warn!(host = %host, error = %e, failures = b.failures, retry_in_s = wait.as_secs(), "{kind} failed");
-                metrics::acme_attempt(kind, "failed");
-                let _: () = acme
-                    .db
-                    .conn()
-                    .await?
-                    .hset(&key, host, serde_json::to_string(&b).expect("serializes"))
-                    .await?;
-                // A renewal failure keeps the old certificate serving; a domain that keeps failing
-                // its first issuance is marked failed with the CA's words.
-                let state = if !renewal && b.failures >= self.cfg.max_failures {
-                    State::Failed
-                } else if renewal {
-                    State::Issued
-                } else {
-                    State::Verified
-                };
-                registry.set_state(host, state, &e.to_string()).await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for Issuer {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        loop {
-            if let Err(e) = self.scan().await {
-                tracing::warn!(error = %e, "certificate issuer pass failed");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.cfg.scan_interval) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
-}
+pub use issuer::Issuer;
 
 #[cfg(test)]
 mod tests {

@@ -7,11 +7,12 @@
 //!    linkedge node (which knows the one-time nonce from Redis) with the Host header intact; a
 //!    proxy that rewrites Host (Fastly's "Override default host") is named as such.
 
+use super::ControlError;
+use crate::acme::Acme;
 use crate::config;
-use crate::db::Db;
+use crate::registry::{Registry, State};
+use crate::store::Db;
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RecordType;
 use ipnet::IpNet;
 use redis::AsyncCommands;
@@ -67,40 +68,17 @@ fn list(addrs: &[IpAddr]) -> String {
         .join(", ")
 }
 
-/// A DNS resolver asking `nameservers` (`ip:port`, over UDP then TCP), or the system's
-/// resolv.conf when there are none. Build it on the runtime that will use it.
-pub fn resolver(nameservers: &[SocketAddr]) -> anyhow::Result<TokioResolver> {
-    if nameservers.is_empty() {
-        return Ok(TokioResolver::builder_tokio()?.build()?);
-    }
-    let servers = nameservers
-        .iter()
-        .map(|ns| {
-            let mut udp = ConnectionConfig::udp();
-            udp.port = ns.port();
-            let mut tcp = ConnectionConfig::tcp();
-            tcp.port = ns.port();
-            NameServerConfig::new(ns.ip(), true, vec![udp, tcp])
-        })
-        .collect();
-    Ok(TokioResolver::builder_with_config(
-        ResolverConfig::from_parts(None, vec![], servers),
-        TokioRuntimeProvider::default(),
-    )
-    .build()?)
-}
-
 impl Verifier {
     /// A verifier using `cfg.nameservers` (or the system's) and Redis for nonces.
     pub fn new(cfg: config::Verify, db: Db) -> anyhow::Result<Verifier> {
-        let resolver = resolver(&cfg.nameservers)?;
+        let resolver = crate::dns::resolver(&cfg.nameservers)?;
         Ok(Verifier { resolver, cfg, db })
     }
 
-    /// Runs both checks; `NotVerified` says what is wrong, in words for the customer;
+    /// Runs both checks; `Unprocessable` says what is wrong, in words for the customer;
     /// `Unavailable` when linkedge's own state (Redis) failed.
-    pub async fn verify(&self, host: &str) -> Result<(), VerifyError> {
-        let addrs = self.dns(host).await.map_err(VerifyError::NotVerified)?;
+    pub async fn verify(&self, host: &str) -> Result<(), ControlError> {
+        let addrs = self.dns(host).await.map_err(ControlError::Unprocessable)?;
         self.http(host, &addrs).await
     }
 
@@ -156,7 +134,7 @@ impl Verifier {
         Ok(addrs)
     }
 
-    async fn http(&self, host: &str, addrs: &[IpAddr]) -> Result<(), VerifyError> {
+    async fn http(&self, host: &str, addrs: &[IpAddr]) -> Result<(), ControlError> {
         let nonce = format!("{:032x}", rand::random::<u128>());
         let key = self.db.keys().verify_nonce(&nonce);
         let stored: redis::RedisResult<()> = match self.db.conn().await {
@@ -164,7 +142,7 @@ impl Verifier {
             Err(e) => Err(e),
         };
         stored.map_err(|e| {
-            VerifyError::Unavailable(format!("cannot store the verification nonce: {e}"))
+            ControlError::Unavailable(format!("cannot store the verification nonce: {e}"))
         })?;
         let port = self.cfg.http_port.unwrap_or(80);
         let path = format!("/.well-known/linkedge/verify/{nonce}");
@@ -178,12 +156,12 @@ impl Verifier {
         }
         let (status, headers, body) = match result {
             Err(_) => {
-                return Err(VerifyError::NotVerified(format!(
+                return Err(ControlError::Unprocessable(format!(
                     "HTTP check: http://{host}{path} did not answer within 10 s"
                 )));
             }
             Ok(Err(e)) => {
-                return Err(VerifyError::NotVerified(format!(
+                return Err(ControlError::Unprocessable(format!(
                     "HTTP check: cannot reach http://{host}:{port}/ ({e})"
                 )));
             }
@@ -198,12 +176,12 @@ impl Verifier {
         if header("cf-ray").is_some()
             || header("server").is_some_and(|s| s.eq_ignore_ascii_case("cloudflare"))
         {
-            return Err(VerifyError::NotVerified(format!(
+            return Err(ControlError::Unprocessable(format!(
                 "{host} is proxied by Cloudflare: set its DNS record's Proxy status to \"DNS only\""
             )));
         }
         if status != 200 {
-            return Err(VerifyError::NotVerified(format!(
+            return Err(ControlError::Unprocessable(format!(
                 "HTTP check: http://{host}{path} answered {status}, so the request did not reach linkedge: check the CNAME and any proxy in front"
             )));
         }
@@ -212,38 +190,11 @@ impl Verifier {
             .and_then(|v| v["host"].as_str().map(str::to_owned))
             .unwrap_or_default();
         if seen != host {
-            return Err(VerifyError::NotVerified(format!(
+            return Err(ControlError::Unprocessable(format!(
                 "a proxy in front of {host} rewrites the Host header to {seen:?}: tracked links would fail with \"Invalid link security token\"; keep the Host unchanged (in Fastly, disable \"Override default host\")"
             )));
         }
         Ok(())
-    }
-}
-
-/// Why `domain verify` did not end with a verified (and, with ACME, issued) domain.
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    /// The domain is not in the registry (or not a host name).
-    #[error("{0}")]
-    NotRegistered(String),
-    /// The customer's setup is wrong; says what to change.
-    #[error("{0}")]
-    NotVerified(String),
-    /// Verified, but the certificate was not issued now (the issuer retries).
-    #[error("{0}")]
-    NotIssued(String),
-    /// linkedge's own state (Redis, the DNS resolver) failed: nothing was decided.
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-impl From<crate::domains::RegistryError> for VerifyError {
-    fn from(e: crate::domains::RegistryError) -> Self {
-        use crate::domains::RegistryError as R;
-        match e {
-            R::Redis(_) | R::Damaged(_) => VerifyError::Unavailable(e.to_string()),
-            other => VerifyError::NotRegistered(other.to_string()),
-        }
     }
 }
 
@@ -253,30 +204,29 @@ pub enum Verified {
     /// Verified; no ACME configured, or nothing else done.
     Verified,
     /// Verified, and its certificate issued.
-    Issued(crate::certs::Info),
+    Issued(crate::tls::Info),
 }
 
 /// Verifies `host` (registered in `reg`), records the outcome in the registry, and with `acme`
-/// orders its certificate at once. `Err` says what is wrong: for the customer, or that linkedge
-/// could not decide (`Unavailable`).
+/// orders its certificate at once. `Err` says what is wrong: for the customer
+/// (`Unprocessable`), or that linkedge could not decide (`Unavailable`).
 pub async fn verify_and_issue(
-    reg: &crate::domains::Registry,
+    reg: &Registry,
     cfg: &config::Verify,
-    acme: Option<(&config::Acme, crate::certs::Sealer)>,
+    acme: Option<&Acme>,
     host: &str,
-) -> Result<Verified, VerifyError> {
-    use crate::domains::State;
-    let d = reg.get(host).await?.ok_or_else(|| {
-        VerifyError::NotRegistered(format!("{host} is not registered: add it first"))
-    })?;
-    let db = reg.db().clone();
-    let verifier = Verifier::new(cfg.clone(), db.clone())
-        .map_err(|e| VerifyError::Unavailable(format!("cannot set up DNS look-ups: {e}")))?;
+) -> Result<Verified, ControlError> {
+    let d = reg
+        .get(host)
+        .await?
+        .ok_or_else(|| ControlError::NotFound(format!("{host} is not registered: add it first")))?;
+    let verifier = Verifier::new(cfg.clone(), reg.db().clone())
+        .map_err(|e| ControlError::Unavailable(format!("cannot set up DNS look-ups: {e}")))?;
     match verifier.verify(&d.host).await {
         Ok(()) => {}
-        Err(VerifyError::NotVerified(why)) => {
+        Err(ControlError::Unprocessable(why)) => {
             reg.set_state(&d.host, State::Pending, &why).await?;
-            return Err(VerifyError::NotVerified(format!(
+            return Err(ControlError::Unprocessable(format!(
                 "{} is not verified: {why}",
                 d.host
             )));
@@ -284,20 +234,19 @@ pub async fn verify_and_issue(
         Err(e) => return Err(e),
     }
     reg.set_state(&d.host, State::Verified, "").await?;
-    let Some((acme_cfg, sealer)) = acme else {
+    let Some(acme) = acme else {
         return Ok(Verified::Verified);
     };
-    let acme = crate::acme::Acme::new(db, acme_cfg.clone(), sealer);
     match acme.issue(&d.host, false).await {
         Ok(info) => {
             reg.set_state(&d.host, State::Issued, "").await?;
             Ok(Verified::Issued(info))
         }
-        Err(e @ crate::acme::AcmeError::Redis(_)) => Err(VerifyError::Unavailable(e.to_string())),
+        Err(e @ crate::acme::AcmeError::Redis(_)) => Err(ControlError::Unavailable(e.to_string())),
         Err(e) => {
             reg.set_state(&d.host, State::Verified, &e.to_string())
                 .await?;
-            Err(VerifyError::NotIssued(format!(
+            Err(ControlError::Unprocessable(format!(
                 "{} is verified but its certificate was not issued: {e} (the issuer retries in the background)",
                 d.host
             )))
@@ -306,23 +255,32 @@ pub async fn verify_and_issue(
 }
 
 /// A plain HTTP/1.1 GET to `addr` with `Host: host`; (status, headers, body).
-async fn get(
-    addr: SocketAddr,
-    host: &str,
-    path: &str,
-) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+async fn get(addr: SocketAddr, host: &str, path: &str) -> std::io::Result<Response> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: linkedge-verify\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
-    s.take(64 << 10).read_to_end(&mut buf).await?;
+    s.take(MAX_RESPONSE as u64).read_to_end(&mut buf).await?;
+    parse_response(&buf)
+}
+
+/// A response as the verifier reads it: status, headers in order, body.
+pub type Response = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// The verifier reads at most this much of a response.
+pub const MAX_RESPONSE: usize = 64 << 10;
+
+/// An HTTP/1.x response as the verifier reads it, from whatever the domain's server sent:
+/// (status, headers, body). Pure, and fuzzed (`fuzz/fuzz_targets/verify_response.rs`): the
+/// bytes come from a server the customer points at.
+pub fn parse_response(buf: &[u8]) -> std::io::Result<Response> {
     let end = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .ok_or_else(|| std::io::Error::other("no HTTP response"))?;
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let head = String::from_utf8_lossy(&buf[..end]);
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -339,6 +297,19 @@ async fn get(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn responses_are_read_or_refused() {
+        let (status, headers, body) =
+            parse_response(b"HTTP/1.1 200 OK\r\nServer: cloudflare\r\nX: a:b\r\n\r\n{}").unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(headers[0], ("Server".into(), "cloudflare".into()));
+        assert_eq!(headers[1], ("X".into(), "a:b".into()));
+        assert_eq!(body, b"{}");
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert!(parse_response(b"garbage\r\n\r\n").is_err());
+        assert!(parse_response(b"HTTP/1.1 999999 Big\r\n\r\n").is_err());
+    }
 
     #[test]
     fn cloudflare_ranges() {

@@ -1,0 +1,70 @@
+//! `linkedge domain add|verify|show|list|remove`: the domain registry from the command line,
+//! through the same operations as the admin API.
+
+use super::{Outcome, block_on, control};
+use crate::control::Verified;
+use crate::registry::Domain;
+use std::path::Path;
+
+fn show(d: &Domain) -> String {
+    serde_json::to_string_pretty(d).expect("domains serialize")
+}
+
+/// Registers `host` for `workspace` in `region` (pending) and prints it.
+pub fn add(config: &Path, host: &str, workspace: u64, region: &str) -> Outcome {
+    let (_, c) = control(config)?;
+    let d = block_on(c.add_domain(host, workspace, region))?.map_err(|e| e.to_string())?;
+    println!("{}", show(&d));
+    Ok(true)
+}
+
+/// Checks `host`'s setup; verified, orders its certificate when ACME is configured.
+pub fn verify(config: &Path, host: &str) -> Outcome {
+    let (_, c) = control(config)?;
+    let host = crate::host::normalize_domain(host).map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    match block_on(c.verify(&host))?.map_err(|e| e.to_string())? {
+        Verified::Verified => println!("{host} verified"),
+        Verified::Issued(info) => {
+            println!("{host} verified");
+            println!(
+                "certificate issued in {:.2} s, valid until {} (Unix seconds)",
+                started.elapsed().as_secs_f64(),
+                info.not_after
+            );
+        }
+    }
+    Ok(true)
+}
+
+/// Prints one domain as JSON.
+pub fn get(config: &Path, host: &str) -> Outcome {
+    let (_, c) = control(config)?;
+    let d = block_on(c.domain(host))?.map_err(|e| e.to_string())?;
+    println!("{}", show(&d));
+    Ok(true)
+}
+
+/// Prints every domain, one per line: host, state, region, workspace, last error.
+pub fn list(config: &Path) -> Outcome {
+    let (_, c) = control(config)?;
+    for d in block_on(c.domains())?.map_err(|e| e.to_string())? {
+        println!(
+            "{}\t{}\t{}\t{}\t{}",
+            d.host,
+            d.state.as_str(),
+            d.region,
+            d.workspace,
+            d.error
+        );
+    }
+    Ok(true)
+}
+
+/// Removes `host` from the registry.
+pub fn remove(config: &Path, host: &str) -> Outcome {
+    let (_, c) = control(config)?;
+    block_on(c.remove_domain(host))?.map_err(|e| e.to_string())?;
+    println!("removed {host}");
+    Ok(true)
+}

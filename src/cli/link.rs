@@ -1,0 +1,78 @@
+//! `linkedge link mint|pixel|decode`: tracked URLs from the command line, with the config's
+//! keyring.
+
+use super::{Outcome, load};
+use crate::host::normalize_host;
+use crate::token::{Kind, Link, TokenError};
+use std::path::Path;
+
+/// The ids a minted link carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Ids {
+    /// Workspace id.
+    pub workspace: u64,
+    /// Message (delivery) id.
+    pub message: u64,
+    /// Link id within the message.
+    pub link: u64,
+}
+
+/// Prints a tracked URL of `kind` for `host` (a click to `url`, or an open pixel).
+pub fn mint(config: &Path, host: &str, kind: Kind, url: String, ids: Ids) -> Outcome {
+    let s = load(config)?;
+    let host = normalize_host(host).ok_or_else(|| format!("--host {host:?}: not a host name"))?;
+    let link = Link {
+        kind,
+        key_id: s.keyring.mint_id(),
+        workspace: ids.workspace,
+        message: ids.message,
+        link: ids.link,
+        issued: crate::time::unix_s() as u64,
+        url,
+    };
+    let token = s.keyring.mint(&host, &link).map_err(|e| e.to_string())?;
+    println!("{}://{host}/{}/{token}", s.link_scheme, kind.path_segment());
+    Ok(true)
+}
+
+/// Prints what a tracked URL carries and whether it verifies for its host (`Ok(false)` when
+/// it does not).
+pub fn decode(config: &Path, url: &str) -> Outcome {
+    let s = load(config)?;
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("expected a URL starting with http:// or https://")?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = normalize_host(authority).ok_or("the URL has no valid host")?;
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let token = path
+        .strip_prefix("/c/")
+        .or_else(|| path.strip_prefix("/o/"))
+        .ok_or("not a tracked link: the path must be /c/<token> or /o/<token>")?;
+    let link = s
+        .keyring
+        .inspect(token)
+        .map_err(|e| format!("cannot decode: {e}"))?;
+    println!("host:      {host}");
+    println!("kind:      {}", link.kind.event_type());
+    println!("key id:    {}", link.key_id);
+    println!("workspace: {}", link.workspace);
+    println!("message:   {}", link.message);
+    println!("link:      {}", link.link);
+    println!("issued:    {} (Unix seconds)", link.issued);
+    if link.kind == Kind::Click {
+        println!("url:       {}", link.url);
+    }
+    let (valid, verdict) = match s.keyring.verify(&host, token) {
+        Ok(_) => (true, "valid for this host".to_string()),
+        Err(TokenError::WrongHost) => (
+            false,
+            "INVALID: genuine, but minted for another host (answered 403 Invalid link security token)"
+                .to_string(),
+        ),
+        Err(e) => (false, format!("INVALID: {e}")),
+    };
+    println!("signature: {verdict}");
+    Ok(valid)
+}

@@ -1,0 +1,67 @@
+//! The `linkedge` subcommands other than `serve`'s wiring: `check`, and the `link`, `domain` and
+//! `cert` commands. Each returns `Ok(true)` (exit 0), `Ok(false)` (exit 1: the answer is "no",
+//! such as a link that does not verify) or `Err` with the message for stderr (exit 2). The
+//! `domain` and `cert` commands go through [`crate::control`], as the admin API does.
+
+pub mod cert;
+pub mod domain;
+pub mod link;
+
+use crate::config::{self, Settings};
+use crate::control::Control;
+use std::path::Path;
+
+/// What a command returns; see the module documentation.
+pub type Outcome = Result<bool, String>;
+
+/// Loads and validates the config at `path`, reading its secrets.
+pub fn load(path: &Path) -> Result<Settings, String> {
+    Settings::load(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Runs `f` on a single-threaded runtime, for a command's few Redis round trips.
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    Ok(rt.block_on(f))
+}
+
+/// The shared-state operations on the Redis of the config at `path`.
+fn control(path: &Path) -> Result<(Settings, Control), String> {
+    let s = load(path)?;
+    let db = s.db("cli").map_err(|e| format!("{e:#}"))?;
+    let c = Control::new(&s, db);
+    Ok((s, c))
+}
+
+/// `linkedge check`: with `offline`, the fields only (no secret or other file read); else
+/// everything `serve` loads before it starts (secrets, certificate files, backend names), and
+/// with `online` a round trip to Redis naming the node that answered.
+pub fn check(path: &Path, offline: bool, online: bool) -> Outcome {
+    let shown = path.display();
+    if offline {
+        let f = config::checked_file(path).map_err(|e| format!("{shown}: {e}"))?;
+        println!(
+            "{shown}: fields ok ({} link key(s), minting with key {}); secrets and files not read",
+            f.links.keys.len(),
+            f.links.mint_key
+        );
+        return Ok(true);
+    }
+    let s = load(path)?;
+    crate::server::check(&s).map_err(|e| format!("{shown}: {e:#}"))?;
+    if online {
+        let db = s.db("cli").map_err(|e| format!("{shown}: {e:#}"))?;
+        let node = block_on(db.describe())?
+            .map_err(|e| format!("{shown}: redis: cannot reach {}: {e}", db.target()))?;
+        println!("{shown}: {node}");
+    }
+    println!(
+        "{shown}: ok ({} link key(s), minting with key {})",
+        s.keyring.len(),
+        s.keyring.mint_id()
+    );
+    Ok(true)
+}

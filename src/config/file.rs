@@ -1,0 +1,650 @@
+//! The configuration file as written: serde types with `deny_unknown_fields`, every default
+//! written once, every field documented. Nothing here is validated beyond its type; see
+//! [`super::Settings`] for the checked, typed settings the server runs on.
+
+use super::units::{de_duration, de_size};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The configuration file, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// Where linkedge listens.
+    pub listen: Listen,
+    /// The certificate served on the HTTPS listener.
+    pub tls: Tls,
+    /// The Redis that receives click and open events.
+    #[serde(default)]
+    pub redis: Redis,
+    /// The keys that sign and verify tracked links.
+    pub links: Links,
+    /// Who the client is when proxies sit in front.
+    #[serde(default)]
+    pub clients: Clients,
+    /// The event queue, writer and spool.
+    #[serde(default)]
+    pub events: Events,
+    /// Process settings handed to Pingora.
+    #[serde(default)]
+    pub server: Server,
+    /// Deadlines and connection caps on the public listeners.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Regional track backends: every request the edge does not answer itself (anything but
+    /// links, pixels and `/health`) is proxied to the region of its Host. Empty: answered 404.
+    #[serde(default)]
+    pub regions: BTreeMap<String, Region>,
+    /// Which region serves which Host.
+    #[serde(default)]
+    pub routing: Routing,
+    /// The admin API on the metrics listener.
+    #[serde(default)]
+    pub admin: Admin,
+    /// Per-domain certificates from Redis, chosen by SNI. Unset: every HTTPS handshake gets
+    /// `tls.cert`.
+    #[serde(default)]
+    pub certs: Option<Certs>,
+    /// Certificates from an ACME CA for verified domains (needs `certs`). Unset: none are
+    /// ordered.
+    #[serde(default)]
+    pub acme: Option<Acme>,
+    /// How `linkedge domain verify` checks a customer's DNS and proxy setup.
+    #[serde(default)]
+    pub verify: Verify,
+}
+
+/// The ACME client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acme {
+    /// Directory URL: Let's Encrypt production
+    /// `https://acme-v02.api.letsencrypt.org/directory`, staging
+    /// `https://acme-staging-v02.api.letsencrypt.org/directory`, or a test CA.
+    pub directory: String,
+    /// PEM file of a root trusted for the directory's HTTPS, on top of the system roots (a test
+    /// CA such as pebble). Relative to the config file's directory. Default: none.
+    #[serde(default)]
+    pub extra_root: Option<PathBuf>,
+    /// Contact URIs for the account, such as `mailto:ops@example.com`. Default: none.
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// Time between passes over the registry for domains to issue or renew. Default `30s`.
+    #[serde(default = "default_scan", deserialize_with = "de_duration")]
+    pub scan_interval: Duration,
+    /// Longest wait for the CA to validate and issue one order. Default `90s`.
+    #[serde(default = "default_order_timeout", deserialize_with = "de_duration")]
+    pub order_timeout: Duration,
+    /// First wait after a failed order for a domain; doubles per failure. Default `60s`.
+    #[serde(default = "default_backoff_base", deserialize_with = "de_duration")]
+    pub backoff_base: Duration,
+    /// Longest wait between attempts for a domain. Default `6h` written as `360m`.
+    #[serde(default = "default_backoff_max", deserialize_with = "de_duration")]
+    pub backoff_max: Duration,
+    /// Failed first issuances in a row after which a domain is marked `failed`. Default 5.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    /// Limits the issuer keeps to, counted in Redis across the fleet, so the CA never refuses
+    /// us. Defaults: Let's Encrypt's published limits.
+    #[serde(default)]
+    pub limits: AcmeLimits,
+    /// Also order an RSA-2048 certificate per domain, served to clients that cannot do ECDSA
+    /// (each domain then costs two orders). Default false: ECDSA P-256 only.
+    #[serde(default)]
+    pub rsa: bool,
+}
+
+/// Issuance limits, per the CA's published rate limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeLimits {
+    /// New orders per account in any 3 hours. Default 300.
+    pub orders_per_3h: u32,
+    /// Failed validations per host name in any hour. Default 5.
+    pub failed_validations_per_hour: u32,
+    /// New certificates per registered domain (by the Public Suffix List: `link.shop.co.uk`
+    /// counts against `shop.co.uk`) in any 7 days; renewals count but are never held back.
+    /// Default 50.
+    pub certs_per_domain_per_week: u32,
+}
+
+impl Default for AcmeLimits {
+    fn default() -> Self {
+        AcmeLimits {
+            orders_per_3h: 300,
+            failed_validations_per_hour: 5,
+            certs_per_domain_per_week: 50,
+        }
+    }
+}
+
+fn default_scan() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_order_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_backoff_base() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+fn default_max_failures() -> u32 {
+    5
+}
+
+/// Domain verification.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Verify {
+    /// The name customers point their CNAME at, such as `track.linkedge.example`.
+    pub target: Option<String>,
+    /// The addresses the target resolves to (the edge's); a domain whose A/AAAA records land
+    /// on one of these passes the DNS check.
+    pub target_addrs: Vec<std::net::IpAddr>,
+    /// DNS servers (`ip:port`) for verification look-ups. Default: the system's resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+    /// Port of the HTTP check to the domain. Default 80.
+    pub http_port: Option<u16>,
+}
+
+/// The certificate store: per-domain certificates in Redis (private keys encrypted with
+/// AES-256-GCM), cached in memory and chosen per SNI during the handshake.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certs {
+    /// Id of the master key that encrypts newly stored private keys; must be listed.
+    pub master_key: u32,
+    /// Every master key that can decrypt stored keys: `{id, secret_env}` or `{id, secret_file}`,
+    /// each secret 64 hex characters (32 bytes). Keep a retired key listed until every
+    /// certificate it encrypted has been renewed.
+    pub master_keys: Vec<LinkKey>,
+    /// Certificates held in memory (each about 7 KiB); the least recently used is evicted. As
+    /// many names without a certificate are remembered, apart. Default 10000.
+    #[serde(default = "default_cache_size")]
+    pub cache_size: usize,
+    /// How long a name with no certificate is remembered, so a scanner's random SNI does not
+    /// reach Redis on every handshake. Default `60s`.
+    #[serde(default = "default_negative_ttl", deserialize_with = "de_duration")]
+    pub negative_ttl: Duration,
+    /// Serve `tls.cert` when the SNI has no certificate (or there is no SNI); otherwise such
+    /// handshakes fail. Default false.
+    #[serde(default)]
+    pub fallback: bool,
+}
+
+fn default_cache_size() -> usize {
+    10_000
+}
+
+fn default_negative_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// The admin API (`/v1/...` on `listen.metrics`), which manages the domain registry. It answers
+/// only requests with `Authorization: Bearer <token>`; with no token configured it is off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Environment variable holding the bearer token (at least 32 bytes).
+    pub token_env: Option<String>,
+    /// File holding the bearer token (at least 32 bytes; trailing newline ignored). Relative
+    /// paths are relative to the config file's directory.
+    pub token_file: Option<PathBuf>,
+    /// The older name of `redis.prefix`, still read; set only one of the two.
+    #[serde(default)]
+    pub redis_prefix: Option<String>,
+}
+
+/// One region's track backends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    /// The backends; at least one.
+    pub backends: Vec<Backend>,
+    /// `round_robin` (default) or `ketama` (consistent hashing on the Host, so one customer
+    /// domain keeps to one backend while the set is stable).
+    #[serde(default)]
+    pub selection: Selection,
+    /// How backends are checked.
+    #[serde(default)]
+    pub health_check: HealthCheck,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Region whose backends take this region's traffic when none of its own is healthy. Leave
+    /// unset to keep traffic in the region (data residency); `eu` traffic reaches `us` only if
+    /// the `eu` region names `us` here. Default: none.
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// Further backends tried after a connection failure (each a different backend). Default 2.
+    #[serde(default = "default_retries")]
+    pub retries: usize,
+    /// PEM file of CA certificates trusted for TLS backends, on top of the system roots.
+    /// Relative paths are relative to the config file's directory. Default: system roots only.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// How often backend host names are resolved again (a load balancer's addresses change);
+    /// every address a name resolves to becomes a backend. A look-up that fails keeps the
+    /// addresses from the one before. Default `30s`.
+    #[serde(default = "default_resolve_interval", deserialize_with = "de_duration")]
+    pub resolve_interval: Duration,
+    /// DNS servers (`ip:port`) for backend host names. Default: the system's resolv.conf.
+    #[serde(default)]
+    pub nameservers: Vec<SocketAddr>,
+}
+
+fn default_retries() -> usize {
+    2
+}
+
+fn default_resolve_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// How backends of a region are chosen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// Each backend in turn, by weight.
+    #[default]
+    RoundRobin,
+    /// Consistent hashing (Ketama) on the request's Host.
+    Ketama,
+}
+
+/// One track backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// `host:port` or `ip:port`; a host name is resolved at start and every
+    /// `resolve_interval`.
+    pub addr: String,
+    /// Speak TLS to it. Default false.
+    #[serde(default)]
+    pub tls: bool,
+    /// Server name sent in SNI and verified in its certificate (TLS only). Default: the host part
+    /// of `addr`.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// Relative share of the region's traffic. Default 1.
+    #[serde(default = "default_weight")]
+    pub weight: usize,
+}
+
+fn default_weight() -> usize {
+    1
+}
+
+/// The active HTTP health check of a region's backends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    /// Path requested with GET. Default `/health`.
+    pub path: String,
+    /// Status a healthy backend answers. Default 200.
+    pub expect_status: u16,
+    /// Body a healthy backend answers, exactly; unset to accept any. Default `{}` (what the
+    /// track backends answer on `/health`).
+    pub expect_body: Option<String>,
+    /// Time between checks. Default `5s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub interval: Duration,
+    /// Longest wait for a check's connection and answer. Default `1s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Consecutive passes that bring a backend back into rotation. Default 1.
+    pub successes: usize,
+    /// Consecutive failures that take a backend out of rotation. Default 2.
+    pub failures: usize,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: "/health".into(),
+            expect_status: 200,
+            expect_body: Some("{}".into()),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(1),
+            successes: 1,
+            failures: 2,
+        }
+    }
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Longest wait for a TCP (and TLS) connection. Default `2s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub connect: Duration,
+    /// Longest wait for each read from the backend; the request fails with 504 after it.
+    /// Default `30s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub read: Duration,
+    /// Longest wait for each write to the backend. Default `30s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub write: Duration,
+    /// How long an idle pooled connection is kept for reuse. Default `60s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(2),
+            read: Duration::from_secs(30),
+            write: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Region choice per Host.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routing {
+    /// Region for Hosts not listed in `domains`. Unset: such Hosts get
+    /// `421 Misdirected Request`. Default: unset.
+    pub default_region: Option<String>,
+    /// Host → region, for domains served before the domain registry knows them.
+    pub domains: BTreeMap<String, String>,
+}
+
+/// Listening addresses (`host:port`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Plain HTTP listener (links, `/health`). Overridden by `LINKEDGE_HTTP_LISTEN`.
+    pub http: Option<SocketAddr>,
+    /// HTTPS listener, HTTP/1.1 and HTTP/2 by ALPN. Overridden by `LINKEDGE_HTTPS_LISTEN`.
+    pub https: Option<SocketAddr>,
+    /// Metrics and admin listener serving `/metrics`; keep it off the internet.
+    /// Overridden by `LINKEDGE_METRICS_LISTEN`.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// The certificate and key files for the HTTPS listener (PEM). Relative paths are relative to
+/// the directory of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// Certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Private key of the leaf.
+    pub key: PathBuf,
+}
+
+/// Where linkedge keeps its shared state (events, domains, certificates, ACME state) and how it
+/// reaches it: one standalone server (`url`), a Sentinel-managed master (`sentinel`), or a
+/// Cluster (`cluster`); at most one of `sentinel` and `cluster`. Every connection is opened
+/// lazily and opened again after any failure, so a Redis restart or failover heals by itself.
+/// Credentials never appear here: they come from the environment or a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Redis {
+    /// Standalone server: `redis://host:port/db`, or `rediss://` for TLS. No user or password
+    /// in it (use `username_*`/`password_*`). Overridden by `LINKEDGE_REDIS_URL`. Default
+    /// `redis://127.0.0.1:6379/` when neither `sentinel` nor `cluster` is set.
+    pub url: Option<String>,
+    /// A master found through Redis Sentinel, followed after a failover.
+    pub sentinel: Option<RedisSentinel>,
+    /// A Redis Cluster, found from seed nodes.
+    pub cluster: Option<RedisCluster>,
+    /// TLS to the Redis nodes of `sentinel` or `cluster` (`url` says it with `rediss://`).
+    /// Default false.
+    pub tls: bool,
+    /// PEM file of CA certificates trusted for Redis TLS instead of the system roots. Relative
+    /// to the config file's directory. Default: the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Environment variable holding the ACL user name. Default: none (the `default` user).
+    pub username_env: Option<String>,
+    /// File holding the ACL user name (trailing newline ignored). Relative to the config file.
+    pub username_file: Option<PathBuf>,
+    /// Environment variable holding the password. Default: none.
+    pub password_env: Option<String>,
+    /// File holding the password (trailing newline ignored). Relative to the config file.
+    pub password_file: Option<PathBuf>,
+    /// Bound on every command (a batch of events not acknowledged within it goes to the
+    /// spool); a connection attempt, which with Sentinel is a look-up and a connect, gets
+    /// twice it. Default `1s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Prefix of every Redis key and channel linkedge keeps state under (domains,
+    /// certificates, ACME state; not the event stream, named in full by `events.stream`).
+    /// Default `linkedge:`.
+    pub prefix: Option<String>,
+}
+
+impl Default for Redis {
+    fn default() -> Self {
+        Redis {
+            url: None,
+            sentinel: None,
+            cluster: None,
+            tls: false,
+            ca_file: None,
+            username_env: None,
+            username_file: None,
+            password_env: None,
+            password_file: None,
+            timeout: Duration::from_secs(1),
+            prefix: None,
+        }
+    }
+}
+
+/// Redis Sentinel: the sentinels to ask and the master they watch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSentinel {
+    /// The master's name in the sentinels' configuration (`sentinel monitor <name> ...`).
+    pub master: String,
+    /// The sentinels, `host:port` each (usually port 26379); at least one.
+    pub nodes: Vec<String>,
+    /// Database number on the master. Default 0.
+    #[serde(default)]
+    pub db: i64,
+    /// Environment variable holding the sentinels' own password (`requirepass` of the
+    /// sentinels), when they have one. Default: none.
+    #[serde(default)]
+    pub sentinel_password_env: Option<String>,
+}
+
+/// Redis Cluster: seed nodes; the rest of the cluster is discovered from them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisCluster {
+    /// Seed nodes, `host:port` each; at least one, ideally one per shard.
+    pub nodes: Vec<String>,
+}
+
+/// The keyring.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Links {
+    /// Id of the key that signs new links; must be listed in `keys`.
+    pub mint_key: u32,
+    /// Every key that verifies links. Keep a retired key listed as long as links signed with it
+    /// may still be clicked.
+    pub keys: Vec<LinkKey>,
+    /// Scheme of the URLs `linkedge link mint` prints. Default `https`.
+    #[serde(default = "default_scheme")]
+    pub scheme: String,
+}
+
+fn default_scheme() -> String {
+    "https".into()
+}
+
+/// One link key. Exactly one of `secret_env` and `secret_file` is set; the secret itself never
+/// appears in the config file or in logs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkKey {
+    /// Key id written into each token (a small number; 1, 2, 3 as keys rotate).
+    pub id: u32,
+    /// Name of an environment variable holding the secret (at least 32 bytes).
+    pub secret_env: Option<String>,
+    /// File holding the secret (at least 32 bytes; a trailing newline is ignored). Relative paths
+    /// are relative to the config file's directory.
+    pub secret_file: Option<PathBuf>,
+}
+
+/// Client address handling.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Clients {
+    /// Networks (CIDR) of proxies whose `X-Forwarded-For` is believed, such as a CDN or a load
+    /// balancer in front. From anyone else the TCP peer address is the client. Default: none.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// Event recording.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    /// Redis stream key. Default `linkedge:events`.
+    pub stream: String,
+    /// Approximate cap on the stream length (`XADD MAXLEN ~`); 0 means no cap. Default 10000000.
+    pub maxlen: u64,
+    /// Events held in memory between the request path and the writer. Default 65536.
+    pub queue_capacity: usize,
+    /// Most events per pipelined write. Default 4096.
+    pub batch_max: usize,
+    /// Longest time a recorded click or open is held only in memory. A batch Redis has not
+    /// acknowledged within it is written to the spool too (marked uncertain, so replay checks
+    /// the stream before writing it again), and so is what queued behind it, every quarter of
+    /// it, for as long as Redis keeps the writer waiting. This is the window a `kill -9` or a
+    /// crash can lose (README, "What can be lost"). Default `100ms`.
+    #[serde(deserialize_with = "de_duration")]
+    pub memory_window: Duration,
+    /// Local spool for events Redis could not take.
+    pub spool: Spool,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events {
+            stream: "linkedge:events".into(),
+            maxlen: 10_000_000,
+            queue_capacity: 65_536,
+            batch_max: 4096,
+            memory_window: Duration::from_millis(100),
+            spool: Spool::default(),
+        }
+    }
+}
+
+/// The on-disk spool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Spool {
+    /// Directory for spool segments; created if missing. Relative paths are relative to the
+    /// config file's directory. Default `/var/lib/linkedge/spool`.
+    pub dir: PathBuf,
+    /// Most bytes the spool may hold; events beyond are dropped, counted in
+    /// `linkedge_events_dropped_total{reason="spool_full"}` and logged at ERROR. A size like
+    /// `512MiB`. Spooled events take about 25 to 50 bytes each (compressed frames), so the
+    /// default `2GiB` holds at least an hour of Redis outage at 10,000 clicks/s.
+    #[serde(deserialize_with = "de_size")]
+    pub max_bytes: u64,
+    /// Longest time spooled events stay in the page cache before an fsync puts them on disk:
+    /// what a power loss during a Redis outage could cost. `0s` syncs after every write.
+    /// Default `1s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub sync_interval: Duration,
+}
+
+impl Default for Spool {
+    fn default() -> Self {
+        Spool {
+            dir: PathBuf::from("/var/lib/linkedge/spool"),
+            max_bytes: 2 << 30,
+            sync_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Process settings passed to Pingora's `ServerConf`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Worker threads for the public listeners. Default: the number of CPUs.
+    pub threads: Option<usize>,
+    /// PID file when running with `--daemon`. Default `/tmp/linkedge.pid`.
+    pub pid_file: String,
+    /// Socket the old and new process use to hand over listeners on `--upgrade`.
+    /// Default `/tmp/linkedge_upgrade.sock`.
+    pub upgrade_sock: String,
+    /// Seconds between SIGTERM and stopping the runtimes, while open connections finish.
+    /// Default 5.
+    pub grace_period_seconds: u64,
+    /// Seconds the runtimes get to stop after the grace period. Default 5.
+    pub graceful_shutdown_timeout_seconds: u64,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            threads: None,
+            pid_file: "/tmp/linkedge.pid".into(),
+            upgrade_sock: "/tmp/linkedge_upgrade.sock".into(),
+            grace_period_seconds: 5,
+            graceful_shutdown_timeout_seconds: 5,
+        }
+    }
+}
+
+/// Deadlines and caps that keep one client (or a scanner, or a slowloris) from holding the
+/// public listeners. Each is counted in `linkedge_connections_closed_total` or
+/// `linkedge_connections_refused_total` with its reason.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Longest time to receive a whole HTTP/1 request head, however slowly its bytes arrive:
+    /// from the connection's accept for the first request, from the first byte for the next
+    /// ones. The connection is closed when it passes. Default `10s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub header_timeout: Duration,
+    /// Longest time a TLS handshake may take from the accept; the connection is closed when
+    /// it passes. Default `10s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub handshake_timeout: Duration,
+    /// Longest idle time between requests on a kept-alive connection (HTTP/1 and HTTP/2)
+    /// before it is closed. Default `60s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub keepalive_timeout: Duration,
+    /// Requests served on one HTTP/1 connection before it is closed (the client reconnects);
+    /// frees per-connection memory on long-lived connections. Default 10000.
+    pub keepalive_requests: u32,
+    /// Concurrent streams a client may open on one HTTP/2 connection. Default 128.
+    pub h2_max_streams: u32,
+    /// Open connections on the public listeners in all. Default: the open-file limit (raised
+    /// to its hard maximum at start) minus 1024 kept for upstream, Redis and spool files.
+    pub max_connections: Option<usize>,
+    /// Open connections from one client address (IPv6 counted per /64). Default 1000.
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            keepalive_requests: 10_000,
+            h2_max_streams: 128,
+            max_connections: None,
+            max_connections_per_ip: 1000,
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Managing the fleet's shared state: the domain registry, domain verification and the
+//! certificate store, as one set of typed operations ([`Control`]) shared by the command line
+//! ([`crate::cli`]) and the admin API ([`admin`]), so both answer alike. A [`ControlError`] says
+//! whether the request was wrong, the customer's setup is wrong, or linkedge's own state failed;
+//! each caller turns it into an exit status or an HTTP status in one place.
+
+pub mod admin;
+pub mod verify;
+
+use crate::acme::{Acme, AcmeError};
+use crate::config::{self, Settings};
+use crate::registry::{Domain, Registry, RegistryError};
+use crate::store::Db;
+use crate::tls::{CertError, CertStore, Info};
+pub use verify::Verified;
+
+/// Why an operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The request is malformed (a host name, a region, a certificate that does not fit).
+    #[error("{0}")]
+    Invalid(String),
+    /// The domain or certificate does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The domain belongs to another workspace.
+    #[error("{0}")]
+    Conflict(String),
+    /// The customer's setup is wrong (verify), or the certificate was not issued now; says what
+    /// to change or what happens next.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The feature is not configured on this node (no `certs` section).
+    #[error("{0}")]
+    Off(String),
+    /// linkedge's own state (Redis, the DNS resolver) failed: nothing was decided.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ControlError {
+    /// The HTTP status that says this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            ControlError::Invalid(_) => 400,
+            ControlError::NotFound(_) | ControlError::Off(_) => 404,
+            ControlError::Conflict(_) => 409,
+            ControlError::Unprocessable(_) => 422,
+            ControlError::Unavailable(_) => 503,
+        }
+    }
+}
+
+impl From<RegistryError> for ControlError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Invalid(_) | RegistryError::UnknownRegion { .. } => {
+                ControlError::Invalid(e.to_string())
+            }
+            RegistryError::Taken { .. } => ControlError::Conflict(e.to_string()),
+            RegistryError::NotFound(_) => ControlError::NotFound(e.to_string()),
+            RegistryError::Redis(_) | RegistryError::Damaged(_) => {
+                ControlError::Unavailable(format!("the domain registry is unavailable: {e}"))
+            }
+        }
+    }
+}
+
+impl From<CertError> for ControlError {
+    fn from(e: CertError) -> Self {
+        match e {
+            CertError::Redis(_) | CertError::Seal(_) => {
+                ControlError::Unavailable(format!("the certificate store failed: {e}"))
+            }
+            CertError::Invalid(_) | CertError::WrongName(_) | CertError::KeyMismatch => {
+                ControlError::Invalid(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<AcmeError> for ControlError {
+    fn from(e: AcmeError) -> Self {
+        match e {
+            AcmeError::Redis(_)
+            | AcmeError::Registry(_)
+            | AcmeError::Store(CertError::Redis(_)) => ControlError::Unavailable(e.to_string()),
+            other => ControlError::Unprocessable(other.to_string()),
+        }
+    }
+}
+
+/// The shared-state operations of one node, built once from its settings.
+pub struct Control {
+    registry: Registry,
+    verify: config::Verify,
+    acme: Option<Acme>,
+    certs: Option<CertStore>,
+}
+
+impl Control {
+    /// Operations on the Redis behind `db`, as `settings` configure them.
+    pub fn new(settings: &Settings, db: Db) -> Control {
+        let certs = settings
+            .certs
+            .as_ref()
+            .map(|c| CertStore::new(db.clone(), c.sealer.clone()));
+        let acme = match (&settings.acme, &settings.certs) {
+            (Some(a), Some(c)) => Some(Acme::new(db.clone(), a.clone(), c.sealer.clone())),
+            _ => None,
+        };
+        Control {
+            registry: Registry::new(db, settings.region_names()),
+            verify: settings.verify.clone(),
+            acme,
+            certs,
+        }
+    }
+
+    /// Registers `host` for `workspace` in `region` (pending), or moves it to `region`.
+    pub async fn add_domain(
+        &self,
+        host: &str,
+        workspace: u64,
+        region: &str,
+    ) -> Result<Domain, ControlError> {
+        Ok(self.registry.add(host, workspace, region).await?)
+    }
+
+    /// One registered domain.
+    pub async fn domain(&self, host: &str) -> Result<Domain, ControlError> {
+        self.registry
+            .get(host)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("{host} is not registered")))
+    }
+
+    /// Every registered domain, sorted by host.
+    pub async fn domains(&self) -> Result<Vec<Domain>, ControlError> {
+        Ok(self.registry.list().await?)
+    }
+
+    /// Removes a domain from the registry.
+    pub async fn remove_domain(&self, host: &str) -> Result<(), ControlError> {
+        Ok(self.registry.remove(host).await?)
+    }
+
+    /// Checks `host`'s DNS and proxy setup; verified, orders its certificate at once when ACME
+    /// is configured. [`ControlError::Unprocessable`] says what the customer must change.
+    pub async fn verify(&self, host: &str) -> Result<Verified, ControlError> {
+        verify::verify_and_issue(&self.registry, &self.verify, self.acme.as_ref(), host).await
+    }
+
+    fn store(&self) -> Result<&CertStore, ControlError> {
+        self.certs.as_ref().ok_or_else(|| {
+            ControlError::Off(
+                "the config has no certs section: per-domain certificates are off".into(),
+            )
+        })
+    }
+
+    /// Stores a certificate chain and key for `host` (checked: the key matches, the certificate
+    /// covers `host`); every node serves it at its next handshake for `host`.
+    pub async fn import_cert(
+        &self,
+        host: &str,
+        chain: &[u8],
+        key: &[u8],
+    ) -> Result<Info, ControlError> {
+        let store = self.store()?;
+        let host = cert_host(host)?;
+        Ok(store.put(&host, chain, key).await?)
+    }
+
+    /// The stored certificate's validity and sealing key id.
+    pub async fn cert(&self, host: &str) -> Result<Info, ControlError> {
+        let store = self.store()?;
+        let host = cert_host(host)?;
+        store
+            .info(&host)
+            .await?
+            .ok_or_else(|| ControlError::NotFound(format!("no certificate stored for {host}")))
+    }
+
+    /// Removes `host`'s certificate; every node stops serving it at once.
+    pub async fn remove_cert(&self, host: &str) -> Result<(), ControlError> {
+        let store = self.store()?;
+        let host = cert_host(host)?;
+        if !store.remove(&host).await? {
+            return Err(ControlError::NotFound(format!(
+                "no certificate stored for {host}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A certificate's host, normalised as handshakes look it up.
+fn cert_host(host: &str) -> Result<String, ControlError> {
+    crate::host::normalize_host(host)
+        .ok_or_else(|| ControlError::Invalid(format!("{host:?}: not a host name")))
+}

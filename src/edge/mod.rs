@@ -1,0 +1,402 @@
+//! The public request path: tracked-link clicks, open pixels, `/health` and the well-known paths
+//! answered by the edge itself inside Pingora's `request_filter`, without waiting for any I/O but
+//! the response (the click is queued, never awaited); everything else proxied to the Host's
+//! region.
+//!
+//! - [`route`]: the decision, a pure function of the request (unit-tested as a table);
+//! - [`reply`]: the one map from outcomes and errors to responses;
+//! - [`well_known`]: ACME challenges and verification nonces from shared state;
+//! - [`client_ip`]: who the client is, behind trusted proxies.
+
+pub mod client_ip;
+pub mod reply;
+pub mod route;
+pub mod well_known;
+
+pub use reply::{HOST_MISMATCH_BODY, PIXEL_GIF, REQUEST_ID, Reply};
+pub use well_known::WellKnown;
+
+use crate::events::{Event, Recorder};
+use crate::host::normalize_host;
+use crate::metrics::{self, Served};
+use crate::tls::Sni;
+use crate::token::{Keyring, Kind};
+use crate::upstream::{Region, Regions};
+use async_trait::async_trait;
+use bytes::Bytes;
+use ipnet::IpNet;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+use route::{Decision, Refusal};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The edge's Pingora application.
+pub struct Edge {
+    keyring: Keyring,
+    recorder: Arc<Recorder>,
+    trusted_proxies: Vec<IpNet>,
+    regions: Arc<Regions>,
+    well_known: WellKnown,
+}
+
+impl Edge {
+    /// An edge verifying with `keyring`, recording to `recorder`, answering the well-known
+    /// paths from `well_known`, and proxying what it does not answer itself to `regions`.
+    pub fn new(
+        keyring: Keyring,
+        recorder: Arc<Recorder>,
+        trusted_proxies: Vec<IpNet>,
+        regions: Arc<Regions>,
+        well_known: WellKnown,
+    ) -> Edge {
+        Edge {
+            keyring,
+            recorder,
+            trusted_proxies,
+            regions,
+            well_known,
+        }
+    }
+}
+
+/// Per-request state for proxied requests.
+#[derive(Default)]
+pub struct Ctx {
+    /// The region chosen for the Host.
+    region: Option<Arc<Region>>,
+    /// The region that took the request (differs from `region` after a failover).
+    served_by: Option<Arc<Region>>,
+    /// The Host to present upstream: the branded domain the client used (normalised: lowercase,
+    /// no port).
+    host: String,
+    /// Backends already tried for this request.
+    tried: Vec<SocketAddr>,
+    /// `X-Request-Id`, from the client or generated.
+    request_id: String,
+    /// When the first backend was chosen.
+    upstream_start: Option<Instant>,
+    /// When the request header was read.
+    start: Option<Instant>,
+}
+
+/// The Host the client asked for: the `Host` header, or the HTTP/2 `:authority`.
+fn raw_host(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+impl Edge {
+    /// Records a verified link's event (queued, never awaited) and returns its answer.
+    fn link(&self, session: &Session, host: String, link: crate::token::Link) -> Reply {
+        let req = session.req_header();
+        let header = |name: http::header::HeaderName| {
+            req.headers
+                .get(name)
+                .map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.as_bytes()))
+        };
+        let ip = client_ip::resolve(
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            req.headers.get("x-forwarded-for").map(|v| v.as_bytes()),
+            &self.trusted_proxies,
+        );
+        // One buffer for the destination, shared by the event and the Location header.
+        let url = Bytes::from(link.url);
+        self.recorder.record(Event {
+            id: self.recorder.next_id(),
+            kind: link.kind,
+            ts: crate::time::unix_ms(),
+            host,
+            workspace: link.workspace,
+            message: link.message,
+            link: link.link,
+            url: url.clone(),
+            ip,
+            ua: header(http::header::USER_AGENT),
+            referer: header(http::header::REFERER),
+        });
+        match link.kind {
+            Kind::Click => Reply::redirect(url),
+            Kind::Open => Reply::pixel(),
+        }
+    }
+
+    /// Sets up `ctx` for proxying, or refuses a Host no region serves (421).
+    fn prepare_proxy(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Refusal> {
+        let req = session.req_header();
+        let host = raw_host(req)
+            .and_then(normalize_host)
+            .ok_or(Refusal::BadHost)?;
+        let region = self.regions.region_for(&host).ok_or(Refusal::Misdirected)?;
+        ctx.region = Some(region);
+        ctx.host = host;
+        ctx.request_id = req
+            .headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+            .map_or_else(|| self.recorder.next_id().to_string(), str::to_owned);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Edge {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        Ctx::default()
+    }
+
+    /// Picks a healthy backend of the Host's region not tried yet for this request, or of the
+    /// fallback region when the operator allowed it. None left: 502.
+    async fn upstream_peer(&self, _s: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let region = ctx
+            .region
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no region chosen"))?;
+        let choice = self
+            .regions
+            .choose(&region, ctx.host.as_bytes(), &ctx.tried)
+            .ok_or_else(|| {
+                Error::explain(
+                    ErrorType::HTTPStatus(502),
+                    format!("no healthy backend in region {}", region.name),
+                )
+            })?;
+        if choice.failover && ctx.served_by.as_ref().is_none_or(|r| r.name == region.name) {
+            metrics::upstream_event(&region.name, "failover");
+            tracing::warn!(request_id = %ctx.request_id, from = %region.name, to = %choice.region.name, "region has no healthy backend: failing over");
+        }
+        if let Some(a) = choice.backend.addr.as_inet() {
+            ctx.tried.push(*a);
+        }
+        ctx.served_by = Some(choice.region);
+        ctx.upstream_start.get_or_insert_with(Instant::now);
+        Ok(choice.peer)
+    }
+
+    /// Retries a failed connection on another backend, up to the region's `retries`.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let Some(region) = ctx.served_by.as_ref() else {
+            return e;
+        };
+        if ctx.tried.len() <= region.retries {
+            metrics::upstream_event(&region.name, "retry");
+            tracing::warn!(request_id = %ctx.request_id, region = %region.name, backend = %peer, error = %e, "connect failed: retrying another backend");
+            e.set_retry(true);
+        }
+        e
+    }
+
+    /// The branded Host goes upstream unchanged, with the forwarding headers and a request id.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        up.insert_header(http::header::HOST, &ctx.host)?;
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| client_ip::canonical(a.ip()));
+        let peer_s = peer.map(|p| p.to_string()).unwrap_or_default();
+        let trusted = peer.is_some_and(|p| client_ip::is_trusted(p, &self.trusted_proxies));
+        let xff = match up
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            // Only a trusted proxy's chain is kept; anyone else could have forged it.
+            Some(prev) if trusted && !prev.is_empty() => format!("{prev}, {peer_s}"),
+            _ => peer_s,
+        };
+        up.insert_header("X-Forwarded-For", xff)?;
+        // Other ways of naming the client, believed only from a trusted proxy; from anyone
+        // else they could be forged to feed a backend a false client address.
+        if !trusted {
+            up.remove_header("forwarded");
+            up.remove_header("x-real-ip");
+        }
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        up.insert_header("X-Forwarded-Proto", if tls { "https" } else { "http" })?;
+        up.insert_header("X-Forwarded-Host", &ctx.host)?;
+        up.insert_header(REQUEST_ID, &ctx.request_id)?;
+        Ok(())
+    }
+
+    /// Hands the request id back to the client.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if !ctx.request_id.is_empty() {
+            resp.insert_header(REQUEST_ID, &ctx.request_id)?;
+        }
+        Ok(())
+    }
+
+    /// Counts pooled-connection reuse.
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
+        metrics::upstream_connection(reused);
+        Ok(())
+    }
+
+    /// A failed proxied request: logged with its detail, answered through
+    /// [`Reply::proxy_error`] (502 when no backend could be reached, 504 on a timeout).
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let reply = Reply::proxy_error(e, &ctx.request_id);
+        let code = reply.as_ref().map_or(0, |r| r.status);
+        if let Some(reply) = reply {
+            let region = ctx
+                .served_by
+                .as_ref()
+                .or(ctx.region.as_ref())
+                .map_or("-", |r| r.name.as_str());
+            tracing::warn!(request_id = %ctx.request_id, region = %region, status = code, error = %e, "proxying failed");
+            if let Err(err) = reply.write(session, false).await {
+                tracing::debug!(error = %err, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// The request head is complete: the connection's header deadline stops, and pipelined
+    /// requests are answered in order (Pingora keeps the next request's bytes).
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        crate::limits::request_started(session);
+        session.set_pipelining_enabled(true);
+        Ok(())
+    }
+
+    /// Metrics for proxied requests; the connection's idle deadline starts.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        crate::limits::request_finished(session);
+        let Some(region) = ctx.served_by.as_ref().or(ctx.region.as_ref()) else {
+            return;
+        };
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        metrics::upstream_request(&region.name, status);
+        if let Some(start) = ctx.upstream_start {
+            metrics::upstream_seconds(&region.name, start.elapsed().as_secs_f64());
+        }
+        let seconds = ctx.start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        metrics::served(Served::Proxy).observe(status, seconds);
+        if e.is_none() {
+            tracing::debug!(request_id = %ctx.request_id, region = %region.name, status, "proxied");
+        }
+    }
+
+    /// What Pingora's error logs say about a request: method, redacted path, Host.
+    fn request_summary(&self, session: &Session, _ctx: &Ctx) -> String {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+            .unwrap_or_default();
+        format!(
+            "{} {}, Host: {host}",
+            req.method,
+            route::redact_path(req.uri.path())
+        )
+    }
+
+    /// Answers links, pixels, `/health` and the well-known paths (returns `Ok(true)`: response
+    /// written, keep-alive left on); returns `Ok(false)` to proxy anything else to the Host's
+    /// region. The decision is [`route::decide`]'s.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let start = Instant::now();
+        let req = session.req_header();
+        let head = req.method == http::Method::HEAD;
+        let sni = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|d| d.extension.get::<Sni>());
+        let decision = route::decide(
+            &route::Request {
+                method: &req.method,
+                path: req.uri.path(),
+                host: raw_host(req),
+                sni: sni.map(|s| s.0.as_str()),
+                proxying: !self.regions.is_empty(),
+            },
+            &self.keyring,
+        );
+        let (served, reply) = match decision {
+            Decision::Health => (Served::Health, Reply::health()),
+            Decision::Link { host, link } => {
+                let served = match link.kind {
+                    Kind::Click => Served::Click,
+                    Kind::Open => Served::Open,
+                };
+                (served, self.link(session, host, link))
+            }
+            Decision::WellKnown => {
+                let host = raw_host(req).and_then(normalize_host);
+                let path = req.uri.path().to_string();
+                (Served::WellKnown, self.well_known.answer(&path, host).await)
+            }
+            Decision::Refuse { refusal, failure } => {
+                if let Some(reason) = failure {
+                    metrics::token_failure(reason).inc();
+                }
+                if refusal == Refusal::HostMismatch {
+                    metrics::HOST_MISMATCH.inc();
+                    tracing::info!(host = ?raw_host(req), "link minted for another host: a proxy in front may rewrite Host");
+                }
+                let served = match route::target(req.uri.path()) {
+                    route::Target::Click(_) => Served::Click,
+                    route::Target::Open(_) => Served::Open,
+                    route::Target::Health => Served::Health,
+                    _ => Served::Other,
+                };
+                (served, Reply::refusal(refusal))
+            }
+            Decision::Proxy { failure } => {
+                if let Some(reason) = failure {
+                    metrics::token_failure(reason).inc();
+                }
+                match self.prepare_proxy(session, ctx) {
+                    Ok(()) => {
+                        ctx.start = Some(start);
+                        return Ok(false);
+                    }
+                    Err(r) => (Served::Other, Reply::refusal(r)),
+                }
+            }
+        };
+        let status = reply.status;
+        reply.write(session, head).await?;
+        metrics::served(served).observe(status, start.elapsed().as_secs_f64());
+        Ok(true)
+    }
+}

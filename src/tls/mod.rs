@@ -1,0 +1,164 @@
+//! TLS for the HTTPS listener, and the per-domain certificates behind it.
+//!
+//! - [`Terminator`]: the handshake itself, on the plain TCP connections that [`crate::limits`]
+//!   accepted (so a handshake is bounded by `limits.handshake_timeout` and counted against the
+//!   connection caps from the accept on; Pingora 0.9's own TLS listener allows every handshake
+//!   60 s and counts nothing before it ends).
+//! - [`Certificates`]: where each handshake's certificate comes from: one pair of files
+//!   (`tls.cert`), or per SNI from the store with `tls.cert` as the optional fallback.
+//! - [`store`] (Redis, sealed keys by [`seal`]), [`cache`] (memory), [`selector`] (the choice per
+//!   SNI, with on-demand issuance behind a trait), [`invalidate`] (every node drops a changed
+//!   certificate), [`sni`] (the name, carried into the HTTP phase).
+
+pub mod cache;
+pub mod invalidate;
+pub mod seal;
+pub mod selector;
+pub mod sni;
+pub mod store;
+
+pub use cache::Cache;
+pub use invalidate::Invalidator;
+pub use seal::Sealer;
+pub use selector::{OnDemand, Selector};
+pub use sni::Sni;
+pub use store::{CertError, CertStore, Info, Loaded};
+
+use crate::host::normalize_host;
+use crate::metrics;
+use async_trait::async_trait;
+use openssl::ssl::{AlpnError, NameType, SslAcceptor, SslMethod, select_next_proto};
+use pingora::listeners::TlsAccept;
+use pingora::protocols::Stream;
+use pingora::protocols::tls::TlsRef;
+use std::any::Any;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Reads a certificate chain (leaf first) and its key from files: `tls.cert` and `tls.key`.
+pub fn load_pair(cert: &Path, key: &Path) -> anyhow::Result<Arc<Loaded>> {
+    let read = |what: &str, p: &Path| {
+        std::fs::read(p).map_err(|e| anyhow::anyhow!("{what}: cannot read {}: {e}", p.display()))
+    };
+    let chain = openssl::x509::X509::stack_from_pem(&read("tls.cert", cert)?)
+        .map_err(|e| anyhow::anyhow!("tls.cert: not PEM certificates: {e}"))?;
+    anyhow::ensure!(!chain.is_empty(), "tls.cert: holds no certificate");
+    let key = openssl::pkey::PKey::private_key_from_pem(&read("tls.key", key)?)
+        .map_err(|e| anyhow::anyhow!("tls.key: not a PEM private key: {e}"))?;
+    let public = chain[0]
+        .public_key()
+        .map_err(|e| anyhow::anyhow!("tls.cert: unreadable public key: {e}"))?;
+    anyhow::ensure!(
+        public.public_eq(&key),
+        "tls.key: does not match the first certificate of tls.cert"
+    );
+    Ok(Arc::new(Loaded {
+        chain,
+        key,
+        not_after: 0,
+        rsa: None,
+    }))
+}
+
+/// Where the HTTPS listener's certificates come from.
+pub enum Certificates {
+    /// One certificate for every name: `tls.cert` and `tls.key`, without a `certs` section.
+    Static(Arc<Loaded>),
+    /// Per SNI from the certificate store, through the cache (`certs`).
+    Store(Selector),
+}
+
+/// Sets the certificate (and the RSA one, if any) on the connection. OpenSSL keeps one
+/// certificate per key type and picks the one the ClientHello's signature algorithms allow; a
+/// chain certificate attaches to the certificate set just before it.
+fn use_cert(ssl: &mut TlsRef, c: &Loaded) -> Result<(), openssl::error::ErrorStack> {
+    use pingora::tls::ext;
+    ext::ssl_use_certificate(ssl, &c.chain[0])?;
+    ext::ssl_use_private_key(ssl, &c.key)?;
+    for extra in &c.chain[1..] {
+        ext::ssl_add_chain_cert(ssl, extra)?;
+    }
+    if let Some(rsa) = &c.rsa {
+        use_cert(ssl, rsa)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl TlsAccept for Certificates {
+    /// Sets the certificate for the ClientHello's SNI; sets none (the handshake fails) when the
+    /// name has none and no fallback is configured.
+    async fn certificate_callback(&self, ssl: &mut TlsRef) {
+        let chosen = match self {
+            Certificates::Static(c) => Some(c.clone()),
+            Certificates::Store(selector) => {
+                let sni = ssl.servername(NameType::HOST_NAME).and_then(normalize_host);
+                selector.choose(sni.as_deref()).await
+            }
+        };
+        if let Some(c) = chosen
+            && let Err(e) = use_cert(ssl, &c)
+        {
+            tracing::error!(error = %e, "cannot use certificate");
+        }
+    }
+
+    /// Carries the SNI name into the HTTP phase (see [`Sni`]).
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        metrics::tls_handshake(ssl.session_reused());
+        let sni = ssl
+            .servername(NameType::HOST_NAME)
+            .and_then(normalize_host)?;
+        Some(Arc::new(Sni(sni)))
+    }
+}
+
+/// Server-side TLS for the public listener: Mozilla's intermediate profile, the certificate
+/// chosen by [`Certificates`], HTTP/2 preferred over HTTP/1.1 by ALPN.
+pub struct Terminator {
+    acceptor: SslAcceptor,
+    certificates: Certificates,
+}
+
+/// ALPN protocols in the server's order of preference, in wire format.
+const ALPN_H2_H1: &[u8] = b"\x02h2\x08http/1.1";
+
+impl Terminator {
+    /// Handshakes presenting `certificates`.
+    pub fn new(certificates: Certificates) -> anyhow::Result<Terminator> {
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
+            .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+        b.set_alpn_select_callback(|_, offered| {
+            // Clients offering nothing we speak fall back to HTTP/1.1 without ALPN.
+            select_next_proto(ALPN_H2_H1, offered).ok_or(AlpnError::NOACK)
+        });
+        Ok(Terminator {
+            acceptor: b.build(),
+            certificates,
+        })
+    }
+
+    /// The TLS handshake on an accepted TCP connection (the caller bounds its time).
+    pub async fn accept(&self, tcp: Stream) -> pingora::Result<Stream> {
+        // The listener hands over its own TCP stream type, as Pingora's TLS listener uses it.
+        let l4 = tcp
+            .into_any()
+            .downcast::<pingora::protocols::l4::stream::Stream>()
+            .map_err(|_| {
+                pingora::Error::explain(
+                    pingora::ErrorType::InternalError,
+                    "the HTTPS listener did not hand over a TCP stream",
+                )
+            })?;
+        let tls = pingora::protocols::tls::server::handshake_with_callback(
+            &self.acceptor,
+            *l4,
+            &self.certificates,
+        )
+        .await?;
+        Ok(Box::new(tls))
+    }
+}
