@@ -7,20 +7,20 @@
 //! ([`upstream`]). Modules are listed from the bottom of the dependency order up: each imports
 //! only from modules listed before it.
 
-pub mod acme;
-pub mod cli;
-pub mod config;
-pub mod control;
-pub mod dns;
-pub mod edge;
-pub mod events;
 pub mod host;
-pub mod limits;
 pub mod metrics;
-pub mod registry;
-pub mod server;
-pub mod store;
 pub mod time;
-pub mod tls;
 pub mod token;
+pub mod dns;
+pub mod store;
+pub mod tls;
+pub mod config;
+pub mod events;
+pub mod registry;
+pub mod acme;
 pub mod upstream;
+pub mod limits;
+pub mod edge;
+pub mod control;
+pub mod server;
+pub mod cli;
