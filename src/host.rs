@@ -5,29 +5,47 @@
 //!   punycode, every label checked), with a reason a customer can act on when it is refused;
 //! - [`split_host_port`]: `host:port` and `[v6]:port` as the config names servers.
 
-/// Normalises a Host header or `--host` value: lowercase, port and trailing dot removed.
-/// Returns `None` when it is not a plausible host name or IP literal.
+/// Normalises a Host header, SNI name or `--host` value: lowercase, port and one trailing dot
+/// removed. Returns `None` when it is not a plausible host name (letters, digits, `-`, `_` and
+/// dots between non-empty labels) or bracketed IPv6 literal. Stable: normalising the result
+/// again returns it unchanged.
 pub fn normalize_host(raw: &str) -> Option<String> {
     let raw = raw.trim();
-    let host = if let Some(rest) = raw.strip_prefix('[') {
+    let digits = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    let host = if raw.starts_with('[') {
         // IPv6 literal, possibly with a port.
-        let end = rest.find(']')?;
-        &raw[..end + 2]
+        let end = raw.find(']')?;
+        let (literal, rest) = raw.split_at(end + 1);
+        let inside = &literal[1..literal.len() - 1];
+        let port_ok = rest.is_empty() || rest.strip_prefix(':').is_some_and(digits);
+        let literal_ok = inside.contains(':')
+            && inside
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        if !port_ok || !literal_ok {
+            return None;
+        }
+        literal
     } else {
-        match raw.rsplit_once(':') {
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        let name = match raw.rsplit_once(':') {
+            Some((h, port)) if digits(port) => h,
             Some(_) => return None,
             None => raw,
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        let labels_ok = !name.is_empty()
+            && !name.starts_with('.')
+            && !name.ends_with('.')
+            && !name.contains("..");
+        let chars_ok = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        if !labels_ok || !chars_ok {
+            return None;
         }
+        name
     };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.is_empty() || host.len() > 253 {
-        return None;
-    }
-    let ok = host
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'[' | b']' | b':' | b'_'));
-    ok.then(|| host.to_ascii_lowercase())
+    (host.len() <= 253).then(|| host.to_ascii_lowercase())
 }
 
 /// Why a host name is refused, in words a customer can act on.
@@ -150,6 +168,14 @@ mod tests {
         assert_eq!(normalize_host("[::1]:8080").as_deref(), Some("[::1]"));
         assert_eq!(normalize_host("a/b"), None);
         assert_eq!(normalize_host(""), None);
+        // Found by fuzz/fuzz_targets/host.rs: these were accepted as hosts ":" and "." and
+        // "a:b", which normalise to nothing on a second pass.
+        assert_eq!(normalize_host("::"), None);
+        assert_eq!(normalize_host(".."), None);
+        assert_eq!(normalize_host("a:b:80"), None);
+        assert_eq!(normalize_host("[]"), None);
+        assert_eq!(normalize_host("[::1]x"), None);
+        assert_eq!(normalize_host("a..b"), None);
     }
 
     #[test]

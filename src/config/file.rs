@@ -38,7 +38,7 @@ pub struct File {
     /// Regional track backends: every request the edge does not answer itself (anything but
     /// links, pixels and `/health`) is proxied to the region of its Host. Empty: answered 404.
     #[serde(default)]
-    pub regions: BTreeMap<String, Region>,
+    pub regions: BTreeMap<String, RegionConfig>,
     /// Which region serves which Host.
     #[serde(default)]
     pub routing: Routing,
@@ -204,7 +204,7 @@ pub struct Admin {
 /// One region's track backends.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Region {
+pub struct RegionConfig {
     /// The backends; at least one.
     pub backends: Vec<Backend>,
     /// `round_robin` (default) or `ketama` (consistent hashing on the Host, so one customer

@@ -8,8 +8,8 @@ pub mod units;
 
 pub use file::{
     Acme, AcmeLimits, Admin, Backend, Certs, Clients, Events, File, HealthCheck, Limits, LinkKey,
-    Links, Listen, Redis, RedisCluster, RedisSentinel, Region, Routing, Selection, Server, Spool,
-    Timeouts, Tls, Verify,
+    Links, Listen, Redis, RedisCluster, RedisSentinel, RegionConfig, Routing, Selection, Server,
+    Spool, Timeouts, Tls, Verify,
 };
 pub use units::{parse_duration, parse_size};
 
@@ -91,7 +91,7 @@ pub struct Settings {
     /// Connection caps and timeouts.
     pub limits: Limits,
     /// The regional track backends (CA files absolute).
-    pub regions: BTreeMap<String, Region>,
+    pub regions: BTreeMap<String, RegionConfig>,
     /// Which region serves which Host (host names normalised).
     pub routing: Routing,
     /// How `domain verify` checks a domain.

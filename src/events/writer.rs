@@ -60,7 +60,7 @@ impl Writer {
 /// The writer's view of Redis: whether the last attempt worked (to log changes once), and
 /// what it knows for de-duplicating replays. Reconnecting and backing off are the
 /// [`Db`]'s: while it backs off, `conn()` fails at once and batches go to the spool.
-struct Link {
+struct StreamState {
     healthy: bool,
     /// When the last "unavailable" warning was logged.
     warned_at: Instant,
@@ -78,10 +78,10 @@ struct Link {
 /// While writes keep failing, the warning is repeated this often.
 const STILL_FAILING_EVERY: Duration = Duration::from_secs(30);
 
-/// Most events whose fate [`Link::settled`] remembers; past it, replay asks the stream.
+/// Most events whose fate [`StreamState::settled`] remembers; past it, replay asks the stream.
 const SETTLED_MAX: usize = 1 << 20;
 
-impl Link {
+impl StreamState {
     fn settle(&mut self, batch: &[Event], written: bool) {
         if self.settled.len() + batch.len() > SETTLED_MAX {
             self.settled.clear();
@@ -165,7 +165,7 @@ async fn recent_ids(
 impl Writer {
     /// Sends one batch from the queue: to Redis, or to the spool when a backlog exists (to keep
     /// order) or Redis fails.
-    async fn write_batch(&self, link: &mut Link, batch: Vec<Event>) {
+    async fn write_batch(&self, link: &mut StreamState, batch: Vec<Event>) {
         let spool_backlog = self.recorder.lock_spool().has_backlog();
         if spool_backlog {
             self.recorder.lock_spool().append(&batch, false);
@@ -251,7 +251,7 @@ impl Writer {
     }
 
     /// Replays one chunk of the spool if Redis is reachable. Returns true if it wrote something.
-    async fn replay_some(&self, link: &mut Link) -> bool {
+    async fn replay_some(&self, link: &mut StreamState) -> bool {
         let chunk: Option<Chunk> = match self.recorder.lock_spool().next_chunk(self.cfg.batch_max) {
             Ok(c) => c,
             Err(e) => {
@@ -327,7 +327,7 @@ impl Writer {
 
     /// The loop: batch, write, replay, until shutdown; then one last flush.
     pub async fn run(&self, mut shutdown: ShutdownWatch) {
-        let mut link = Link {
+        let mut link = StreamState {
             healthy: true,
             warned_at: Instant::now(),
             uncertain_gen: 0,

@@ -44,7 +44,7 @@ pub(super) struct Discovery {
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Discovery {
-    pub(super) fn new(name: &str, r: &config::Region) -> anyhow::Result<Discovery> {
+    pub(super) fn new(name: &str, r: &config::RegionConfig) -> anyhow::Result<Discovery> {
         let mut entries = Vec::new();
         for (i, b) in r.backends.iter().enumerate() {
             let at = format!("regions.{name}.backends[{i}].addr");

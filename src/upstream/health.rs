@@ -116,7 +116,7 @@ pub(super) fn load_ca(path: &std::path::Path, region: &str) -> anyhow::Result<Ar
 
 pub(super) fn health_check(
     name: &str,
-    r: &config::Region,
+    r: &config::RegionConfig,
     ca: &Option<Arc<CaType>>,
 ) -> anyhow::Result<RegionCheck> {
     let hc = &r.health_check;

@@ -30,7 +30,7 @@ pub(crate) struct Dial {
     pub(crate) label: String,
 }
 
-enum Selector {
+enum Balancer {
     RoundRobin(Arc<LoadBalancer<RoundRobin>>),
     Ketama(Arc<LoadBalancer<Consistent>>),
 }
@@ -39,7 +39,7 @@ enum Selector {
 pub struct Region {
     /// Its name from the config (`us`, `eu`, ...).
     pub name: String,
-    selector: Selector,
+    balancer: Balancer,
     fallback: Option<String>,
     /// Further backends tried after a connection failure.
     pub retries: usize,
@@ -62,9 +62,9 @@ impl Region {
         let accept = |b: &Backend, healthy: bool| {
             (healthy || any_health) && !b.addr.as_inet().is_some_and(|a| tried.contains(a))
         };
-        match &self.selector {
-            Selector::RoundRobin(lb) => lb.select_with(key, MAX_SEARCH, accept),
-            Selector::Ketama(lb) => lb.select_with(key, MAX_SEARCH, accept),
+        match &self.balancer {
+            Balancer::RoundRobin(lb) => lb.select_with(key, MAX_SEARCH, accept),
+            Balancer::Ketama(lb) => lb.select_with(key, MAX_SEARCH, accept),
         }
     }
 
@@ -218,7 +218,7 @@ where
 /// Builds every region from the config; resolves backend names once now (an error if one
 /// cannot be), then again every `resolve_interval` in the health-check service.
 pub fn build(
-    config: &BTreeMap<String, config::Region>,
+    config: &BTreeMap<String, config::RegionConfig>,
     routing: &Routing,
 ) -> anyhow::Result<Built> {
     let mut regions = HashMap::new();
@@ -229,19 +229,19 @@ pub fn build(
         let mut backends = Backends::new(Box::new(Discovery::new(name, r)?));
         backends.set_health_check(Box::new(check));
         let (interval, every) = (r.health_check.interval, r.resolve_interval);
-        let selector = match r.selection {
+        let balancer = match r.selection {
             Selection::RoundRobin => {
-                Selector::RoundRobin(balancer(name, backends, interval, every, &mut services)?)
+                Balancer::RoundRobin(balancer(name, backends, interval, every, &mut services)?)
             }
             Selection::Ketama => {
-                Selector::Ketama(balancer(name, backends, interval, every, &mut services)?)
+                Balancer::Ketama(balancer(name, backends, interval, every, &mut services)?)
             }
         };
         regions.insert(
             name.clone(),
             Arc::new(Region {
                 name: name.clone(),
-                selector,
+                balancer,
                 fallback: r.fallback.clone(),
                 retries: r.retries,
                 timeouts: r.timeouts.clone(),
@@ -378,7 +378,7 @@ mod tests {
     fn regions(yaml: &str) -> Arc<Regions> {
         #[derive(serde::Deserialize)]
         struct C {
-            regions: BTreeMap<String, config::Region>,
+            regions: BTreeMap<String, config::RegionConfig>,
             #[serde(default)]
             routing: Routing,
         }
