@@ -233,6 +233,10 @@ pub fn init() {
     LazyLock::force(&REDIS_WRITE_SECONDS);
     LazyLock::force(&TOKEN_FAILURES);
     LazyLock::force(&CONNECTIONS_OPEN);
+    LazyLock::force(&REGISTRY_DOMAINS);
+    LazyLock::force(&REGISTRY_SYNCED);
+    LazyLock::force(&REGISTRY_CHANGES);
+    LazyLock::force(&REGISTRY_LOADS);
     for r in ["per_ip", "global"] {
         connection_refused(r);
     }
@@ -355,7 +359,9 @@ static CERT_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
             "linkedge_cert_lookups_total",
             "Handshake certificate look-ups by source: memory, redis, issued (ordered on demand), \
              negative (a cached miss), \
-             miss (not in Redis either), fallback (tls.cert served), error (Redis failed)."
+             miss (not in Redis either), unregistered (a name the registry does not know, decided \
+             from memory), no_cert (registered, without a certificate, decided from memory), \
+             fallback (tls.cert served), error (Redis failed)."
         ),
         &["source"]
     )
@@ -372,6 +378,43 @@ pub static CERT_CACHE_ENTRIES: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "linkedge_cert_cache_entries",
         "Names held by the in-memory certificate cache, certificates and remembered misses."
+    )
+    .expect("metric registers")
+});
+
+/// Domains in this node's registry mirror.
+pub static REGISTRY_DOMAINS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "linkedge_registry_domains",
+        "Registered domains held in this node's registry mirror."
+    )
+    .expect("metric registers")
+});
+
+/// When the registry mirror last loaded the whole registry.
+pub static REGISTRY_SYNCED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "linkedge_registry_synced_timestamp_seconds",
+        "Unix time of the registry mirror's last full load (0: never); alert when it grows old."
+    )
+    .expect("metric registers")
+});
+
+/// Full loads of the registry into the mirror.
+pub static REGISTRY_LOADS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "linkedge_registry_loads_total",
+        "Full loads of the registry into this node's mirror: at start, after the change feed \
+         was lost, and every registry.resync_interval."
+    )
+    .expect("metric registers")
+});
+
+/// Changes applied to the registry mirror from the change feed.
+pub static REGISTRY_CHANGES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "linkedge_registry_changes_total",
+        "Registry changes applied to this node's mirror from the change feed."
     )
     .expect("metric registers")
 });

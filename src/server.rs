@@ -10,6 +10,7 @@ use crate::events::Recorder;
 use crate::events::spool::Spool;
 use crate::events::writer::{Writer, WriterConfig};
 use crate::limits::{self, Conns, Guarded};
+use crate::registry::{Follower, Mirror};
 use crate::store::Db;
 use crate::tls::{Cache, CertStore, Certificates, Invalidator, Selector, Terminator};
 use crate::{metrics, tls, upstream};
@@ -73,6 +74,7 @@ fn public_service(
 fn certificates(
     settings: &Settings,
     state: &Db,
+    registry: Option<Arc<Mirror>>,
 ) -> anyhow::Result<(Certificates, Option<Invalidator>)> {
     let pair = || tls::load_pair(&settings.tls.cert, &settings.tls.key);
     let Some(c) = &settings.certs else {
@@ -82,6 +84,9 @@ fn certificates(
     let fallback = if c.fallback { Some(pair()?) } else { None };
     let store = CertStore::new(state.clone(), c.sealer.clone());
     let mut selector = Selector::new(cache.clone(), store, fallback);
+    if let Some(m) = registry {
+        selector = selector.with_registry(m);
+    }
     if let Some(a) = &settings.acme {
         let acme = Acme::new(settings.db("acme")?, a.clone(), c.sealer.clone());
         selector = selector.with_on_demand(Box::new(acme));
@@ -96,10 +101,10 @@ fn certificates(
 pub fn check(settings: &Settings) -> anyhow::Result<()> {
     let state = settings.db("state")?;
     if settings.listen.https.is_some() {
-        let (certs, _) = certificates(settings, &state)?;
+        let (certs, _) = certificates(settings, &state, None)?;
         Terminator::new(certs)?;
     }
-    upstream::build(&settings.regions, &settings.routing)?;
+    upstream::build(&settings.regions, &settings.routing, None)?;
     Ok(())
 }
 
@@ -148,7 +153,15 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     // One connection per concern, each through the Redis layer: nothing is connected until
     // first use (the server may still fork), and each reconnects by itself.
     let state = s.db("state")?;
-    let regions = upstream::build(&s.regions, &s.routing)?;
+    // Every registered domain in memory, followed through the registry's change feed.
+    let mirror = Arc::new(Mirror::new(s.region_names()));
+    let follower = Follower::new(
+        mirror.clone(),
+        s.db("registry")?,
+        s.registry.resync_interval,
+    );
+    server.add_service(background_service("registry mirror", follower));
+    let regions = upstream::build(&s.regions, &s.routing, Some(mirror.clone()))?;
     let edge = Edge::new(
         s.keyring.clone(),
         recorder.clone(),
@@ -158,7 +171,7 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     );
     let mut terminator = None;
     if let Some(addr) = s.listen.https {
-        let (certs, invalidator) = certificates(s, &state)?;
+        let (certs, invalidator) = certificates(s, &state, Some(mirror.clone()))?;
         terminator = Some((addr, Terminator::new(certs)?));
         if let Some(inv) = invalidator {
             server.add_service(background_service("certificate invalidation", inv));

@@ -16,7 +16,8 @@ fn start(fallback: bool) -> (Redis, Linkedge) {
     let redis = Redis::start();
     let mut o = Options::new(redis.url());
     o.extra_yaml = format!(
-        "certs:\n  master_key: 1\n  master_keys: [{{ id: 1, secret_file: master-key }}]\n  negative_ttl: 60s\n  fallback: {fallback}\n"
+        "regions:\n  us: {{ backends: [{{ addr: \"127.0.0.1:9\" }}] }}\n\
+certs:\n  master_key: 1\n  master_keys: [{{ id: 1, secret_file: master-key }}]\n  negative_ttl: 60s\n  fallback: {fallback}\n"
     );
     let le = Linkedge::start(&o);
     (redis, le)
@@ -25,17 +26,6 @@ fn start(fallback: bool) -> (Redis, Linkedge) {
 /// A TLS handshake with `sni`, verifying against the development CA; the served leaf's serial.
 async fn handshake(le: &Linkedge, sni: &str) -> Result<String, String> {
     tls_serial(le, sni, &std::fs::read(dev_ca()).unwrap()).await
-}
-
-fn hgetall_calls(redis: &Redis) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut redis.conn())
-        .unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_hgetall:calls="))
-        .and_then(|v| v.split(',').next()?.parse().ok())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -103,23 +93,92 @@ fn futures_block<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
+/// Calls of the commands a handshake could read the registry or certificate store with.
+fn lookup_calls(redis: &Redis) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut redis.conn())
+        .unwrap();
+    ["hgetall", "hget", "exists", "get", "hscan"]
+        .iter()
+        .map(|c| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(&format!("cmdstat_{c}:calls=")))
+                .and_then(|v| v.split(',').next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn unknown_sni_flood_reads_redis_once_per_name() {
+async fn unregistered_sni_names_cost_no_redis_command() {
     let (redis, le) = start(false);
-    let before = hgetall_calls(&redis);
-    let names: Vec<String> = (0..20).map(|i| format!("scan{i}.example.org")).collect();
-    for _ in 0..10 {
-        for n in &names {
-            assert!(handshake(&le, n).await.is_err());
-        }
+    let (cert, key, serial) = leaf(le.dir.path(), "a.linkedge.test");
+    import_cert(&le, "a.linkedge.test", &cert, &key);
+    assert_eq!(handshake(&le, "a.linkedge.test").await.unwrap(), serial);
+    let before = lookup_calls(&redis);
+    // 10,000 handshakes, 8 at a time, each for a random name no one registered.
+    let started = std::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..8u64 {
+        let (root, https) = (std::fs::read(dev_ca()).unwrap(), le.https);
+        tasks.spawn(async move {
+            let mut refused = 0;
+            for i in 0..1250u64 {
+                let name = format!("scan{:x}.example.org", rand_u64(w * 1_000_000 + i));
+                if tls_serial_at(https, &name, &root).await.is_err() {
+                    refused += 1;
+                }
+            }
+            refused
+        });
     }
-    let reads = hgetall_calls(&redis) - before;
-    assert!(
-        reads <= names.len() as u64,
-        "{reads} Redis reads for {} names x 10 handshakes",
-        names.len()
+    let mut refused = 0;
+    while let Some(r) = tasks.join_next().await {
+        refused += r.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let reads = lookup_calls(&redis) - before;
+    println!(
+        "10000 unregistered SNI handshakes in {:.1} s: {reads} registry or certificate reads",
+        elapsed.as_secs_f64()
     );
-    assert!(le.metric("linkedge_cert_lookups_total{source=\"negative\"}") >= 180.0);
+    assert_eq!(
+        refused, 10_000,
+        "a name no one registered got a certificate"
+    );
+    assert_eq!(reads, 0, "unregistered names reached Redis");
+    assert!(le.metric("linkedge_cert_lookups_total{source=\"unregistered\"}") >= 10_000.0);
+    // Still serving: the registered name, and plain HTTP.
+    assert_eq!(handshake(&le, "a.linkedge.test").await.unwrap(), serial);
+    let r = client().get(le.http_url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    // A certificate for a name the registry does not know is refused, saying why.
+    let (c, k, _) = leaf(le.dir.path(), "z.linkedge.test");
+    let (ok, out) = cli(
+        &le,
+        "cert",
+        &[
+            "import",
+            "z.linkedge.test",
+            "--cert",
+            c.to_str().unwrap(),
+            "--key",
+            k.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !ok && out.contains("z.linkedge.test is not registered: add it first"),
+        "{out}"
+    );
+}
+
+/// A well-mixed 64-bit value of `i` (splitmix64), for names no one could have registered.
+fn rand_u64(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[tokio::test(flavor = "multi_thread")]

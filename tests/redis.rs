@@ -7,6 +7,7 @@ mod common;
 use common::ca::Ca;
 use common::topology::{ClusterSet, SentinelSet};
 use common::*;
+use linkedge::registry::Registry;
 use linkedge::store::Db;
 use linkedge::tls::{CertStore, Sealer};
 use std::collections::HashSet;
@@ -23,7 +24,14 @@ fn dev_root() -> Vec<u8> {
 }
 
 /// The certificate store in the Redis `section` describes, as linkedge sees it.
-fn store(section: &str) -> CertStore {
+/// The certificate store and the domain registry in the Redis `section` describes, as linkedge
+/// sees them.
+struct Stores {
+    certs: CertStore,
+    registry: Registry,
+}
+
+fn store(section: &str) -> Stores {
     let yaml = format!("redis:\n{section}");
     #[derive(serde::Deserialize)]
     struct R {
@@ -36,13 +44,20 @@ fn store(section: &str) -> CertStore {
     }
     let spec = linkedge::config::redis_section(&r.redis, "linkedge:", &|_| None).unwrap();
     let db = Db::new(&spec, "test").unwrap();
-    CertStore::new(db, Sealer::new(vec![(1, key)], 1))
+    Stores {
+        certs: CertStore::new(db.clone(), Sealer::new(vec![(1, key)], 1)),
+        registry: Registry::new(db, vec!["us".into()]),
+    }
 }
 
 /// Stores a fresh development certificate for `name` through the library.
-async fn put_cert(store: &CertStore, dir: &Path, name: &str) -> String {
+/// Registers `name` (region us) and stores a fresh development certificate for it, through
+/// the library.
+async fn put_cert(store: &Stores, dir: &Path, name: &str) -> String {
     let (cert, key, serial) = dev_leaf(dir, name, 0, 30);
+    store.registry.add(name, 1, "us").await.unwrap();
     store
+        .certs
         .put(
             name,
             &std::fs::read(cert).unwrap(),
@@ -194,8 +209,17 @@ acme:\n  directory: \"{}\"\n  extra_root: {}\n  scan_interval: 1s\n  order_timeo
     let link = le.http_url(&format!("/c/{}", click(LOCAL, "https://example.com/", 1)));
     assert_eq!(get(&link).await.unwrap().status(), 302);
 
+    let loads = le.metric("linkedge_registry_loads_total");
     redis.restart_empty();
     assert_eq!(redis.xlen(STREAM), 0, "the restarted Redis is empty");
+    // The registry mirror subscribes again and loads the (now empty) registry.
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            le.metric("linkedge_registry_loads_total") > loads
+        }),
+        "the registry mirror did not reload after the restart:\n{}",
+        le.log()
+    );
 
     // Clicks reach the new stream.
     assert_eq!(get(&link).await.unwrap().status(), 302);
@@ -253,7 +277,6 @@ acme:\n  directory: \"{}\"\n  extra_root: {}\n  scan_interval: 1s\n  order_timeo
     // The background issuer still orders (a verified domain without a certificate) and renews
     // (an issued domain whose certificate is two thirds through its life).
     let (c, k, old_serial) = dev_leaf(dir.path(), "link.renew.test", 61, 90);
-    import_cert(&le, "link.renew.test", &c, &k);
     for host in ["link.new.test", "link.renew.test"] {
         let (ok, out) = cli(
             &le,
@@ -268,6 +291,7 @@ acme:\n  directory: \"{}\"\n  extra_root: {}\n  scan_interval: 1s\n  order_timeo
         };
         set_domain_state(&mut redis.conn(), host, state);
     }
+    import_cert(&le, "link.renew.test", &c, &k);
     let not_after = |host: &str| -> i64 {
         let (ok, out) = cli(&le, "cert", &["show", host]);
         if !ok {
@@ -300,7 +324,8 @@ fn futures_block<F: std::future::Future>(f: F) -> F::Output {
 async fn sentinel_failover_under_click_load_loses_and_repeats_nothing() {
     let mut set = SentinelSet::start();
     let mut o = Options::with_redis(&set.section());
-    o.extra_yaml = CERTS.to_string();
+    o.extra_yaml =
+        format!("regions:\n  us: {{ backends: [{{ addr: \"127.0.0.1:9\" }}] }}\n{CERTS}");
     let le = Linkedge::start(&o);
     let dir = tempfile::tempdir().unwrap();
     let root = dev_root();
@@ -312,15 +337,20 @@ async fn sentinel_failover_under_click_load_loses_and_repeats_nothing() {
 
     // A cached name, and 80 names stored but never looked up (each handshake is a cache miss).
     let s = store(&set.section());
+    let changes = le.metric("linkedge_registry_changes_total");
     let cached = put_cert(&s, dir.path(), "cached.example.test").await;
-    assert_eq!(
-        tls_serial(&le, "cached.example.test", &root).await.unwrap(),
-        cached
-    );
     let uncached: Vec<String> = (0..80).map(|i| format!("u{i}.example.test")).collect();
     for n in &uncached {
         put_cert(&s, dir.path(), n).await;
     }
+    // Two announcements per name (registered, certificate stored), applied by the mirror.
+    assert!(eventually(Duration::from_secs(10), || {
+        le.metric("linkedge_registry_changes_total") >= changes + 162.0
+    }));
+    assert_eq!(
+        tls_serial(&le, "cached.example.test", &root).await.unwrap(),
+        cached
+    );
     let old_master = set.master.port;
 
     let mut probe = None;

@@ -39,9 +39,12 @@ pub struct File {
     /// links, pixels and `/health`) is proxied to the region of its Host. Empty: answered 404.
     #[serde(default)]
     pub regions: BTreeMap<String, RegionConfig>,
-    /// Which region serves which Host.
+    /// Which region serves which Host, besides the domain registry.
     #[serde(default)]
     pub routing: Routing,
+    /// The domain registry's in-memory mirror on each node.
+    #[serde(default)]
+    pub registry: RegistryConfig,
     /// The admin API on the metrics listener.
     #[serde(default)]
     pub admin: Admin,
@@ -348,14 +351,35 @@ impl Default for Timeouts {
     }
 }
 
-/// Region choice per Host.
+/// The registry mirror: every registered domain held in memory on each node, kept current by
+/// the registry's change feed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// How often the whole registry is loaded again, so a change whose announcement was lost
+    /// still arrives. Each load reads every domain (about 1,000 per round trip). Default `5m`.
+    #[serde(deserialize_with = "de_duration")]
+    pub resync_interval: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            resync_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Region choice per Host, besides the registry: the registry names each registered domain's
+/// region; `domains` overrides it, and `default_region` serves hosts it does not know.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Routing {
-    /// Region for Hosts not listed in `domains`. Unset: such Hosts get
+    /// Region for Hosts neither listed in `domains` nor registered. Unset: such Hosts get
     /// `421 Misdirected Request`. Default: unset.
     pub default_region: Option<String>,
-    /// Host → region, for domains served before the domain registry knows them.
+    /// Host → region, overriding the registry (for hosts it does not know, or an operator's
+    /// exception). Default: none.
     pub domains: BTreeMap<String, String>,
 }
 

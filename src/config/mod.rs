@@ -8,8 +8,8 @@ pub mod units;
 
 pub use file::{
     Acme, AcmeLimits, Admin, Backend, Certs, Clients, Events, File, HealthCheck, Limits, LinkKey,
-    Links, Listen, Redis, RedisCluster, RedisSentinel, RegionConfig, Routing, Selection, Server,
-    Spool, Timeouts, Tls, Verify,
+    Links, Listen, Redis, RedisCluster, RedisSentinel, RegionConfig, RegistryConfig, Routing,
+    Selection, Server, Spool, Timeouts, Tls, Verify,
 };
 pub use units::{parse_duration, parse_size};
 
@@ -92,8 +92,10 @@ pub struct Settings {
     pub limits: Limits,
     /// The regional track backends (CA files absolute).
     pub regions: BTreeMap<String, RegionConfig>,
-    /// Which region serves which Host (host names normalised).
+    /// Which region serves which Host besides the registry (host names normalised).
     pub routing: Routing,
+    /// The registry mirror.
+    pub registry: RegistryConfig,
     /// How `domain verify` checks a domain.
     pub verify: Verify,
     /// The certificate store, when per-domain certificates are on.
@@ -229,6 +231,7 @@ impl Settings {
             limits: file.limits,
             regions: file.regions,
             routing,
+            registry: file.registry,
             verify: file.verify,
             certs,
             acme: file.acme,
@@ -339,6 +342,9 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
     }
     if l.max_connections == Some(0) {
         return Err(invalid("limits.max_connections", "must be at least 1"));
+    }
+    if file.registry.resync_interval < Duration::from_secs(1) {
+        return Err(invalid("registry.resync_interval", "must be at least 1s"));
     }
     if file.server.threads == Some(0) {
         return Err(invalid("server.threads", "must be at least 1"));

@@ -159,8 +159,10 @@ impl Control {
         })
     }
 
-    /// Stores a certificate chain and key for `host` (checked: the key matches, the certificate
-    /// covers `host`); every node serves it at its next handshake for `host`.
+    /// Stores a certificate chain and key for `host`, a registered domain (checked: the key
+    /// matches, the certificate covers `host`); every node serves it at its next handshake for
+    /// `host`. A name the registry does not know is refused: handshakes for it are decided
+    /// from memory and never read the store.
     pub async fn import_cert(
         &self,
         host: &str,
@@ -169,6 +171,11 @@ impl Control {
     ) -> Result<Info, ControlError> {
         let store = self.store()?;
         let host = cert_host(host)?;
+        if self.registry.get(&host).await?.is_none() {
+            return Err(ControlError::Invalid(format!(
+                "{host} is not registered: add it first (linkedge domain add); handshakes for names the registry does not know never read the certificate store"
+            )));
+        }
         Ok(store.put(&host, chain, key).await?)
     }
 

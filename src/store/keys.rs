@@ -25,6 +25,12 @@ impl Keys {
         format!("{}domains", self.prefix)
     }
 
+    /// Pub/sub channel on which the host of a changed registry entry is announced (the change
+    /// feed of every node's registry mirror).
+    pub fn domains_channel(&self) -> String {
+        format!("{}domains:changed", self.prefix)
+    }
+
     /// Hash of `host`'s stored certificate (chain, sealed key, validity).
     pub fn cert(&self, host: &str) -> String {
         format!("{}cert:{host}", self.prefix)
@@ -89,6 +95,7 @@ mod tests {
     fn every_key_starts_with_the_prefix_and_names_its_subject() {
         let k = Keys::new("le:");
         assert_eq!(k.domains(), "le:domains");
+        assert_eq!(k.domains_channel(), "le:domains:changed");
         assert_eq!(k.cert("a.example"), "le:cert:a.example");
         assert_eq!(k.cert_channel(), "le:certs");
         assert_eq!(k.acme_http01("t0k"), "le:acme:http01:t0k");

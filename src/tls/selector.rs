@@ -1,5 +1,7 @@
-//! The certificate for each handshake by SNI, for the certificate store's listener: memory,
-//! else Redis (then cached), else issued on demand, else the fallback.
+//! The certificate for each handshake by SNI, for the certificate store's listener: names the
+//! registry mirror does not know (or knows without a certificate) are decided from memory;
+//! the others from the cache, else Redis (then cached), else issued on demand, else the
+//! fallback.
 //!
 //! How certificates are obtained is not this module's business: on-demand issuance comes in
 //! through the [`OnDemand`] trait, which the ACME client implements.
@@ -7,6 +9,7 @@
 use super::cache::Cache;
 use super::store::{CertStore, Loaded};
 use crate::metrics;
+use crate::registry::{Mirror, State};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +28,7 @@ pub struct Selector {
     store: CertStore,
     fallback: Option<Arc<Loaded>>,
     on_demand: Option<Box<dyn OnDemand>>,
+    registry: Option<Arc<Mirror>>,
 }
 
 impl Selector {
@@ -36,7 +40,17 @@ impl Selector {
             store,
             fallback,
             on_demand: None,
+            registry: None,
         }
+    }
+
+    /// Decides from the registry mirror, without Redis, the handshakes of names it does not
+    /// know and of registered names without a certificate (unless on-demand issuance may order
+    /// one): both get the fallback, or no certificate. Until the mirror has loaded once, every
+    /// name is looked up as without it.
+    pub fn with_registry(mut self, mirror: Arc<Mirror>) -> Selector {
+        self.registry = Some(mirror);
+        self
     }
 
     /// Orders a certificate during the first handshake of a name that has none yet (the
@@ -87,12 +101,32 @@ impl Selector {
         }
     }
 
+    /// Whether `name` may have a certificate in the store, as far as memory can tell: false for
+    /// a name the registry does not know, and for a registered name without a certificate
+    /// that on-demand issuance may not order (it orders only for verified domains).
+    fn stored(&self, name: &str) -> bool {
+        let Some(m) = self.registry.as_ref().filter(|m| m.ready()) else {
+            return true;
+        };
+        match m.get(name) {
+            None => {
+                metrics::cert_lookup("unregistered").inc();
+                false
+            }
+            Some(e) if !(e.has_cert || self.on_demand.is_some() && e.state == State::Verified) => {
+                metrics::cert_lookup("no_cert").inc();
+                false
+            }
+            Some(_) => true,
+        }
+    }
+
     /// The certificate to present for the ClientHello's SNI (`None` when it sent none): the
     /// name's own, else the fallback, else none (the handshake fails).
     pub async fn choose(&self, sni: Option<&str>) -> Option<Arc<Loaded>> {
         let found = match sni {
-            Some(name) => self.lookup(name).await,
-            None => None,
+            Some(name) if self.stored(name) => self.lookup(name).await,
+            _ => None,
         };
         found.or_else(|| {
             if self.fallback.is_some() {

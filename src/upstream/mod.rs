@@ -11,6 +11,7 @@ pub mod health;
 
 use crate::config::{self, Routing, Selection};
 use crate::metrics;
+use crate::registry::Mirror;
 use discovery::Discovery;
 use health::{health_check, load_ca};
 use pingora::lb::selection::{Consistent, RoundRobin};
@@ -100,6 +101,7 @@ pub struct Regions {
     regions: HashMap<String, Arc<Region>>,
     default_region: Option<Arc<Region>>,
     domains: HashMap<String, Arc<Region>>,
+    registry: Option<Arc<Mirror>>,
 }
 
 /// What [`Regions::route`] decided for a request.
@@ -121,11 +123,21 @@ impl Regions {
     }
 
     /// The region serving `host` (normalised), or `None` for a Host we do not serve (421).
+    ///
+    /// In order: `routing.domains` (the operator's override), then the registry (a registered
+    /// domain goes to its own region, or nowhere when that region is not configured on this
+    /// node: never to another), then `routing.default_region` for hosts the registry does not
+    /// know.
     pub fn region_for(&self, host: &str) -> Option<Arc<Region>> {
-        self.domains
-            .get(host)
-            .or(self.default_region.as_ref())
-            .cloned()
+        if let Some(r) = self.domains.get(host) {
+            return Some(r.clone());
+        }
+        if let Some(m) = &self.registry
+            && let Some(registered) = m.registered_region(host)
+        {
+            return registered.and_then(|name| self.regions.get(name)).cloned();
+        }
+        self.default_region.clone()
     }
 
     /// Picks a backend for a request to `region`, by [`rule`]: a healthy untried one of
@@ -220,6 +232,7 @@ where
 pub fn build(
     config: &BTreeMap<String, config::RegionConfig>,
     routing: &Routing,
+    registry: Option<Arc<Mirror>>,
 ) -> anyhow::Result<Built> {
     let mut regions = HashMap::new();
     let mut services: Vec<Box<dyn pingora::services::ServiceWithDependents>> = Vec::new();
@@ -261,6 +274,7 @@ pub fn build(
             regions,
             default_region,
             domains,
+            registry,
         }),
         services,
     })
@@ -383,7 +397,7 @@ mod tests {
             routing: Routing,
         }
         let c: C = serde_yaml::from_str(yaml).unwrap();
-        build(&c.regions, &c.routing).unwrap().regions
+        build(&c.regions, &c.routing, None).unwrap().regions
     }
 
     #[test]
@@ -400,5 +414,52 @@ mod tests {
         ));
         assert!(r.region_for("link.other.example").is_none());
         assert_eq!(r.region_for("link.eu.example").unwrap().name, "eu");
+    }
+
+    #[test]
+    fn the_registry_routes_between_the_override_and_the_default() {
+        use crate::registry::{Domain, State};
+        let yaml = "regions:\n  us: { backends: [{ addr: '127.0.0.1:9' }] }\n  eu: { backends: [{ addr: '127.0.0.2:9' }] }\nrouting:\n  default_region: us\n  domains: { link.pinned.example: us }\n";
+        #[derive(serde::Deserialize)]
+        struct C {
+            regions: BTreeMap<String, config::RegionConfig>,
+            routing: Routing,
+        }
+        let c: C = serde_yaml::from_str(yaml).unwrap();
+        let m = Arc::new(Mirror::new(vec!["eu".into(), "us".into()]));
+        let d = |host: &str, region: &str| Domain {
+            host: host.into(),
+            workspace: 1,
+            region: region.into(),
+            state: State::Issued,
+            error: String::new(),
+            created_ms: 0,
+            updated_ms: 0,
+            verified_ms: None,
+        };
+        for (host, region) in [
+            ("link.eu.example", "eu"),
+            ("link.pinned.example", "eu"),
+            ("link.ap.example", "ap"),
+        ] {
+            m.apply(host, Some((&d(host, region), false)));
+        }
+        let r = build(&c.regions, &c.routing, Some(m.clone()))
+            .unwrap()
+            .regions;
+        // Registered in eu: eu, not the default.
+        assert_eq!(r.region_for("link.eu.example").unwrap().name, "eu");
+        // The operator's override wins over the registry.
+        assert_eq!(r.region_for("link.pinned.example").unwrap().name, "us");
+        // Registered in a region this node lacks: not served here, never the default region.
+        assert!(r.region_for("link.ap.example").is_none());
+        // Unknown to the registry: the default region.
+        assert_eq!(r.region_for("link.other.example").unwrap().name, "us");
+        // Moved to us: followed at once.
+        m.apply(
+            "link.eu.example",
+            Some((&d("link.eu.example", "us"), false)),
+        );
+        assert_eq!(r.region_for("link.eu.example").unwrap().name, "us");
     }
 }

@@ -581,8 +581,21 @@ pub fn client_builder() -> reqwest::ClientBuilder {
 }
 
 /// Polls until `f` holds or `limit` passes; returns whether it held.
-/// `linkedge cert import HOST --cert CERT --key KEY`, which must succeed.
+/// `linkedge domain add HOST` (workspace 1, region `us`, which the config must have; kept as
+/// it is when already registered), then `linkedge cert import HOST --cert CERT --key KEY`;
+/// both must succeed. Returns once `le`'s registry mirror has applied both changes, so its
+/// next handshake for HOST finds the certificate.
 pub fn import_cert(le: &Linkedge, host: &str, cert: &Path, key: &Path) {
+    let changes = "linkedge_registry_changes_total";
+    let before = le.metric(changes);
+    let (added, out) = cli(
+        le,
+        "domain",
+        &["add", host, "--workspace", "1", "--region", "us"],
+    );
+    assert!(added || out.contains("already registered"), "{out}");
+    // Each change is one message on the feed: the registration (when new) and the certificate.
+    let changed = if added { 2.0 } else { 1.0 };
     let (ok, out) = cli(
         le,
         "cert",
@@ -596,6 +609,11 @@ pub fn import_cert(le: &Linkedge, host: &str, cert: &Path, key: &Path) {
         ],
     );
     assert!(ok, "{out}");
+    assert!(
+        eventually(Duration::from_secs(5), || le.metric(changes)
+            >= before + changed),
+        "the registry mirror did not apply the changes to {host}"
+    );
 }
 
 /// Spool segment files under `dir`, in every process's subdirectory.
@@ -704,6 +722,15 @@ pub fn dev_leaf_with(
 /// The serial of the certificate served for `sni`, verified against the
 /// certificates in `root_pem`; `Err` when the handshake or the verification fails.
 pub async fn tls_serial(le: &Linkedge, sni: &str, root_pem: &[u8]) -> Result<String, String> {
+    tls_serial_at(le.https, sni, root_pem).await
+}
+
+/// [`tls_serial`] against the HTTPS listener at `https`.
+pub async fn tls_serial_at(
+    https: SocketAddr,
+    sni: &str,
+    root_pem: &[u8],
+) -> Result<String, String> {
     use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
     let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
     let store = b.cert_store_mut();
@@ -712,7 +739,7 @@ pub async fn tls_serial(le: &Linkedge, sni: &str, root_pem: &[u8]) -> Result<Str
     }
     b.set_verify(SslVerifyMode::PEER);
     let ssl = b.build().configure().unwrap().into_ssl(sni).unwrap();
-    let tcp = tokio::net::TcpStream::connect(le.https).await.unwrap();
+    let tcp = tokio::net::TcpStream::connect(https).await.unwrap();
     let mut s = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
     std::pin::Pin::new(&mut s)
         .connect()
@@ -729,7 +756,8 @@ pub async fn tls_serial(le: &Linkedge, sni: &str, root_pem: &[u8]) -> Result<Str
 }
 
 /// Sets the registry state of `host` (as `domain verify` or the issuer would have), through
-/// `conn` (a standalone or cluster connection).
+/// `conn` (a standalone or cluster connection), and announces it on the change feed as the
+/// registry does.
 pub fn set_domain_state(conn: &mut dyn redis::ConnectionLike, host: &str, state: &str) {
     let raw: String = redis::cmd("HGET")
         .arg("linkedge:domains")
@@ -742,6 +770,11 @@ pub fn set_domain_state(conn: &mut dyn redis::ConnectionLike, host: &str, state:
         .arg("linkedge:domains")
         .arg(host)
         .arg(d.to_string())
+        .query(conn)
+        .unwrap();
+    let _: () = redis::cmd("PUBLISH")
+        .arg("linkedge:domains:changed")
+        .arg(host)
         .query(conn)
         .unwrap();
 }

@@ -3,11 +3,15 @@
 //!
 //! Storage: one Redis hash (`<prefix>domains`), field = the normalised host, value = the
 //! [`Domain`] as JSON. Host names are validated and normalised by
-//! [`crate::host::normalize_domain`], a pure function.
+//! [`crate::host::normalize_domain`], a pure function. Each change is announced on the change
+//! feed that keeps every node's [`mirror`] current.
+
+pub mod mirror;
 
 pub use crate::host::DomainError;
 use crate::host::normalize_domain;
 use crate::store::Db;
+pub use mirror::{Follower, Mirror};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
@@ -162,6 +166,19 @@ impl Registry {
     async fn put(&self, d: &Domain) -> Result<(), RegistryError> {
         let json = serde_json::to_string(d).expect("domains serialize");
         let _: () = self.db.conn().await?.hset(&self.key, &d.host, json).await?;
+        self.announce(&d.host).await
+    }
+
+    /// Tells every node's mirror that `host` changed. The write before it has landed, so a node
+    /// that misses the message (not subscribed at that moment) loads everything again when it
+    /// subscribes.
+    async fn announce(&self, host: &str) -> Result<(), RegistryError> {
+        let _: () = self
+            .db
+            .conn()
+            .await?
+            .publish(self.db.keys().domains_channel(), host)
+            .await?;
         Ok(())
     }
 
@@ -191,7 +208,7 @@ impl Registry {
         if n == 0 {
             return Err(RegistryError::NotFound(host));
         }
-        Ok(())
+        self.announce(&host).await
     }
 
     /// Moves the domain to `state` with `error` (empty when none).

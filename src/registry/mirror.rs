@@ -1,0 +1,356 @@
+//! The registry mirror: every registered domain in memory on every node (region, state, whether
+//! a certificate is stored), so routing and the TLS handshake decide from memory, and a name the
+//! registry does not know costs no Redis command.
+//!
+//! Kept current three ways: a full load when the node starts and whenever its change-feed
+//! subscription is (re)established (messages sent meanwhile are lost), the change feed itself
+//! (the registry announces each changed host on `<prefix>domains:changed`, the certificate store
+//! on `<prefix>certs`; the mirror reads that one host again), and a full re-sync every
+//! `registry.resync_interval`, so a message lost any other way heals. While Redis is away the
+//! mirror keeps serving the last state it knew.
+//!
+//! Memory: one entry per domain, its host as a boxed string and 16 bytes of facts (the region as
+//! an index into the configured region names). Figures in the README (Domains).
+
+use super::{Domain, State};
+use crate::metrics;
+use crate::store::Db;
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// What the mirror knows of one registered domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// Index of the domain's region in [`Mirror::regions`]; `u16::MAX` when the registry names
+    /// a region this node does not have configured.
+    region: u16,
+    /// Where the domain stands.
+    pub state: State,
+    /// A certificate is stored for it.
+    pub has_cert: bool,
+}
+
+/// The in-memory registry; see the module documentation.
+pub struct Mirror {
+    regions: Vec<String>,
+    map: RwLock<HashMap<Box<str>, Entry>>,
+    /// A full load has completed at least once.
+    ready: AtomicBool,
+    /// Unix seconds of the last completed full load.
+    synced_at: AtomicI64,
+}
+
+/// Hosts read per HSCAN page and per pipeline of certificate checks.
+const PAGE: usize = 1000;
+
+impl Mirror {
+    /// An empty mirror for a node with `regions` configured.
+    pub fn new(regions: Vec<String>) -> Mirror {
+        Mirror {
+            regions,
+            map: RwLock::new(HashMap::new()),
+            ready: AtomicBool::new(false),
+            synced_at: AtomicI64::new(0),
+        }
+    }
+
+    /// True once the whole registry has been loaded (before that, callers fall back to
+    /// asking Redis, as without a mirror).
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// What is known of `host` (normalised), if it is registered.
+    pub fn get(&self, host: &str) -> Option<Entry> {
+        self.read().get(host).copied()
+    }
+
+    /// The region serving `host`, when it is registered in a region this node has.
+    pub fn region(&self, host: &str) -> Option<&str> {
+        self.registered_region(host).flatten()
+    }
+
+    /// `None` when `host` is not registered; else its region, `None` inside when the registry
+    /// names a region this node does not have.
+    pub fn registered_region(&self, host: &str) -> Option<Option<&str>> {
+        let e = self.get(host)?;
+        Some(self.regions.get(e.region as usize).map(String::as_str))
+    }
+
+    /// How many domains are registered.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// True when no domain is registered (or nothing is loaded yet).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Box<str>, Entry>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Box<str>, Entry>> {
+        self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn entry(&self, d: &Domain, has_cert: bool) -> Entry {
+        let region = self
+            .regions
+            .iter()
+            .position(|r| *r == d.region)
+            .map_or(u16::MAX, |i| i as u16);
+        Entry {
+            region,
+            state: d.state,
+            has_cert,
+        }
+    }
+
+    /// Records `host` as `d` (or as gone), with whether it has a certificate: one change from
+    /// the feed.
+    pub fn apply(&self, host: &str, d: Option<(&Domain, bool)>) {
+        let mut map = self.write();
+        match d {
+            Some((d, has_cert)) => {
+                let e = self.entry(d, has_cert);
+                match map.get_mut(host) {
+                    Some(old) => *old = e,
+                    None => {
+                        map.insert(host.into(), e);
+                    }
+                }
+            }
+            None => {
+                map.remove(host);
+            }
+        }
+        metrics::REGISTRY_DOMAINS.set(map.len() as i64);
+    }
+
+    fn replace(&self, all: HashMap<Box<str>, Entry>) {
+        let mut map = self.write();
+        *map = all;
+        metrics::REGISTRY_DOMAINS.set(map.len() as i64);
+        drop(map);
+        let now = crate::time::unix_s();
+        self.synced_at.store(now, Ordering::Release);
+        metrics::REGISTRY_SYNCED.set(now);
+        metrics::REGISTRY_LOADS.inc();
+        self.ready.store(true, Ordering::Release);
+    }
+}
+
+/// Keeps a [`Mirror`] current from Redis, as a background service.
+pub struct Follower {
+    mirror: Arc<Mirror>,
+    db: Db,
+    resync: Duration,
+}
+
+fn parse(host: &str, raw: &str) -> Option<Domain> {
+    match serde_json::from_str(raw) {
+        Ok(d) => Some(d),
+        Err(_) => {
+            tracing::warn!(host = %host, "registry: stored record is damaged; skipped");
+            None
+        }
+    }
+}
+
+impl Follower {
+    /// Follows the registry in `db` into `mirror`, loading it all again every `resync`.
+    pub fn new(mirror: Arc<Mirror>, db: Db, resync: Duration) -> Follower {
+        Follower { mirror, db, resync }
+    }
+
+    /// Which of `hosts` have a certificate stored (one pipelined EXISTS per host).
+    async fn with_cert(&self, hosts: &[String]) -> redis::RedisResult<Vec<bool>> {
+        // Redis refuses an empty pipeline (an empty registry, or an empty HSCAN page).
+        if hosts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for h in hosts {
+            pipe.exists(self.db.keys().cert(h));
+        }
+        let mut conn = self.db.conn().await?;
+        pipe.query_async(&mut conn).await
+    }
+
+    /// Loads the whole registry and replaces the mirror with it.
+    pub async fn load(&self) -> redis::RedisResult<usize> {
+        let started = Instant::now();
+        let key = self.db.keys().domains();
+        let mut all = HashMap::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+                .arg(&key)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(PAGE)
+                .query_async(&mut self.db.conn().await?)
+                .await?;
+            let domains: Vec<Domain> = page.iter().filter_map(|(h, r)| parse(h, r)).collect();
+            let hosts: Vec<String> = domains.iter().map(|d| d.host.clone()).collect();
+            let certs = self.with_cert(&hosts).await?;
+            for (d, has_cert) in domains.iter().zip(certs) {
+                all.insert(d.host.as_str().into(), self.mirror.entry(d, has_cert));
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        let n = all.len();
+        self.mirror.replace(all);
+        tracing::info!(
+            domains = n,
+            seconds = started.elapsed().as_secs_f64(),
+            "registry mirror loaded"
+        );
+        Ok(n)
+    }
+
+    /// Reads `host` again (its record and whether it has a certificate).
+    async fn refresh(&self, host: &str) -> redis::RedisResult<()> {
+        let raw: Option<String> = self
+            .db
+            .conn()
+            .await?
+            .hget(self.db.keys().domains(), host)
+            .await?;
+        match raw.as_deref().and_then(|r| parse(host, r)) {
+            Some(d) => {
+                let has_cert = self.with_cert(std::slice::from_ref(&d.host)).await?[0];
+                self.mirror.apply(host, Some((&d, has_cert)));
+            }
+            None => self.mirror.apply(host, None),
+        }
+        metrics::REGISTRY_CHANGES.inc();
+        Ok(())
+    }
+
+    /// Subscribes to the change feed, loads everything, then applies changes until the
+    /// subscription fails.
+    async fn follow(&self) -> redis::RedisResult<()> {
+        use futures_util::StreamExt;
+        let bound = self.db.timeout();
+        let timed_out = || {
+            redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer within redis.timeout",
+            ))
+        };
+        let keys = self.db.keys();
+        let (domains, certs) = (keys.domains_channel(), keys.cert_channel());
+        let mut pubsub = self.db.pubsub().await?;
+        tokio::time::timeout(bound, pubsub.subscribe(&[&domains, &certs]))
+            .await
+            .map_err(|_| timed_out())??;
+        // Subscribed first, then loaded: a change made during the load is announced after it.
+        self.load().await?;
+        let (mut sink, mut stream) = pubsub.split();
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.tick().await;
+        let mut resync = tokio::time::interval(self.resync);
+        resync.tick().await;
+        loop {
+            tokio::select! {
+                msg = stream.next() => {
+                    let Some(msg) = msg else {
+                        return Err(redis::RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "the subscription ended",
+                        )));
+                    };
+                    if let Ok(host) = msg.get_payload::<String>() {
+                        self.refresh(&host).await?;
+                    }
+                }
+                _ = ping.tick() => {
+                    tokio::time::timeout(bound, sink.ping::<redis::Value>())
+                        .await
+                        .map_err(|_| timed_out())??;
+                }
+                _ = resync.tick() => {
+                    self.load().await?;
+                }
+            }
+        }
+    }
+}
+
+/// How often the change feed's connection is checked with a PING.
+const PING_EVERY: Duration = Duration::from_secs(5);
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for Follower {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        loop {
+            tokio::select! {
+                r = self.follow() => {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "registry change feed lost; serving the last known registry, retrying");
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain(host: &str, region: &str, state: State) -> Domain {
+        Domain {
+            host: host.into(),
+            workspace: 1,
+            region: region.into(),
+            state,
+            error: String::new(),
+            created_ms: 0,
+            updated_ms: 0,
+            verified_ms: None,
+        }
+    }
+
+    #[test]
+    fn answers_from_memory_and_follows_changes() {
+        let m = Mirror::new(vec!["us".into(), "eu".into()]);
+        assert!(!m.ready());
+        let eu = domain("link.eu.example", "eu", State::Issued);
+        let mut all = HashMap::new();
+        all.insert("link.eu.example".into(), m.entry(&eu, true));
+        m.replace(all);
+        assert!(m.ready());
+        assert_eq!(m.region("link.eu.example"), Some("eu"));
+        assert!(m.get("link.eu.example").unwrap().has_cert);
+        assert_eq!(m.get("unknown.example"), None);
+        // Moved to us, certificate removed; then removed from the registry.
+        let us = domain("link.eu.example", "us", State::Verified);
+        m.apply("link.eu.example", Some((&us, false)));
+        assert_eq!(m.region("link.eu.example"), Some("us"));
+        assert_eq!(m.get("link.eu.example").unwrap().state, State::Verified);
+        m.apply("link.eu.example", None);
+        assert_eq!(m.region("link.eu.example"), None);
+        assert!(m.is_empty());
+        // A region this node does not have: known, but no region to route to.
+        let ap = domain("link.ap.example", "ap", State::Pending);
+        m.apply("link.ap.example", Some((&ap, false)));
+        assert!(m.get("link.ap.example").is_some());
+        assert_eq!(m.region("link.ap.example"), None);
+    }
+}
