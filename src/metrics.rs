@@ -3,8 +3,8 @@
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    TextEncoder, register_histogram, register_histogram_vec, register_int_counter,
-    register_int_counter_vec, register_int_gauge,
+    TextEncoder, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge,
 };
 use std::sync::LazyLock;
 
@@ -71,9 +71,9 @@ static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         Opts::new(
             "linkedge_events_total",
-            "Click and open events by outcome: written, spooled, spilled (an unanswered batch also spooled after events.memory_window), replayed, already_written."
+            "Click and open events by event sink and outcome: written, spooled, spilled (an unanswered batch also spooled after events.memory_window), replayed, already_written."
         ),
-        &["outcome"]
+        &["sink", "outcome"]
     )
     .expect("metric registers")
 });
@@ -82,9 +82,9 @@ static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         Opts::new(
             "linkedge_events_dropped_total",
-            "Events lost, by reason: spool_full, spool_io, spool_corrupt."
+            "Events lost, by event sink and reason: spool_full, spool_io, spool_corrupt."
         ),
-        &["reason"]
+        &["sink", "reason"]
     )
     .expect("metric registers")
 });
@@ -110,44 +110,95 @@ pub static HOST_MISMATCH: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers")
 });
 
-/// Events waiting in the in-memory queue.
-pub static EVENT_QUEUE_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!(
+static EVENT_QUEUE_DEPTH: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
         "linkedge_event_queue_depth",
-        "Events waiting in the in-memory queue."
+        "Events waiting in an event sink's in-memory queue.",
+        &["sink"]
     )
     .expect("metric registers")
 });
 
-/// Bytes held by the on-disk spool.
-pub static SPOOL_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!(
+static SPOOL_BYTES: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
         "linkedge_event_spool_bytes",
-        "Bytes of events held in the on-disk spool."
+        "Bytes of events held in an event sink's on-disk spool.",
+        &["sink"]
     )
     .expect("metric registers")
 });
 
-/// How full the spool is, 0 to 1 (`linkedge_event_spool_bytes` over `events.spool.max_bytes`).
-pub static SPOOL_FILL: LazyLock<prometheus::Gauge> = LazyLock::new(|| {
-    prometheus::register_gauge!(
+static SPOOL_FILL: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
+    prometheus::register_gauge_vec!(
         "linkedge_event_spool_fill_ratio",
-        "Fraction of events.spool.max_bytes in use; at 1 new events are dropped."
+        "Fraction of events.spool.max_bytes an event sink's spool uses; at 1 its new events are dropped.",
+        &["sink"]
     )
     .expect("metric registers")
 });
 
-/// Duration of one pipelined batch write to Redis.
-pub static REDIS_WRITE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    register_histogram!(
+static REDIS_WRITE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
         HistogramOpts::new(
             "linkedge_redis_write_duration_seconds",
-            "Time for one pipelined XADD batch, successful or not."
+            "Time for one pipelined XADD batch to an event sink's Redis, successful or not."
         )
-        .buckets(LATENCY_BUCKETS.to_vec())
+        .buckets(LATENCY_BUCKETS.to_vec()),
+        &["sink"]
     )
     .expect("metric registers")
 });
+
+/// The event metrics of one event sink (`default`, or a region's name), resolved once.
+#[derive(Clone)]
+pub struct SinkMetrics {
+    /// The sink's name, the `sink` label.
+    pub sink: &'static str,
+    /// Events waiting in its queue.
+    pub queue_depth: IntGauge,
+    /// Bytes in its spool.
+    pub spool_bytes: IntGauge,
+    /// Fraction of its spool's bound in use.
+    pub spool_fill: prometheus::Gauge,
+    /// Duration of its batch writes.
+    pub write_seconds: Histogram,
+}
+
+impl SinkMetrics {
+    /// The metrics of sink `sink`, every series created (at zero) now.
+    pub fn new(sink: &'static str) -> SinkMetrics {
+        let m = SinkMetrics {
+            sink,
+            queue_depth: EVENT_QUEUE_DEPTH.with_label_values(&[sink]),
+            spool_bytes: SPOOL_BYTES.with_label_values(&[sink]),
+            spool_fill: SPOOL_FILL.with_label_values(&[sink]),
+            write_seconds: REDIS_WRITE_SECONDS.with_label_values(&[sink]),
+        };
+        for o in [
+            "written",
+            "spooled",
+            "spilled",
+            "replayed",
+            "already_written",
+        ] {
+            m.outcome(o);
+        }
+        for r in ["spool_full", "spool_io", "spool_corrupt"] {
+            m.dropped(r);
+        }
+        m
+    }
+
+    /// The counter of this sink's events with an outcome.
+    pub fn outcome(&self, outcome: &str) -> IntCounter {
+        EVENTS.with_label_values(&[self.sink, outcome])
+    }
+
+    /// The counter of this sink's events lost for a reason.
+    pub fn dropped(&self, reason: &str) -> IntCounter {
+        DROPPED.with_label_values(&[self.sink, reason])
+    }
+}
 
 /// Per-route handles resolved once, so the request path does no label lookup.
 pub struct RouteMetrics {
@@ -196,16 +247,6 @@ pub fn served(r: Served) -> &'static RouteMetrics {
     &ROUTES[r as usize]
 }
 
-/// The counter of events with an outcome.
-pub fn events_outcome(outcome: &str) -> IntCounter {
-    EVENTS.with_label_values(&[outcome])
-}
-
-/// The counter of events dropped for a reason.
-pub fn events_dropped(reason: &str) -> IntCounter {
-    DROPPED.with_label_values(&[reason])
-}
-
 /// The counter of token failures for a reason.
 pub fn token_failure(reason: &str) -> IntCounter {
     TOKEN_FAILURES.with_label_values(&[reason])
@@ -214,23 +255,7 @@ pub fn token_failure(reason: &str) -> IntCounter {
 /// Registers every metric so `/metrics` lists them (at zero) from the start.
 pub fn init() {
     LazyLock::force(&ROUTES);
-    for o in [
-        "written",
-        "spooled",
-        "spilled",
-        "replayed",
-        "already_written",
-    ] {
-        events_outcome(o);
-    }
-    for r in ["spool_full", "spool_io", "spool_corrupt"] {
-        events_dropped(r);
-    }
     LazyLock::force(&HOST_MISMATCH);
-    LazyLock::force(&EVENT_QUEUE_DEPTH);
-    LazyLock::force(&SPOOL_BYTES);
-    LazyLock::force(&SPOOL_FILL);
-    LazyLock::force(&REDIS_WRITE_SECONDS);
     LazyLock::force(&TOKEN_FAILURES);
     LazyLock::force(&CONNECTIONS_OPEN);
     LazyLock::force(&REGISTRY_DOMAINS);

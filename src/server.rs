@@ -6,9 +6,9 @@ use crate::config::Settings;
 use crate::control::Control;
 use crate::control::admin::Admin;
 use crate::edge::{Edge, WellKnown};
-use crate::events::Recorder;
 use crate::events::spool::Spool;
 use crate::events::writer::{Writer, WriterConfig};
+use crate::events::{Recorder, Sinks};
 use crate::limits::{self, Conns, Guarded};
 use crate::registry::{Follower, Mirror};
 use crate::store::Db;
@@ -114,20 +114,37 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     let s = &settings;
     metrics::init();
     let ev = &s.events;
-    let mut spool = Spool::open(&ev.spool.dir, ev.spool.max_bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "events.spool.dir: cannot open {}: {e}",
-            ev.spool.dir.display()
-        )
-    })?;
-    spool.set_sync_interval(ev.spool.sync_interval);
-    if spool.has_backlog() {
-        tracing::info!(
-            bytes = spool.bytes(),
-            "spool holds events from an earlier run; replaying"
-        );
+    // The default sink, then one per region with its own (`events.regions`): each its own
+    // queue, spool and writer, so one Redis outage holds back only its own events.
+    let default = recorder(s, "default", ev.spool.dir.clone())?;
+    let mut writers = vec![(
+        default.clone(),
+        WriterConfig {
+            db: s.db("events")?,
+            stream: ev.stream.clone(),
+            maxlen: ev.maxlen,
+            batch_max: ev.batch_max,
+            memory_window: ev.memory_window,
+        },
+    )];
+    let mut sinks = Sinks::new(default);
+    for sink in &s.event_sinks {
+        let name: &'static str = Box::leak(sink.region.clone().into_boxed_str());
+        let rec = recorder(s, name, ev.spool.dir.join(format!("region-{name}")))?;
+        let db_name: &'static str = Box::leak(format!("events-{name}").into_boxed_str());
+        writers.push((
+            rec.clone(),
+            WriterConfig {
+                db: Db::new(&sink.redis, db_name)?,
+                stream: sink.stream.clone(),
+                maxlen: sink.maxlen,
+                batch_max: ev.batch_max,
+                memory_window: ev.memory_window,
+            },
+        ));
+        sinks = sinks.with_region(name, rec);
     }
-    let recorder = Arc::new(Recorder::new(ev.queue_capacity, spool));
+    let sinks = Arc::new(sinks);
 
     let threads = s
         .server
@@ -164,7 +181,7 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     let regions = upstream::build(&s.regions, &s.routing, Some(mirror.clone()))?;
     let edge = Edge::new(
         s.keyring.clone(),
-        recorder.clone(),
+        sinks.clone(),
         s.clients.trusted_proxies.clone(),
         regions.regions.clone(),
         WellKnown::new(state.clone()),
@@ -203,17 +220,10 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         server.add_service(admin);
     }
 
-    let writer = Writer::new(
-        recorder.clone(),
-        WriterConfig {
-            db: s.db("events")?,
-            stream: ev.stream.clone(),
-            maxlen: ev.maxlen,
-            batch_max: ev.batch_max,
-            memory_window: ev.memory_window,
-        },
-    );
-    server.add_service(background_service("event writer", writer));
+    for (rec, cfg) in writers {
+        let name = format!("event writer {}", rec.metrics().sink);
+        server.add_service(background_service(&name, Writer::new(rec, cfg)));
+    }
 
     tracing::info!(
         http = ?s.listen.http,
@@ -225,7 +235,28 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     // With --test, bootstrap exits here, after everything above (certificates included) loaded.
     server.bootstrap();
     server.run(RunArgs::default());
-    let left = recorder.flush_to_spool();
+    let left: usize = sinks.all().map(|r| r.flush_to_spool()).sum();
     tracing::info!(spooled = left, "linkedge stopped");
     Ok(())
+}
+
+/// The queue and spool of the event sink `sink`, its spool in `dir`.
+fn recorder(
+    s: &Settings,
+    sink: &'static str,
+    dir: std::path::PathBuf,
+) -> anyhow::Result<Arc<Recorder>> {
+    let ev = &s.events;
+    let metrics = crate::metrics::SinkMetrics::new(sink);
+    let mut spool = Spool::open_for(&dir, ev.spool.max_bytes, metrics)
+        .map_err(|e| anyhow::anyhow!("events.spool.dir: cannot open {}: {e}", dir.display()))?;
+    spool.set_sync_interval(ev.spool.sync_interval);
+    if spool.has_backlog() {
+        tracing::info!(
+            sink,
+            bytes = spool.bytes(),
+            "spool holds events from an earlier run; replaying"
+        );
+    }
+    Ok(Arc::new(Recorder::new(ev.queue_capacity, spool)))
 }

@@ -266,7 +266,7 @@ async fn every_event_field_lands_in_the_stream() {
     assert_eq!(o["type"], "open");
     assert!(!o.contains_key("url"));
     assert_ne!(o["id"], c["id"]);
-    assert!(le.metric("linkedge_events_total{outcome=\"written\"}") >= 2.0);
+    assert!(le.metric("linkedge_events_total{outcome=\"written\",sink=\"default\"}") >= 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -298,9 +298,9 @@ async fn metrics_listener_exports_prometheus_text() {
         "linkedge_requests_total{route=\"click\",status=\"302\"} 1",
         "linkedge_requests_total{route=\"other\",status=\"404\"} 1",
         "linkedge_request_duration_seconds_bucket",
-        "linkedge_events_total{outcome=\"spooled\"}",
-        "linkedge_events_dropped_total{reason=\"spool_full\"}",
-        "linkedge_event_queue_depth",
+        "linkedge_events_total{outcome=\"spooled\",sink=\"default\"}",
+        "linkedge_events_dropped_total{reason=\"spool_full\",sink=\"default\"}",
+        "linkedge_event_queue_depth{sink=\"default\"}",
         "linkedge_redis_write_duration_seconds",
     ] {
         assert!(m.contains(series), "missing {series} in\n{m}");

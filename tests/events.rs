@@ -77,10 +77,10 @@ async fn redis_killed_mid_burst_loses_no_click() {
     served.extend(burst(&le, 1200..1500, 8).await);
     assert_eq!(served.len(), 1500);
     assert_exactly_once(&redis, &le, &served);
-    assert!(le.metric("linkedge_events_total{outcome=\"spooled\"}") > 0.0);
-    assert!(le.metric("linkedge_events_total{outcome=\"replayed\"}") > 0.0);
+    assert!(le.metric("linkedge_events_total{outcome=\"spooled\",sink=\"default\"}") > 0.0);
+    assert!(le.metric("linkedge_events_total{outcome=\"replayed\",sink=\"default\"}") > 0.0);
     assert_eq!(
-        le.metric("linkedge_events_dropped_total{reason=\"spool_full\"}"),
+        le.metric("linkedge_events_dropped_total{reason=\"spool_full\",sink=\"default\"}"),
         0.0
     );
     eprintln!("800 redirects with Redis down took {down_for:?}");
@@ -148,9 +148,10 @@ async fn full_spool_drops_are_counted_not_silent() {
     let served = burst(&le, 0..200, 4).await;
     assert_eq!(served.len(), 200, "redirects continue with the spool full");
     let accounted = || {
-        let spooled = le.metric("linkedge_events_total{outcome=\"spooled\"}");
-        let dropped = le.metric("linkedge_events_dropped_total{reason=\"spool_full\"}");
-        let queued = le.metric("linkedge_event_queue_depth");
+        let spooled = le.metric("linkedge_events_total{outcome=\"spooled\",sink=\"default\"}");
+        let dropped =
+            le.metric("linkedge_events_dropped_total{reason=\"spool_full\",sink=\"default\"}");
+        let queued = le.metric("linkedge_event_queue_depth{sink=\"default\"}");
         (spooled, dropped, queued)
     };
     let settled = eventually(Duration::from_secs(10), || {
@@ -251,13 +252,13 @@ async fn spooled_clicks_are_compact_and_all_replayed() {
         t.await.unwrap();
     }
     assert!(
-        eventually(Duration::from_secs(10), || le
-            .metric("linkedge_events_total{outcome=\"spooled\"}")
-            == n as f64),
+        eventually(Duration::from_secs(10), || le.metric(
+            "linkedge_events_total{outcome=\"spooled\",sink=\"default\"}"
+        ) == n as f64),
         "not all spooled:\n{}",
         le.log()
     );
-    let bytes = le.metric("linkedge_event_spool_bytes");
+    let bytes = le.metric("linkedge_event_spool_bytes{sink=\"default\"}");
     let per_event = bytes / n as f64;
     eprintln!("spooled {n} clicks in {bytes} bytes: {per_event:.1} bytes per event");
     assert!(per_event <= 59.0, "{per_event:.1} bytes per spooled event");
@@ -367,9 +368,9 @@ async fn a_spilled_batch_that_landed_does_not_stall_the_spool() {
     assert_eq!(burst(&le, 5..6, 1).await.len(), 1);
     assert!(eventually(Duration::from_secs(5), || redis.xlen(STREAM) == 6));
     assert!(
-        eventually(Duration::from_secs(5), || le
-            .metric("linkedge_events_total{outcome=\"spilled\"}")
-            > 0.0),
+        eventually(Duration::from_secs(5), || le.metric(
+            "linkedge_events_total{outcome=\"spilled\",sink=\"default\"}"
+        ) > 0.0),
         "no batch was spilled: the pause did not hold a write long enough"
     );
     // The spool empties, and later clicks reach the stream.

@@ -182,3 +182,144 @@ async fn a_node_started_after_100k_registrations_has_them_all() {
         assert_eq!(v["server"], want, "{host}");
     }
 }
+
+/// Follows `n` tracked clicks on `host` through `le`; each must redirect.
+async fn clicks(le: &Linkedge, host: &str, n: u64, first: u64) {
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for i in first..first + n {
+        let t = click(host, "https://shop.example/p", i);
+        let r = c
+            .get(le.http_url(&format!("/c/{t}")))
+            .header("Host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302, "click {i} on {host}");
+    }
+}
+
+/// The stream's events of `host`, with their `region` field.
+fn events_of(redis: &Redis, host: &str) -> Vec<String> {
+    redis
+        .entries(STREAM)
+        .into_iter()
+        .filter(|e| e["host"] == host)
+        .map(|e| e["region"].clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eu_clicks_and_traffic_stay_in_the_eu_and_survive_an_eu_redis_outage() {
+    // The default sink (and the registry) on one Redis, the EU sink on another.
+    let redis = Redis::start();
+    let mut eu_redis = Redis::start();
+    let us = Upstream::start("us-1", false).await;
+    let mut eu = Upstream::start("eu-1", false).await;
+    let mut o = Options::new(redis.url());
+    let r = |name: &str, u: &Upstream| {
+        format!(
+            "  {name}:\n    backends: [{{ addr: \"{}\" }}]\n    health_check: {{ interval: 200ms, timeout: 500ms, failures: 1, successes: 1 }}\n    timeouts: {{ connect: 300ms, read: 1s, write: 1s }}\n",
+            u.addr
+        )
+    };
+    // us may fail over to eu; eu names no fallback: nothing about an EU domain leaves the EU.
+    o.extra_yaml = format!(
+        "regions:\n{}    fallback: eu\n{}routing:\n  default_region: us\n",
+        r("us", &us),
+        r("eu", &eu)
+    );
+    o.events_extra = format!(
+        "  regions:\n    eu:\n      redis: {{ url: \"{}\", timeout: 300ms }}\n",
+        eu_redis.url()
+    );
+    let le = Linkedge::start(&o);
+    let eu_host = "link.eu-shop.example";
+    let us_host = "link.us-shop.example";
+    for (host, region) in [(eu_host, "eu"), (us_host, "us")] {
+        let (ok, out) = cli(
+            &le,
+            "domain",
+            &["add", host, "--workspace", "5", "--region", region],
+        );
+        assert!(ok, "{out}");
+    }
+    assert!(eventually(Duration::from_secs(5), || {
+        le.metric("linkedge_registry_changes_total") >= 2.0
+    }));
+
+    // Clicks on the EU domain land only in the EU stream, with region eu; US ones only in the
+    // default stream; an unregistered Host's in the default stream, with no region.
+    clicks(&le, eu_host, 20, 0).await;
+    clicks(&le, us_host, 20, 0).await;
+    clicks(&le, LOCAL, 5, 0).await;
+    assert!(eventually(Duration::from_secs(10), || {
+        eu_redis.xlen(STREAM) == 20 && redis.xlen(STREAM) == 25
+    }));
+    assert_eq!(events_of(&eu_redis, eu_host), vec!["eu"; 20]);
+    assert!(events_of(&eu_redis, us_host).is_empty());
+    assert!(events_of(&redis, eu_host).is_empty());
+    assert_eq!(events_of(&redis, us_host), vec!["us"; 20]);
+    assert_eq!(events_of(&redis, LOCAL), vec![""; 5]);
+
+    // The EU Redis goes away: EU events are spooled in the EU sink's own spool, US events keep
+    // flowing, and nothing EU reaches the default stream.
+    eu_redis.kill();
+    clicks(&le, eu_host, 30, 100).await;
+    clicks(&le, us_host, 30, 100).await;
+    assert!(eventually(Duration::from_secs(10), || redis.xlen(STREAM) == 55));
+    assert!(eventually(Duration::from_secs(10), || {
+        le.metric("linkedge_events_total{outcome=\"spooled\",sink=\"eu\"}") >= 30.0
+    }));
+    assert_eq!(
+        le.metric("linkedge_events_total{outcome=\"spooled\",sink=\"default\"}"),
+        0.0
+    );
+    assert!(events_of(&redis, eu_host).is_empty());
+    assert!(le.spool_dir.join("region-eu").is_dir());
+
+    // Back: every EU event replayed into the EU stream, none lost, none repeated.
+    eu_redis.restart();
+    assert!(
+        eventually(Duration::from_secs(20), || eu_redis.xlen(STREAM) == 50),
+        "EU stream holds {} of 50:\n{}",
+        eu_redis.xlen(STREAM),
+        le.log()
+    );
+    let ids: std::collections::HashSet<String> = eu_redis
+        .entries(STREAM)
+        .into_iter()
+        .map(|e| e["id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 50);
+    assert!(events_of(&redis, eu_host).is_empty());
+
+    // The EU backends down: EU requests fail (502); none is served by the US backends.
+    eu.stop().await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..5 {
+        let r = client()
+            .get(le.http_url("/unsubscribe/x"))
+            .header("Host", eu_host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502, "{}", r.text().await.unwrap());
+    }
+    // While a US domain's requests fail over to the EU (us names eu as its fallback) only when
+    // the US backends are down, which they are not: still served in the US.
+    assert_eq!(served_by_host(&le, us_host).await.as_deref(), Some("us-1"));
+}
+
+async fn served_by_host(le: &Linkedge, host: &str) -> Option<String> {
+    let r = client()
+        .get(le.http_url("/unsubscribe/x"))
+        .header("Host", host)
+        .send()
+        .await
+        .ok()?;
+    let v: Value = r.json().await.ok()?;
+    v["server"].as_str().map(str::to_owned)
+}

@@ -416,8 +416,8 @@ def sustained(le, ports, token, results, seconds):
     # filled much of it: counting new entries with XLEN would stop at the cap. Start from an empty
     # stream once the writer has caught up with the earlier load.
     settle = time.time()
-    while time.time() - settle < 30 and (metric(m, "linkedge_event_queue_depth") > 0
-                                         or metric(m, "linkedge_event_spool_bytes") > 0):
+    while time.time() - settle < 30 and (metric(m, 'linkedge_event_queue_depth{sink="default"}') > 0
+                                         or metric(m, 'linkedge_event_spool_bytes{sink="default"}') > 0):
         time.sleep(0.1)
     redis_cli(ports["redis"], "DEL", "linkedge:events")
     served0 = metric(m, 'linkedge_requests_total{route="click",status="302"}')
@@ -436,7 +436,7 @@ def sustained(le, ports, token, results, seconds):
             break
         time.sleep(0.01)
     xlen = int(redis_cli(ports["redis"], "XLEN", "linkedge:events")) - xlen0
-    dropped = metric(m, 'linkedge_events_dropped_total{reason="spool_full"}')
+    dropped = metric(m, 'linkedge_events_dropped_total{reason="spool_full",sink="default"}')
     res = {"title": f"{seconds} s sustained at {rate} req/s: events in the stream vs 302s served",
            "target_rps": rate, "served_302": int(served), "events": xlen, "lost": int(served) - xlen,
            "dropped": dropped, "writer_lag_s": lag,

@@ -553,6 +553,27 @@ pub struct Events {
     pub memory_window: Duration,
     /// Local spool for events Redis could not take.
     pub spool: Spool,
+    /// Regions whose events go to a Redis and stream of their own (region name → sink), so a
+    /// region's click data stays where its Redis is. Events of Hosts in other regions, or in
+    /// none, go to the top-level `redis` and `stream` (the default sink). Each sink has its own
+    /// queue, writer and spool (`<spool.dir>/region-<name>`): one region's Redis outage does not
+    /// hold back another's events. Default: none.
+    pub regions: BTreeMap<String, EventSinkConfig>,
+}
+
+/// One region's event sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSinkConfig {
+    /// The region's Redis, in the form of the top-level `redis` section (any topology, TLS,
+    /// credentials from env or file; its `prefix` is not used).
+    pub redis: Redis,
+    /// The region's stream. Default: `events.stream`.
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// `XADD MAXLEN ~` cap of the region's stream (0: none). Default: `events.maxlen`.
+    #[serde(default)]
+    pub maxlen: Option<u64>,
 }
 
 impl Default for Events {
@@ -564,6 +585,7 @@ impl Default for Events {
             batch_max: 4096,
             memory_window: Duration::from_millis(100),
             spool: Spool::default(),
+            regions: BTreeMap::new(),
         }
     }
 }

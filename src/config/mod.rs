@@ -7,9 +7,9 @@ pub mod file;
 pub mod units;
 
 pub use file::{
-    Acme, AcmeLimits, Admin, Backend, Certs, Clients, Events, File, HealthCheck, Limits, LinkKey,
-    Links, Listen, Redis, RedisCluster, RedisSentinel, RegionConfig, RegistryConfig, Routing,
-    Selection, Server, Spool, Timeouts, Tls, Verify,
+    Acme, AcmeLimits, Admin, Backend, Certs, Clients, EventSinkConfig, Events, File, HealthCheck,
+    Limits, LinkKey, Links, Listen, Redis, RedisCluster, RedisSentinel, RegionConfig,
+    RegistryConfig, Routing, Selection, Server, Spool, Timeouts, Tls, Verify,
 };
 pub use units::{parse_duration, parse_size};
 
@@ -84,8 +84,11 @@ pub struct Settings {
     pub link_scheme: String,
     /// Which peers may name the client in `X-Forwarded-For`.
     pub clients: Clients,
-    /// The event queue, writer and spool (spool directory absolute).
+    /// The event queue, writer and spool (spool directory absolute); its Redis is `redis` and
+    /// its stream `events.stream`: the default sink.
     pub events: Events,
+    /// The regions whose events go to a Redis and stream of their own (`events.regions`).
+    pub event_sinks: Vec<EventSink>,
     /// Process settings.
     pub server: Server,
     /// Connection caps and timeouts.
@@ -104,6 +107,19 @@ pub struct Settings {
     pub acme: Option<Acme>,
     /// The admin API bearer token, when configured.
     pub admin_token: Option<AdminToken>,
+}
+
+/// A region's own event sink: its clicks and opens go there, never to the default sink.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    /// The region (a key of `regions`).
+    pub region: String,
+    /// Its Redis.
+    pub redis: store::Spec,
+    /// Its stream.
+    pub stream: String,
+    /// Its `XADD MAXLEN ~` cap (0: none).
+    pub maxlen: u64,
 }
 
 /// The certificate store's settings, with the master keys read into a [`Sealer`].
@@ -187,7 +203,21 @@ impl Settings {
                 Some(AdminToken(bytes))
             }
         };
-        let redis = redis_spec(&file.redis, redis_prefix(&file)?, env)?;
+        let prefix = redis_prefix(&file)?;
+        let redis = redis_spec(&file.redis, prefix.clone(), env, "redis")?;
+        let mut event_sinks = Vec::new();
+        for (name, sink) in &file.events.regions {
+            let at = format!("events.regions.{name}");
+            event_sinks.push(EventSink {
+                region: name.clone(),
+                redis: redis_spec(&sink.redis, prefix.clone(), env, &format!("{at}.redis"))?,
+                stream: sink
+                    .stream
+                    .clone()
+                    .unwrap_or_else(|| file.events.stream.clone()),
+                maxlen: sink.maxlen.unwrap_or(file.events.maxlen),
+            });
+        }
         let certs = match file.certs {
             None => None,
             Some(c) => {
@@ -227,6 +257,7 @@ impl Settings {
             link_scheme: file.links.scheme,
             clients: file.clients,
             events: file.events,
+            event_sinks,
             server: file.server,
             limits: file.limits,
             regions: file.regions,
@@ -292,12 +323,14 @@ fn resolve_paths(mut file: File, base: &Path) -> File {
     for r in file.regions.values_mut() {
         r.ca_file.as_mut().map(resolve);
     }
-    let r = &mut file.redis;
-    for p in [&mut r.ca_file, &mut r.username_file, &mut r.password_file]
-        .into_iter()
-        .flatten()
-    {
-        resolve(p);
+    let sinks = file.events.regions.values_mut().map(|s| &mut s.redis);
+    for r in std::iter::once(&mut file.redis).chain(sinks) {
+        for p in [&mut r.ca_file, &mut r.username_file, &mut r.password_file]
+            .into_iter()
+            .flatten()
+        {
+            resolve(p);
+        }
     }
     file
 }
@@ -307,7 +340,7 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
     if file.listen.http.is_none() && file.listen.https.is_none() {
         return Err(invalid("listen", "set at least one of http and https"));
     }
-    check_redis(&file.redis)?;
+    check_redis(&file.redis, "redis")?;
     redis_prefix(file)?;
     if file.links.scheme != "https" && file.links.scheme != "http" {
         return Err(invalid("links.scheme", "expected http or https"));
@@ -323,6 +356,16 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
     }
     if file.events.batch_max == 0 || file.events.batch_max > 100_000 {
         return Err(invalid("events.batch_max", "expected 1 to 100000"));
+    }
+    for (name, sink) in &file.events.regions {
+        let at = format!("events.regions.{name}");
+        if !file.regions.contains_key(name) {
+            return Err(invalid(&at, format!("{name:?} is not a configured region")));
+        }
+        check_redis(&sink.redis, &format!("{at}.redis"))?;
+        if sink.stream.as_deref() == Some("") {
+            return Err(invalid(format!("{at}.stream"), "must not be empty"));
+        }
     }
     let l = &file.limits;
     for (field, d) in [
@@ -483,14 +526,14 @@ fn host_port(s: &str) -> bool {
 }
 
 /// The Redis section: one topology, well-formed node lists, no credentials in the text.
-fn check_redis(r: &Redis) -> Result<(), ConfigError> {
+fn check_redis(r: &Redis, at: &str) -> Result<(), ConfigError> {
     if r.sentinel.is_some() && r.cluster.is_some() {
-        return Err(invalid("redis", "set at most one of sentinel and cluster"));
+        return Err(invalid(at, "set at most one of sentinel and cluster"));
     }
     if let Some(url) = &r.url {
         if r.sentinel.is_some() || r.cluster.is_some() {
             return Err(invalid(
-                "redis.url",
+                format!("{at}.url"),
                 "a standalone URL next to sentinel or cluster; keep one of them",
             ));
         }
@@ -499,14 +542,14 @@ fn check_redis(r: &Redis) -> Result<(), ConfigError> {
             .or_else(|| url.strip_prefix("rediss://"))
         else {
             return Err(invalid(
-                "redis.url",
+                format!("{at}.url"),
                 "expected a URL like redis://127.0.0.1:6379/ (rediss:// for TLS)",
             ));
         };
         let authority = rest.split('/').next().unwrap_or("");
         if authority.contains('@') {
             return Err(invalid(
-                "redis.url",
+                format!("{at}.url"),
                 "holds credentials; put them in redis.username_env/_file and redis.password_env/_file",
             ));
         }
@@ -527,27 +570,30 @@ fn check_redis(r: &Redis) -> Result<(), ConfigError> {
     };
     if let Some(s) = &r.sentinel {
         if s.master.is_empty() {
-            return Err(invalid("redis.sentinel.master", "must not be empty"));
+            return Err(invalid(
+                format!("{at}.sentinel.master"),
+                "must not be empty",
+            ));
         }
-        nodes("redis.sentinel.nodes", &s.nodes)?;
+        nodes(&format!("{at}.sentinel.nodes"), &s.nodes)?;
     }
     if let Some(c) = &r.cluster {
-        nodes("redis.cluster.nodes", &c.nodes)?;
+        nodes(&format!("{at}.cluster.nodes"), &c.nodes)?;
     }
     if r.username_env.is_some() && r.username_file.is_some() {
         return Err(invalid(
-            "redis",
+            at,
             "set at most one of username_env and username_file",
         ));
     }
     if r.password_env.is_some() && r.password_file.is_some() {
         return Err(invalid(
-            "redis",
+            at,
             "set at most one of password_env and password_file",
         ));
     }
     if r.timeout.is_zero() {
-        return Err(invalid("redis.timeout", "must be above 0"));
+        return Err(invalid(format!("{at}.timeout"), "must be above 0"));
     }
     Ok(())
 }
@@ -648,8 +694,8 @@ pub fn redis_section(
     prefix: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<store::Spec, ConfigError> {
-    check_redis(r)?;
-    redis_spec(r, prefix.to_string(), env)
+    check_redis(r, "redis")?;
+    redis_spec(r, prefix.to_string(), env, "redis")
 }
 
 /// The Redis section as the Redis layer takes it, credentials read now so a missing variable or
@@ -658,6 +704,7 @@ fn redis_spec(
     r: &Redis,
     prefix: String,
     env: &dyn Fn(&str) -> Option<String>,
+    at: &str,
 ) -> Result<store::Spec, ConfigError> {
     let text = |field: &str, var: Option<&str>, path: Option<&Path>| {
         if var.is_none() && path.is_none() {
@@ -670,17 +717,17 @@ fn redis_spec(
     };
     let auth = store::Auth {
         username: text(
-            "redis.username",
+            &format!("{at}.username"),
             r.username_env.as_deref(),
             r.username_file.as_deref(),
         )?,
         password: text(
-            "redis.password",
+            &format!("{at}.password"),
             r.password_env.as_deref(),
             r.password_file.as_deref(),
         )?,
         sentinel_password: text(
-            "redis.sentinel.sentinel_password_env",
+            &format!("{at}.sentinel.sentinel_password_env"),
             r.sentinel
                 .as_ref()
                 .and_then(|s| s.sentinel_password_env.as_deref()),
@@ -878,6 +925,41 @@ mod tests {
         assert!(
             e.starts_with("LINKEDGE_METRICS_LISTEN: expected host:port"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn event_sinks_name_configured_regions_and_their_own_redis() {
+        let region = "regions:\n  eu: { backends: [{ addr: \"10.0.0.1:443\" }] }\n";
+        let sink =
+            |redis: &str| format!("{region}events:\n  regions:\n    eu:\n      redis: {redis}\n");
+        let s = Settings::from_yaml(
+            &minimal(&sink("{ url: \"redis://10.9.0.1:6379/\" }")),
+            Path::new("/etc"),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(s.event_sinks.len(), 1);
+        assert_eq!(s.event_sinks[0].region, "eu");
+        assert_eq!(s.event_sinks[0].stream, "linkedge:events");
+        let e = |y: &str| {
+            Settings::from_yaml(&minimal(y), Path::new("/etc"), &env)
+                .unwrap_err()
+                .to_string()
+        };
+        // A region that is not configured; a sink's Redis checked like the top-level one, the
+        // field named in full.
+        assert!(
+            e("events:\n  regions:\n    ap:\n      redis: {}\n")
+                .starts_with("events.regions.ap: \"ap\" is not a configured region"),
+        );
+        assert!(
+            e(&sink("{ url: \"redis://u:pw@10.9.0.1/\" }"))
+                .starts_with("events.regions.eu.redis.url: holds credentials"),
+        );
+        assert!(
+            e(&sink("{ password_env: NOPE }"))
+                .starts_with("events.regions.eu.redis.password: environment variable NOPE"),
         );
     }
 

@@ -16,7 +16,7 @@ pub mod well_known;
 pub use reply::{HOST_MISMATCH_BODY, PIXEL_GIF, REQUEST_ID, Reply};
 pub use well_known::WellKnown;
 
-use crate::events::{Event, Recorder};
+use crate::events::{Event, Sinks};
 use crate::host::normalize_host;
 use crate::metrics::{self, Served};
 use crate::tls::Sni;
@@ -36,25 +36,25 @@ use std::time::Instant;
 /// The edge's Pingora application.
 pub struct Edge {
     keyring: Keyring,
-    recorder: Arc<Recorder>,
+    sinks: Arc<Sinks>,
     trusted_proxies: Vec<IpNet>,
     regions: Arc<Regions>,
     well_known: WellKnown,
 }
 
 impl Edge {
-    /// An edge verifying with `keyring`, recording to `recorder`, answering the well-known
-    /// paths from `well_known`, and proxying what it does not answer itself to `regions`.
+    /// An edge verifying with `keyring`, recording to `sinks`, answering the well-known paths
+    /// from `well_known`, and proxying what it does not answer itself to `regions`.
     pub fn new(
         keyring: Keyring,
-        recorder: Arc<Recorder>,
+        sinks: Arc<Sinks>,
         trusted_proxies: Vec<IpNet>,
         regions: Arc<Regions>,
         well_known: WellKnown,
     ) -> Edge {
         Edge {
             keyring,
-            recorder,
+            sinks,
             trusted_proxies,
             regions,
             well_known,
@@ -109,8 +109,12 @@ impl Edge {
         );
         // One buffer for the destination, shared by the event and the Location header.
         let url = Bytes::from(link.url);
-        self.recorder.record(Event {
-            id: self.recorder.next_id(),
+        // The event goes where the Host's region keeps its click data.
+        let region = self.regions.home_region(&host).map(|r| r.name.clone());
+        let recorder = self.sinks.for_region(region.as_deref());
+        recorder.record(Event {
+            id: recorder.next_id(),
+            region,
             kind: link.kind,
             ts: crate::time::unix_ms(),
             host,
@@ -142,7 +146,10 @@ impl Edge {
             .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-            .map_or_else(|| self.recorder.next_id().to_string(), str::to_owned);
+            .map_or_else(
+                || self.sinks.default_sink().next_id().to_string(),
+                str::to_owned,
+            );
         Ok(())
     }
 }
@@ -277,7 +284,7 @@ impl ProxyHttp for Edge {
                 .served_by
                 .as_ref()
                 .or(ctx.region.as_ref())
-                .map_or("-", |r| r.name.as_str());
+                .map_or("-", |r| &*r.name);
             tracing::warn!(request_id = %ctx.request_id, region = %region, status = code, error = %e, "proxying failed");
             if let Err(err) = reply.write(session, false).await {
                 tracing::debug!(error = %err, "could not send the error response");

@@ -3,14 +3,17 @@
 //!
 //! A frame, as stored: `len: u32 LE` then `len` bytes of one zstd frame (with its content
 //! checksum, so a torn or damaged frame is refused, never misread). Decompressed, it holds
-//! `flags: u8` (bit 0: the events may already be in the stream), `count: varint`, then `count`
-//! records:
+//! `flags: u8` (bit 0: the events may already be in the stream; bit 1: records end with the
+//! region), `count: varint`, then `count` records:
 //!
 //! ```text
 //! node u64 LE | seq u64 LE | kind u8 (1 click, 2 open) | ts varint | host bytes |
 //! workspace varint | message varint | link varint | url bytes | ip (u8 0, 4 or 6, then the
-//! address) | ua bytes | referer bytes            where bytes = len varint, then the bytes
+//! address) | ua bytes | referer bytes | region bytes (empty: none; only with flag bit 1)
+//!                                                 where bytes = len varint, then the bytes
 //! ```
+//!
+//! Frames written before regions (flag bit 1 clear) still decode, with no region.
 //!
 //! Events of one batch share most of their text (host, destination, user agents), so a frame
 //! of a few thousand events compresses to a few tens of bytes per event; see the test
@@ -80,7 +83,13 @@ pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
     }
     put_bytes(out, &e.ua);
     put_bytes(out, &e.referer);
+    put_bytes(out, e.region.as_deref().unwrap_or("").as_bytes());
 }
+
+/// Flag bit: the events may already be in the stream.
+const UNCERTAIN: u8 = 1;
+/// Flag bit: each record ends with the region.
+const WITH_REGION: u8 = 2;
 
 struct Reader<'a>(&'a [u8]);
 
@@ -123,7 +132,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_event(r: &mut Reader<'_>) -> Result<Event, CodecError> {
+fn decode_event(r: &mut Reader<'_>, with_region: bool) -> Result<Event, CodecError> {
     let id = EventId {
         node: r.u64_le("id")?,
         seq: r.u64_le("id")?,
@@ -153,7 +162,14 @@ fn decode_event(r: &mut Reader<'_>) -> Result<Event, CodecError> {
     };
     let ua = Bytes::copy_from_slice(r.bytes("ua")?);
     let referer = Bytes::copy_from_slice(r.bytes("referer")?);
+    let region = match with_region {
+        true => {
+            std::str::from_utf8(r.bytes("region")?).map_err(|_| CodecError::Record("region"))?
+        }
+        false => "",
+    };
     Ok(Event {
+        region: (!region.is_empty()).then(|| region.into()),
         id,
         kind,
         ts,
@@ -171,7 +187,7 @@ fn decode_event(r: &mut Reader<'_>) -> Result<Event, CodecError> {
 /// One stored frame (length prefix included) holding `events`.
 pub fn encode_frame(events: &[Event], uncertain: bool) -> Vec<u8> {
     let mut plain = Vec::with_capacity(events.len() * 256 + 16);
-    plain.push(u8::from(uncertain));
+    plain.push(if uncertain { UNCERTAIN } else { 0 } | WITH_REGION);
     put_varint(&mut plain, events.len() as u64);
     for e in events {
         encode_event(e, &mut plain);
@@ -198,11 +214,12 @@ pub fn decode_frame(data: &[u8]) -> Result<(usize, bool, Vec<Event>), CodecError
     let body = data.get(4..4 + len).ok_or(CodecError::Torn)?;
     let plain = zstd::bulk::decompress(body, MAX_FRAME).map_err(|_| CodecError::Damaged)?;
     let mut r = Reader(&plain);
-    let uncertain = r.u8("flags")? & 1 == 1;
+    let flags = r.u8("flags")?;
+    let (uncertain, with_region) = (flags & UNCERTAIN != 0, flags & WITH_REGION != 0);
     let count = r.varint("count")?;
     let mut events = Vec::with_capacity(count.min(65_536) as usize);
     for _ in 0..count {
-        events.push(decode_event(&mut r)?);
+        events.push(decode_event(&mut r, with_region)?);
     }
     if !r.0.is_empty() {
         return Err(CodecError::Record("trailing bytes"));
@@ -234,7 +251,27 @@ mod tests {
             ip,
             ua: Bytes::copy_from_slice(ua.as_bytes()),
             referer: Bytes::new(),
+            region: seq.is_multiple_of(2).then(|| "eu".into()),
         }
+    }
+
+    #[test]
+    fn frames_from_before_regions_still_decode() {
+        // An event without a region, as versions before regions wrote it: the same record
+        // without the trailing region, and flags without bit 1.
+        let mut e = ev(3, "Mozilla/5.0", "https://shop.example/p", None);
+        e.region = None;
+        let mut record = Vec::new();
+        encode_event(&e, &mut record);
+        assert_eq!(record.pop(), Some(0), "an empty region is one zero byte");
+        let mut plain = vec![UNCERTAIN, 1];
+        plain.extend_from_slice(&record);
+        let body = zstd::bulk::compress(&plain, LEVEL).unwrap();
+        let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        let (len, uncertain, events) = decode_frame(&frame).unwrap();
+        assert_eq!((len, uncertain), (frame.len(), true));
+        assert_eq!(events, vec![e]);
     }
 
     #[test]

@@ -95,6 +95,10 @@ pub struct Event {
     /// `Referer`, possibly empty.
     #[serde(with = "serde_bytes_text")]
     pub referer: Bytes,
+    /// The region of the Host (`routing.domains`, else the registry); `None` for a Host with
+    /// none. Its events go to that region's sink, if it has one.
+    #[serde(skip)]
+    pub region: Option<Arc<str>>,
 }
 
 impl Event {
@@ -133,7 +137,9 @@ impl Event {
             .arg("ua")
             .arg(&self.ua[..])
             .arg("referer")
-            .arg(&self.referer[..]);
+            .arg(&self.referer[..])
+            .arg("region")
+            .arg(self.region.as_deref().unwrap_or(""));
     }
 }
 
@@ -195,6 +201,46 @@ mod serde_ip {
     }
 }
 
+/// Where events go: the default sink, and each region's own sink (`events.regions`). An event
+/// goes to its region's sink when that region has one, else to the default sink.
+pub struct Sinks {
+    default: Arc<Recorder>,
+    regions: Vec<(Arc<str>, Arc<Recorder>)>,
+}
+
+impl Sinks {
+    /// Only the default sink.
+    pub fn new(default: Arc<Recorder>) -> Sinks {
+        Sinks {
+            default,
+            regions: Vec::new(),
+        }
+    }
+
+    /// Adds `region`'s own sink.
+    pub fn with_region(mut self, region: &str, recorder: Arc<Recorder>) -> Sinks {
+        self.regions.push((region.into(), recorder));
+        self
+    }
+
+    /// The sink of events in `region` (a handful of regions: a linear search beats a hash).
+    pub fn for_region(&self, region: Option<&str>) -> &Arc<Recorder> {
+        region
+            .and_then(|r| self.regions.iter().find(|(n, _)| &**n == r))
+            .map_or(&self.default, |(_, rec)| rec)
+    }
+
+    /// The default sink.
+    pub fn default_sink(&self) -> &Arc<Recorder> {
+        &self.default
+    }
+
+    /// Every sink: the default one first.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Recorder>> {
+        std::iter::once(&self.default).chain(self.regions.iter().map(|(_, r)| r))
+    }
+}
+
 /// The request path's handle on event recording, shared with the writer.
 pub struct Recorder {
     queue: ArrayQueue<Event>,
@@ -207,12 +253,15 @@ pub struct Recorder {
     /// Set by the writer while it waits on an empty queue: only then does `record` wake it, so
     /// under load the request path never pays for a wake-up (or a context switch).
     writer_idle: AtomicBool,
+    /// The event sink's metrics (the spool's).
+    metrics: metrics::SinkMetrics,
 }
 
 impl Recorder {
-    /// A recorder with a queue of `capacity` events in front of `spool`.
+    /// A recorder with a queue of `capacity` events in front of `spool`, for the spool's sink.
     pub fn new(capacity: usize, spool: Spool) -> Recorder {
         Recorder {
+            metrics: spool.metrics().clone(),
             queue: ArrayQueue::new(capacity),
             notify: Notify::new(),
             spool: Mutex::new(spool),
@@ -249,6 +298,11 @@ impl Recorder {
         }
     }
 
+    /// The event sink's metrics.
+    pub fn metrics(&self) -> &metrics::SinkMetrics {
+        &self.metrics
+    }
+
     /// Events waiting in the queue.
     pub fn queue_len(&self) -> usize {
         self.queue.len()
@@ -264,7 +318,7 @@ impl Recorder {
                 None => break,
             }
         }
-        metrics::EVENT_QUEUE_DEPTH.set(self.queue.len() as i64);
+        self.metrics.queue_depth.set(self.queue.len() as i64);
         batch
     }
 

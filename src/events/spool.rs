@@ -21,7 +21,7 @@
 //! per-process subdirectories) are adopted like an exited process's.
 
 use super::{Event, codec};
-use crate::metrics;
+use crate::metrics::SinkMetrics;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -113,6 +113,8 @@ pub struct Spool {
     /// Held open with an exclusive lock for the life of the process: the lock says "alive".
     lock: Option<File>,
     max_bytes: u64,
+    /// The event sink's metrics.
+    metrics: SinkMetrics,
     /// Closed and open segments, oldest first, with their sizes and formats.
     segments: VecDeque<(u64, u64, Format)>,
     current: Option<(u64, BufWriter<File>)>,
@@ -135,6 +137,18 @@ const DROP_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 const LOCK: &str = "lock";
 /// Serialises adoption between live processes (in the spool directory itself).
 const ADOPT_LOCK: &str = "adopt.lock";
+
+/// Whether `name` is a process's spool subdirectory: `<pid>-<nanos>`.
+fn process_dir(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .and_then(|n| n.split_once('-'))
+        .is_some_and(|(a, b)| {
+            !a.is_empty()
+                && !b.is_empty()
+                && a.bytes().all(|c| c.is_ascii_digit())
+                && b.bytes().all(|c| c.is_ascii_digit())
+        })
+}
 
 /// The segments in `dir`, oldest first, with their sizes and formats.
 fn list_segments(dir: &Path) -> io::Result<Vec<(u64, u64, Format)>> {
@@ -162,6 +176,11 @@ impl Spool {
     /// Opens the spool in `dir` (creating it if needed) with a fresh subdirectory of its own,
     /// and adopts what exited processes left there.
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
+        Spool::open_for(dir, max_bytes, SinkMetrics::new("default"))
+    }
+
+    /// [`Spool::open`] for the event sink whose metrics are `metrics`.
+    pub fn open_for(dir: &Path, max_bytes: u64, metrics: SinkMetrics) -> io::Result<Spool> {
         fs::create_dir_all(dir)?;
         let nanos = crate::time::unix_ns();
         let name = format!("{}-{nanos}", std::process::id());
@@ -181,6 +200,7 @@ impl Spool {
             dir: own,
             lock: Some(lock),
             max_bytes,
+            metrics,
             segments: VecDeque::new(),
             current: None,
             replaying: None,
@@ -211,8 +231,12 @@ impl Spool {
             if path == self.dir {
                 continue;
             }
+            // Only a process's own subdirectory (`<pid>-<nanos>`) can be an orphan: another
+            // event sink's spool may live beside it and must never be taken over.
             if entry.file_type()?.is_dir() {
-                orphans.push(path);
+                if process_dir(&entry.file_name()) {
+                    orphans.push(path);
+                }
             } else if path
                 .file_name()
                 .and_then(|n| n.to_str())
@@ -344,7 +368,7 @@ impl Spool {
             let frame = codec::encode_frame(part, uncertain);
             let n = part.len() as u64;
             if self.total_bytes + frame.len() as u64 > self.max_bytes {
-                metrics::events_dropped("spool_full").inc_by(n);
+                self.metrics.dropped("spool_full").inc_by(n);
                 dropped += n;
                 continue;
             }
@@ -352,7 +376,7 @@ impl Spool {
                 Ok(()) => spooled += n,
                 Err(err) => {
                     tracing::error!(error = %err, dir = %self.dir.display(), "spool write failed");
-                    metrics::events_dropped("spool_io").inc_by(n);
+                    self.metrics.dropped("spool_io").inc_by(n);
                 }
             }
         }
@@ -363,7 +387,7 @@ impl Spool {
         }
         self.dirty |= spooled > 0;
         self.sync_if_due();
-        metrics::events_outcome("spooled").inc_by(spooled);
+        self.metrics.outcome("spooled").inc_by(spooled);
         if dropped > 0 {
             self.dropped(dropped);
         }
@@ -371,9 +395,16 @@ impl Spool {
     }
 
     /// Sets the spool gauges (bytes held, fill ratio).
+    /// The event sink's metrics.
+    pub fn metrics(&self) -> &SinkMetrics {
+        &self.metrics
+    }
+
     fn publish(&self) {
-        metrics::SPOOL_BYTES.set(self.total_bytes as i64);
-        metrics::SPOOL_FILL.set(self.total_bytes as f64 / self.max_bytes.max(1) as f64);
+        self.metrics.spool_bytes.set(self.total_bytes as i64);
+        self.metrics
+            .spool_fill
+            .set(self.total_bytes as f64 / self.max_bytes.max(1) as f64);
     }
 
     /// Says loudly that the spool is full: the first drop at once, then at most one line a
@@ -468,8 +499,8 @@ impl Spool {
             }
             let r = self.replaying.as_mut().expect("set above");
             let (events, end) = match r.format {
-                Format::Jsonl => read_lines(r, max),
-                Format::Frames => read_frames(r, max),
+                Format::Jsonl => read_lines(r, max, &self.metrics),
+                Format::Frames => read_frames(r, max, &self.metrics),
             };
             if events.is_empty() {
                 self.finish_segment(seq)?;
@@ -515,7 +546,7 @@ impl Spool {
 }
 
 /// Up to `max` events from a JSON-lines segment (earlier versions), after `r.at`.
-fn read_lines(r: &Replaying, max: usize) -> (Vec<Spooled>, Progress) {
+fn read_lines(r: &Replaying, max: usize, metrics: &SinkMetrics) -> (Vec<Spooled>, Progress) {
     let mut events = Vec::new();
     let mut pos = r.at.offset;
     while events.len() < max && pos < r.data.len() {
@@ -532,7 +563,7 @@ fn read_lines(r: &Replaying, max: usize) -> (Vec<Spooled>, Progress) {
             }),
             Err(_) => {
                 tracing::warn!(segment = r.seq, "skipping a damaged spool record");
-                metrics::events_dropped("spool_corrupt").inc();
+                metrics.dropped("spool_corrupt").inc();
             }
         }
     }
@@ -546,7 +577,7 @@ fn read_lines(r: &Replaying, max: usize) -> (Vec<Spooled>, Progress) {
 }
 
 /// Up to `max` events from a frames segment, after `r.at` (decoding each frame once).
-fn read_frames(r: &mut Replaying, max: usize) -> (Vec<Spooled>, Progress) {
+fn read_frames(r: &mut Replaying, max: usize, metrics: &SinkMetrics) -> (Vec<Spooled>, Progress) {
     let mut events = Vec::new();
     let mut at = r.at;
     while events.len() < max && at.offset < r.data.len() {
@@ -555,7 +586,7 @@ fn read_frames(r: &mut Replaying, max: usize) -> (Vec<Spooled>, Progress) {
                 Ok((len, uncertain, events)) => r.frame = Some((at.offset, len, uncertain, events)),
                 Err(e) => {
                     tracing::warn!(segment = r.seq, offset = at.offset, error = %e, "skipping a damaged spool frame");
-                    metrics::events_dropped("spool_corrupt").inc();
+                    metrics.dropped("spool_corrupt").inc();
                     // A damaged body with a sound length is skipped; a torn tail ends it.
                     let len = r.data[at.offset..]
                         .get(..4)
@@ -605,6 +636,7 @@ mod tests {
             ip: Some("192.0.2.1".parse().unwrap()),
             ua: "ua \"quoted\"\n".into(),
             referer: bytes::Bytes::new(),
+            region: None,
         }
     }
 
@@ -667,7 +699,7 @@ mod tests {
 
         // Past max_bytes, events are dropped rather than written.
         let mut s = Spool::open(dir.path(), 600).unwrap();
-        let dropped = || metrics::events_dropped("spool_full").get();
+        let dropped = || SinkMetrics::new("default").dropped("spool_full").get();
         let before = dropped();
         for _ in 0..50 {
             s.append(&(0..10).map(ev).collect::<Vec<_>>(), false);
@@ -740,7 +772,7 @@ mod tests {
         // The last frame cut short, as by a crash mid-write.
         data.truncate(data.len() - 5);
         fs::write(&path, data).unwrap();
-        let corrupt = || metrics::events_dropped("spool_corrupt").get();
+        let corrupt = || SinkMetrics::new("default").dropped("spool_corrupt").get();
         let before = corrupt();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(drain(&mut s, 10), [(1, false), (2, false)]);

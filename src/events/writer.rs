@@ -107,7 +107,12 @@ impl StreamState {
     }
 }
 
-async fn xadd(conn: &mut Conn, cfg: &WriterConfig, events: &[&Event]) -> redis::RedisResult<()> {
+async fn xadd(
+    conn: &mut Conn,
+    cfg: &WriterConfig,
+    events: &[&Event],
+    recorder_metrics: &metrics::SinkMetrics,
+) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     for e in events {
         let mut cmd = redis::cmd("XADD");
@@ -121,7 +126,9 @@ async fn xadd(conn: &mut Conn, cfg: &WriterConfig, events: &[&Event]) -> redis::
     }
     let start = Instant::now();
     let r = pipe.query_async::<()>(conn).await;
-    metrics::REDIS_WRITE_SECONDS.observe(start.elapsed().as_secs_f64());
+    recorder_metrics
+        .write_seconds
+        .observe(start.elapsed().as_secs_f64());
     r
 }
 
@@ -177,7 +184,7 @@ impl Writer {
             match self.cfg.db.conn().await {
                 Ok(mut conn) => {
                     let r: Vec<&Event> = batch.iter().collect();
-                    match xadd(&mut conn, &self.cfg, &r).await {
+                    match xadd(&mut conn, &self.cfg, &r, self.recorder.metrics()).await {
                         Ok(()) => Ok(()),
                         // Sent but unanswered: it may be in the stream.
                         Err(e) => Err((e, true)),
@@ -193,7 +200,10 @@ impl Writer {
             .spilling(write, || {
                 spilled = true;
                 self.recorder.lock_spool().append(&batch, true);
-                metrics::events_outcome("spilled").inc_by(batch.len() as u64);
+                self.recorder
+                    .metrics()
+                    .outcome("spilled")
+                    .inc_by(batch.len() as u64);
                 self.recorder.lock_inflight().take();
             })
             .await;
@@ -201,7 +211,10 @@ impl Writer {
         match result {
             Ok(()) => {
                 link.succeeded();
-                metrics::events_outcome("written").inc_by(batch.len() as u64);
+                self.recorder
+                    .metrics()
+                    .outcome("written")
+                    .inc_by(batch.len() as u64);
                 if spilled {
                     // Also in the spool: replay skips it without asking the stream.
                     link.settle(&batch, true);
@@ -307,7 +320,10 @@ impl Writer {
         // refuses an empty pipeline, and the chunk would be retried forever).
         if !todo.is_empty()
             && let Err(e) = self
-                .spilling(xadd(&mut conn, &self.cfg, &todo), || {})
+                .spilling(
+                    xadd(&mut conn, &self.cfg, &todo, self.recorder.metrics()),
+                    || {},
+                )
                 .await
         {
             link.failed(&e);
@@ -320,8 +336,14 @@ impl Writer {
         for e in chunk.events.iter().filter(|e| e.uncertain) {
             link.settled.remove(&e.event.id);
         }
-        metrics::events_outcome("replayed").inc_by(todo.len() as u64);
-        metrics::events_outcome("already_written").inc_by(already as u64);
+        self.recorder
+            .metrics()
+            .outcome("replayed")
+            .inc_by(todo.len() as u64);
+        self.recorder
+            .metrics()
+            .outcome("already_written")
+            .inc_by(already as u64);
         true
     }
 

@@ -38,8 +38,8 @@ enum Balancer {
 
 /// A region at run time.
 pub struct Region {
-    /// Its name from the config (`us`, `eu`, ...).
-    pub name: String,
+    /// Its name from the config (`us`, `eu`, ...), shared with the events of its hosts.
+    pub name: Arc<str>,
     balancer: Balancer,
     fallback: Option<String>,
     /// Further backends tried after a connection failure.
@@ -104,7 +104,17 @@ pub struct Regions {
     registry: Option<Arc<Mirror>>,
 }
 
-/// What [`Regions::route`] decided for a request.
+/// Where a host belongs.
+enum Home {
+    /// A region configured here.
+    Region(Arc<Region>),
+    /// A region this node does not have.
+    Elsewhere,
+    /// Neither overridden nor registered.
+    Unknown,
+}
+
+/// What [`Regions::choose`] decided for a request.
 pub struct Choice {
     /// The region that served it in the end.
     pub region: Arc<Region>,
@@ -129,15 +139,38 @@ impl Regions {
     /// node: never to another), then `routing.default_region` for hosts the registry does not
     /// know.
     pub fn region_for(&self, host: &str) -> Option<Arc<Region>> {
+        match self.home(host) {
+            Home::Region(r) => Some(r),
+            Home::Elsewhere => None,
+            Home::Unknown => self.default_region.clone(),
+        }
+    }
+
+    /// The region `host` belongs to, by `routing.domains` or the registry (not
+    /// `default_region`, which only serves hosts without one): where its click data goes.
+    pub fn home_region(&self, host: &str) -> Option<Arc<Region>> {
+        match self.home(host) {
+            Home::Region(r) => Some(r),
+            Home::Elsewhere | Home::Unknown => None,
+        }
+    }
+
+    fn home(&self, host: &str) -> Home {
         if let Some(r) = self.domains.get(host) {
-            return Some(r.clone());
+            return Home::Region(r.clone());
         }
-        if let Some(m) = &self.registry
-            && let Some(registered) = m.registered_region(host)
+        match self
+            .registry
+            .as_ref()
+            .and_then(|m| m.registered_region(host))
         {
-            return registered.and_then(|name| self.regions.get(name)).cloned();
+            Some(Some(name)) => match self.regions.get(name) {
+                Some(r) => Home::Region(r.clone()),
+                None => Home::Elsewhere,
+            },
+            Some(None) => Home::Elsewhere,
+            None => Home::Unknown,
         }
-        self.default_region.clone()
     }
 
     /// Picks a backend for a request to `region`, by [`rule`]: a healthy untried one of
@@ -253,7 +286,7 @@ pub fn build(
         regions.insert(
             name.clone(),
             Arc::new(Region {
-                name: name.clone(),
+                name: name.as_str().into(),
                 balancer,
                 fallback: r.fallback.clone(),
                 retries: r.retries,
@@ -406,14 +439,17 @@ mod tests {
         let r = regions(&format!(
             "{two}routing:\n  default_region: us\n  domains: {{ link.eu.example: eu }}\n"
         ));
-        assert_eq!(r.region_for("link.eu.example").unwrap().name, "eu");
-        assert_eq!(r.region_for("link.other.example").unwrap().name, "us");
+        assert_eq!(r.region_for("link.eu.example").unwrap().name.as_ref(), "eu");
+        assert_eq!(
+            r.region_for("link.other.example").unwrap().name.as_ref(),
+            "us"
+        );
         // Without a default region, a Host nobody routes is not served here (421).
         let r = regions(&format!(
             "{two}routing:\n  domains: {{ link.eu.example: eu }}\n"
         ));
         assert!(r.region_for("link.other.example").is_none());
-        assert_eq!(r.region_for("link.eu.example").unwrap().name, "eu");
+        assert_eq!(r.region_for("link.eu.example").unwrap().name.as_ref(), "eu");
     }
 
     #[test]
@@ -448,18 +484,31 @@ mod tests {
             .unwrap()
             .regions;
         // Registered in eu: eu, not the default.
-        assert_eq!(r.region_for("link.eu.example").unwrap().name, "eu");
+        assert_eq!(r.region_for("link.eu.example").unwrap().name.as_ref(), "eu");
         // The operator's override wins over the registry.
-        assert_eq!(r.region_for("link.pinned.example").unwrap().name, "us");
+        assert_eq!(
+            r.region_for("link.pinned.example").unwrap().name.as_ref(),
+            "us"
+        );
         // Registered in a region this node lacks: not served here, never the default region.
         assert!(r.region_for("link.ap.example").is_none());
-        // Unknown to the registry: the default region.
-        assert_eq!(r.region_for("link.other.example").unwrap().name, "us");
+        // Unknown to the registry: the default region serves it, but it belongs to no region
+        // (its events go to the default sink).
+        assert_eq!(
+            r.region_for("link.other.example").unwrap().name.as_ref(),
+            "us"
+        );
+        assert!(r.home_region("link.other.example").is_none());
+        assert_eq!(
+            r.home_region("link.eu.example").unwrap().name.as_ref(),
+            "eu"
+        );
+        assert!(r.home_region("link.ap.example").is_none());
         // Moved to us: followed at once.
         m.apply(
             "link.eu.example",
             Some((&d("link.eu.example", "us"), false)),
         );
-        assert_eq!(r.region_for("link.eu.example").unwrap().name, "us");
+        assert_eq!(r.region_for("link.eu.example").unwrap().name.as_ref(), "us");
     }
 }

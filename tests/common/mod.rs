@@ -208,6 +208,8 @@ pub struct Options {
     pub spool_dir: Option<PathBuf>,
     /// YAML appended to the config (regions, routing).
     pub extra_yaml: String,
+    /// YAML appended inside the `events` section (indented two spaces).
+    pub events_extra: String,
     /// The plain HTTP port, when the test must know it before start (pebble validates there).
     pub http_port: Option<u16>,
 }
@@ -226,6 +228,7 @@ impl Options {
             spool_max: "64MiB".into(),
             spool_dir: None,
             extra_yaml: String::new(),
+            events_extra: String::new(),
             http_port: None,
         }
     }
@@ -293,7 +296,7 @@ events:
   spool:
     dir: {spool}
     max_bytes: {spool_max}
-server:
+{events_extra}server:
   threads: 2
   pid_file: {d}/pid
   upgrade_sock: {d}/upgrade.sock
@@ -304,6 +307,7 @@ admin:
 {extra}
 "#,
             extra = opts.extra_yaml,
+            events_extra = opts.events_extra,
             redis = opts.redis_section,
             queue = opts.queue_capacity,
             spool = spool_dir.display(),
