@@ -14,6 +14,7 @@ pub mod token;
 pub mod dns;
 pub mod store;
 pub mod registry;
+pub mod agent;
 pub mod tls;
 pub mod config;
 pub mod events;

@@ -407,6 +407,24 @@ pub static CERT_CACHE_ENTRIES: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers")
 });
 
+static AGENT_VERDICTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_agent_verdicts_total",
+            "Clicks and opens by kind, verdict (human, suspect, machine) and reason (head, ua, \
+             no_ua, scanner_net, prefetch, burst; none for human); an event with two reasons \
+             counts once under each."
+        ),
+        &["kind", "agent", "reason"]
+    )
+    .expect("metric registers")
+});
+
+/// The counter of verdicts `agent` with `reason` on events of `kind` (`none`: no reason).
+pub fn agent_verdict(kind: &str, agent: &str, reason: &str) -> IntCounter {
+    AGENT_VERDICTS.with_label_values(&[kind, agent, reason])
+}
+
 /// Domains in this node's registry mirror.
 pub static REGISTRY_DOMAINS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(

@@ -2,6 +2,7 @@
 //! events are left when it stops.
 
 use crate::acme::{Acme, Issuer};
+use crate::agent::{self, Detector, networks::Reloader};
 use crate::config::Settings;
 use crate::control::Control;
 use crate::control::admin::Admin;
@@ -19,6 +20,7 @@ use pingora::server::RunArgs;
 use pingora::server::configuration::ServerConf;
 use pingora::services::listening::Service;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Pingora's process options that `linkedge serve` passes through.
 #[derive(Debug, Clone, Copy, Default)]
@@ -179,12 +181,37 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     );
     server.add_service(background_service("registry mirror", follower));
     let regions = upstream::build(&s.regions, &s.routing, Some(mirror.clone()))?;
+    let networks = match &s.bots.scanner_networks {
+        Some(path) => {
+            let (reloader, n) = Reloader::load(path.clone(), Duration::from_secs(5))?;
+            server.add_service(background_service("scanner networks", reloader));
+            n
+        }
+        None => Default::default(),
+    };
+    let b = &s.bots;
+    let agents = Detector::new(
+        agent::Settings {
+            prefetch_window: (!b.prefetch_window.is_zero()).then_some(b.prefetch_window),
+            burst: (b.burst.links > 0).then_some(agent::burst::Settings {
+                links: b.burst.links,
+                window: b.burst.window,
+                capacity: b.burst.capacity,
+            }),
+        },
+        networks,
+    );
+    tracing::info!(
+        isbot = %agent::ISBOT_VERSION,
+        "machine-click detection: user agents matched against the isbot crate's list"
+    );
     let edge = Edge::new(
         s.keyring.clone(),
         sinks.clone(),
         s.clients.trusted_proxies.clone(),
         regions.regions.clone(),
         WellKnown::new(state.clone()),
+        Arc::new(agents),
     );
     let mut terminator = None;
     if let Some(addr) = s.listen.https {

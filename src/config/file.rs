@@ -45,6 +45,9 @@ pub struct File {
     /// The domain registry's in-memory mirror on each node.
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// How machine clicks and opens are recognised (the events' `agent` and `agent_reasons`).
+    #[serde(default)]
+    pub bots: Bots,
     /// The admin API on the metrics listener.
     #[serde(default)]
     pub admin: Admin,
@@ -347,6 +350,57 @@ impl Default for Timeouts {
             read: Duration::from_secs(30),
             write: Duration::from_secs(30),
             idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Machine clicks and opens: the signals beside `head`, `ua` and `no_ua`, which are always on.
+/// A verdict never refuses or delays a redirect; it labels the event (README, "Machine clicks").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bots {
+    /// `prefetch`: a click or open within this time of the link's minting (the token carries
+    /// when). `0s`: off. Default `0s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub prefetch_window: Duration,
+    /// `scanner_net`: a file of `CIDR name` lines (security gateways, privacy proxies), checked
+    /// for changes every 5 s and reloaded. Relative to the config file. Default: none.
+    pub scanner_networks: Option<PathBuf>,
+    /// `burst`: one client address following many links of one message quickly.
+    pub burst: BurstConfig,
+}
+
+impl Default for Bots {
+    fn default() -> Self {
+        Bots {
+            prefetch_window: Duration::ZERO,
+            scanner_networks: None,
+            burst: BurstConfig::default(),
+        }
+    }
+}
+
+/// The `burst` signal, judged per node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BurstConfig {
+    /// Distinct links of one message from one address that make a burst, 2 to 16; 0: off.
+    /// Default 4.
+    pub links: usize,
+    /// Within how long. Default `5s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub window: Duration,
+    /// (address, message) pairs remembered at most: a fixed table of this many 88-byte slots
+    /// (a pair hashed onto a busy slot takes it over). Default 100000 (8.4 MiB).
+    pub capacity: usize,
+}
+
+impl Default for BurstConfig {
+    fn default() -> Self {
+        BurstConfig {
+            links: 4,
+            window: Duration::from_secs(5),
+            capacity: 100_000,
         }
     }
 }

@@ -7,9 +7,9 @@ pub mod file;
 pub mod units;
 
 pub use file::{
-    Acme, AcmeLimits, Admin, Backend, Certs, Clients, EventSinkConfig, Events, File, HealthCheck,
-    Limits, LinkKey, Links, Listen, Redis, RedisCluster, RedisSentinel, RegionConfig,
-    RegistryConfig, Routing, Selection, Server, Spool, Timeouts, Tls, Verify,
+    Acme, AcmeLimits, Admin, Backend, Bots, BurstConfig, Certs, Clients, EventSinkConfig, Events,
+    File, HealthCheck, Limits, LinkKey, Links, Listen, Redis, RedisCluster, RedisSentinel,
+    RegionConfig, RegistryConfig, Routing, Selection, Server, Spool, Timeouts, Tls, Verify,
 };
 pub use units::{parse_duration, parse_size};
 
@@ -99,6 +99,8 @@ pub struct Settings {
     pub routing: Routing,
     /// The registry mirror.
     pub registry: RegistryConfig,
+    /// Machine-click detection (`scanner_networks` absolute).
+    pub bots: Bots,
     /// How `domain verify` checks a domain.
     pub verify: Verify,
     /// The certificate store, when per-domain certificates are on.
@@ -263,6 +265,7 @@ impl Settings {
             regions: file.regions,
             routing,
             registry: file.registry,
+            bots: file.bots,
             verify: file.verify,
             certs,
             acme: file.acme,
@@ -320,6 +323,7 @@ fn resolve_paths(mut file: File, base: &Path) -> File {
         a.extra_root.as_mut().map(resolve);
     }
     file.admin.token_file.as_mut().map(resolve);
+    file.bots.scanner_networks.as_mut().map(resolve);
     for r in file.regions.values_mut() {
         r.ca_file.as_mut().map(resolve);
     }
@@ -385,6 +389,19 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
     }
     if l.max_connections == Some(0) {
         return Err(invalid("limits.max_connections", "must be at least 1"));
+    }
+    let b = &file.bots.burst;
+    if b.links == 1 || b.links > crate::agent::burst::MAX_LINKS {
+        return Err(invalid(
+            "bots.burst.links",
+            "expected 2 to 16 links (0: off)",
+        ));
+    }
+    if b.links > 0 && (b.window.is_zero() || b.capacity == 0) {
+        return Err(invalid(
+            "bots.burst",
+            "window must be above 0 and capacity at least 1",
+        ));
     }
     if file.registry.resync_interval < Duration::from_secs(1) {
         return Err(invalid("registry.resync_interval", "must be at least 1s"));

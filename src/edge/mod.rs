@@ -16,6 +16,7 @@ pub mod well_known;
 pub use reply::{HOST_MISMATCH_BODY, PIXEL_GIF, REQUEST_ID, Reply};
 pub use well_known::WellKnown;
 
+use crate::agent::{self, Detector};
 use crate::events::{Event, Sinks};
 use crate::host::normalize_host;
 use crate::metrics::{self, Served};
@@ -40,6 +41,7 @@ pub struct Edge {
     trusted_proxies: Vec<IpNet>,
     regions: Arc<Regions>,
     well_known: WellKnown,
+    agents: Arc<Detector>,
 }
 
 impl Edge {
@@ -51,6 +53,7 @@ impl Edge {
         trusted_proxies: Vec<IpNet>,
         regions: Arc<Regions>,
         well_known: WellKnown,
+        agents: Arc<Detector>,
     ) -> Edge {
         Edge {
             keyring,
@@ -58,6 +61,7 @@ impl Edge {
             trusted_proxies,
             regions,
             well_known,
+            agents,
         }
     }
 }
@@ -107,6 +111,20 @@ impl Edge {
             req.headers.get("x-forwarded-for").map(|v| v.as_bytes()),
             &self.trusted_proxies,
         );
+        let ua = header(http::header::USER_AGENT);
+        let ts = crate::time::unix_ms();
+        // Labels the event; never refuses or delays the answer.
+        let (agent, agent_reasons) = self.agents.judge(&agent::Request {
+            head: req.method == http::Method::HEAD,
+            ua: &ua,
+            ip,
+            kind: link.kind,
+            workspace: link.workspace,
+            message: link.message,
+            link: link.link,
+            issued_s: link.issued,
+            now_ms: ts,
+        });
         // One buffer for the destination, shared by the event and the Location header.
         let url = Bytes::from(link.url);
         // The event goes where the Host's region keeps its click data.
@@ -115,15 +133,17 @@ impl Edge {
         recorder.record(Event {
             id: recorder.next_id(),
             region,
+            agent,
+            agent_reasons,
             kind: link.kind,
-            ts: crate::time::unix_ms(),
+            ts,
             host,
             workspace: link.workspace,
             message: link.message,
             link: link.link,
             url: url.clone(),
             ip,
-            ua: header(http::header::USER_AGENT),
+            ua,
             referer: header(http::header::REFERER),
         });
         match link.kind {

@@ -3,13 +3,14 @@
 //!
 //! A frame, as stored: `len: u32 LE` then `len` bytes of one zstd frame (with its content
 //! checksum, so a torn or damaged frame is refused, never misread). Decompressed, it holds
-//! `flags: u8` (bit 0: the events may already be in the stream; bit 1: records end with the
-//! region), `count: varint`, then `count` records:
+//! `flags: u8` (bit 0: the events may already be in the stream; bit 1: records carry the
+//! region; bit 2: they carry the agent verdict), `count: varint`, then `count` records:
 //!
 //! ```text
 //! node u64 LE | seq u64 LE | kind u8 (1 click, 2 open) | ts varint | host bytes |
 //! workspace varint | message varint | link varint | url bytes | ip (u8 0, 4 or 6, then the
-//! address) | ua bytes | referer bytes | region bytes (empty: none; only with flag bit 1)
+//! address) | ua bytes | referer bytes | region bytes (empty: none; only with flag bit 1) |
+//! agent u8 (0 human, 1 suspect, 2 machine) | reasons u8 (bits)      (both only with bit 2)
 //!                                                 where bytes = len varint, then the bytes
 //! ```
 //!
@@ -20,6 +21,7 @@
 //! `realistic_batches_fit_an_hour_at_10k_per_second_in_the_default` for the measured figure.
 
 use super::{Event, EventId};
+use crate::agent::{Agent, Reasons};
 use crate::token::Kind;
 use bytes::Bytes;
 use std::net::IpAddr;
@@ -84,12 +86,16 @@ pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
     put_bytes(out, &e.ua);
     put_bytes(out, &e.referer);
     put_bytes(out, e.region.as_deref().unwrap_or("").as_bytes());
+    out.push(e.agent.to_byte());
+    out.push(e.agent_reasons.bits());
 }
 
 /// Flag bit: the events may already be in the stream.
 const UNCERTAIN: u8 = 1;
 /// Flag bit: each record ends with the region.
 const WITH_REGION: u8 = 2;
+/// Flag bit: each record ends, after the region, with the agent verdict and its reasons.
+const WITH_AGENT: u8 = 4;
 
 struct Reader<'a>(&'a [u8]);
 
@@ -132,7 +138,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_event(r: &mut Reader<'_>, with_region: bool) -> Result<Event, CodecError> {
+fn decode_event(r: &mut Reader<'_>, flags: u8) -> Result<Event, CodecError> {
+    let with_region = flags & WITH_REGION != 0;
     let id = EventId {
         node: r.u64_le("id")?,
         seq: r.u64_le("id")?,
@@ -168,7 +175,15 @@ fn decode_event(r: &mut Reader<'_>, with_region: bool) -> Result<Event, CodecErr
         }
         false => "",
     };
+    let (agent, agent_reasons) = if flags & WITH_AGENT != 0 {
+        let a = Agent::from_byte(r.u8("agent")?).ok_or(CodecError::Record("agent"))?;
+        (a, Reasons::from_bits(r.u8("agent_reasons")?))
+    } else {
+        (Agent::Human, Reasons::default())
+    };
     Ok(Event {
+        agent,
+        agent_reasons,
         region: (!region.is_empty()).then(|| region.into()),
         id,
         kind,
@@ -187,7 +202,7 @@ fn decode_event(r: &mut Reader<'_>, with_region: bool) -> Result<Event, CodecErr
 /// One stored frame (length prefix included) holding `events`.
 pub fn encode_frame(events: &[Event], uncertain: bool) -> Vec<u8> {
     let mut plain = Vec::with_capacity(events.len() * 256 + 16);
-    plain.push(if uncertain { UNCERTAIN } else { 0 } | WITH_REGION);
+    plain.push(if uncertain { UNCERTAIN } else { 0 } | WITH_REGION | WITH_AGENT);
     put_varint(&mut plain, events.len() as u64);
     for e in events {
         encode_event(e, &mut plain);
@@ -215,11 +230,11 @@ pub fn decode_frame(data: &[u8]) -> Result<(usize, bool, Vec<Event>), CodecError
     let plain = zstd::bulk::decompress(body, MAX_FRAME).map_err(|_| CodecError::Damaged)?;
     let mut r = Reader(&plain);
     let flags = r.u8("flags")?;
-    let (uncertain, with_region) = (flags & UNCERTAIN != 0, flags & WITH_REGION != 0);
+    let uncertain = flags & UNCERTAIN != 0;
     let count = r.varint("count")?;
     let mut events = Vec::with_capacity(count.min(65_536) as usize);
     for _ in 0..count {
-        events.push(decode_event(&mut r, with_region)?);
+        events.push(decode_event(&mut r, flags)?);
     }
     if !r.0.is_empty() {
         return Err(CodecError::Record("trailing bytes"));
@@ -252,6 +267,16 @@ mod tests {
             ua: Bytes::copy_from_slice(ua.as_bytes()),
             referer: Bytes::new(),
             region: seq.is_multiple_of(2).then(|| "eu".into()),
+            agent: if seq.is_multiple_of(5) {
+                Agent::Suspect
+            } else {
+                Agent::Human
+            },
+            agent_reasons: if seq.is_multiple_of(5) {
+                Reasons::NO_UA
+            } else {
+                Reasons::default()
+            },
         }
     }
 
@@ -261,8 +286,12 @@ mod tests {
         // without the trailing region, and flags without bit 1.
         let mut e = ev(3, "Mozilla/5.0", "https://shop.example/p", None);
         e.region = None;
+        e.agent = Agent::Human;
+        e.agent_reasons = Reasons::default();
         let mut record = Vec::new();
         encode_event(&e, &mut record);
+        // Drop the agent and its reasons, then the empty region (one zero byte).
+        record.truncate(record.len() - 2);
         assert_eq!(record.pop(), Some(0), "an empty region is one zero byte");
         let mut plain = vec![UNCERTAIN, 1];
         plain.extend_from_slice(&record);

@@ -10,6 +10,7 @@ pub mod codec;
 pub mod spool;
 pub mod writer;
 
+use crate::agent::{Agent, Reasons};
 use crate::metrics;
 use crate::token::Kind;
 use bytes::Bytes;
@@ -99,6 +100,12 @@ pub struct Event {
     /// none. Its events go to that region's sink, if it has one.
     #[serde(skip)]
     pub region: Option<Arc<str>>,
+    /// Who is behind it: human, suspect or machine ([`crate::agent`]).
+    #[serde(skip)]
+    pub agent: Agent,
+    /// Why, as reason codes (empty for human).
+    #[serde(skip)]
+    pub agent_reasons: Reasons,
 }
 
 impl Event {
@@ -139,7 +146,12 @@ impl Event {
             .arg("referer")
             .arg(&self.referer[..])
             .arg("region")
-            .arg(self.region.as_deref().unwrap_or(""));
+            .arg(self.region.as_deref().unwrap_or(""))
+            .arg("agent")
+            .arg(self.agent.as_str());
+        let mut codes = Vec::new();
+        self.agent_reasons.write_codes(&mut codes);
+        cmd.arg("agent_reasons").arg(&codes[..]);
     }
 }
 

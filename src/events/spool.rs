@@ -637,6 +637,8 @@ mod tests {
             ua: "ua \"quoted\"\n".into(),
             referer: bytes::Bytes::new(),
             region: None,
+            agent: Default::default(),
+            agent_reasons: Default::default(),
         }
     }
 
