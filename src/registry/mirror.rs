@@ -22,6 +22,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+/// Host → entry. Hashed with foldhash (keyed per process): looked up on every handshake and
+/// proxied request; its keys come from the registry, not from clients.
+type Map = HashMap<Box<str>, Entry, foldhash::fast::RandomState>;
+
 /// What the mirror knows of one registered domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
@@ -37,7 +41,7 @@ pub struct Entry {
 /// The in-memory registry; see the module documentation.
 pub struct Mirror {
     regions: Vec<String>,
-    map: RwLock<HashMap<Box<str>, Entry>>,
+    map: RwLock<Map>,
     /// A full load has completed at least once.
     ready: AtomicBool,
     /// Unix seconds of the last completed full load.
@@ -52,7 +56,7 @@ impl Mirror {
     pub fn new(regions: Vec<String>) -> Mirror {
         Mirror {
             regions,
-            map: RwLock::new(HashMap::new()),
+            map: RwLock::new(Map::default()),
             ready: AtomicBool::new(false),
             synced_at: AtomicI64::new(0),
         }
@@ -91,11 +95,11 @@ impl Mirror {
         self.len() == 0
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Box<str>, Entry>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Map> {
         self.map.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Box<str>, Entry>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Map> {
         self.map.write().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -133,7 +137,7 @@ impl Mirror {
         metrics::REGISTRY_DOMAINS.set(map.len() as i64);
     }
 
-    fn replace(&self, all: HashMap<Box<str>, Entry>) {
+    fn replace(&self, all: Map) {
         let mut map = self.write();
         *map = all;
         metrics::REGISTRY_DOMAINS.set(map.len() as i64);
@@ -187,7 +191,7 @@ impl Follower {
     pub async fn load(&self) -> redis::RedisResult<usize> {
         let started = Instant::now();
         let key = self.db.keys().domains();
-        let mut all = HashMap::new();
+        let mut all = Map::default();
         let mut cursor: u64 = 0;
         loop {
             let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
@@ -332,7 +336,7 @@ mod tests {
         let m = Mirror::new(vec!["us".into(), "eu".into()]);
         assert!(!m.ready());
         let eu = domain("link.eu.example", "eu", State::Issued);
-        let mut all = HashMap::new();
+        let mut all = Map::default();
         all.insert("link.eu.example".into(), m.entry(&eu, true));
         m.replace(all);
         assert!(m.ready());

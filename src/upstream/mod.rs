@@ -96,11 +96,14 @@ pub fn backend_label(backend: &Backend) -> String {
         .map_or_else(|| backend.addr.to_string(), |d| d.label.clone())
 }
 
+/// Looked up on every click and proxied request; keys come from the config.
+type FastMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// Every region, and the Host → region routing.
 pub struct Regions {
-    regions: HashMap<String, Arc<Region>>,
+    regions: FastMap<Arc<Region>>,
     default_region: Option<Arc<Region>>,
-    domains: HashMap<String, Arc<Region>>,
+    domains: FastMap<Arc<Region>>,
     registry: Option<Arc<Mirror>>,
 }
 
@@ -267,7 +270,7 @@ pub fn build(
     routing: &Routing,
     registry: Option<Arc<Mirror>>,
 ) -> anyhow::Result<Built> {
-    let mut regions = HashMap::new();
+    let mut regions = FastMap::default();
     let mut services: Vec<Box<dyn pingora::services::ServiceWithDependents>> = Vec::new();
     for (name, r) in config {
         let ca = r.ca_file.as_deref().map(|p| load_ca(p, name)).transpose()?;
