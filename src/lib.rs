@@ -11,6 +11,7 @@ pub mod host;
 pub mod metrics;
 pub mod time;
 pub mod token;
+pub mod privacy;
 pub mod dns;
 pub mod store;
 pub mod registry;

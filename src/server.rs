@@ -212,6 +212,7 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         regions.regions.clone(),
         WellKnown::new(state.clone()),
         Arc::new(agents),
+        s.client_ip.clone(),
     );
     let mut terminator = None;
     if let Some(addr) = s.listen.https {

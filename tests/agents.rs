@@ -215,3 +215,66 @@ async fn every_event_gets_a_verdict_and_every_redirect_is_answered() {
 fn futures_block<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_ip_modes_write_what_they_say_and_the_verdict_sees_the_full_address() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    // Only the exact address is a scanner: a reduced address would not match.
+    let nets = dir.path().join("nets.txt");
+    std::fs::write(&nets, "198.51.100.77/32 test-gateway\n").unwrap();
+    std::fs::write(
+        dir.path().join("ip-key"),
+        "test-ip-key-not-a-secret-0123456789",
+    )
+    .unwrap();
+    let modes = [
+        ("full", ""),
+        ("truncated", ""),
+        (
+            "hashed",
+            &*format!(
+                "  client_ip_key: 7\n  client_ip_keys: [{{ id: 7, secret_file: {} }}]\n",
+                dir.path().join("ip-key").display()
+            ),
+        ),
+        ("none", ""),
+    ];
+    let mut written = Vec::new();
+    for (i, (mode, extra)) in modes.iter().enumerate() {
+        let mut o = Options::new(redis.url());
+        o.trusted_proxies = vec!["127.0.0.1/32".into()];
+        o.extra_yaml = format!("bots:\n  scanner_networks: {}\n", nets.display());
+        o.events_extra = format!("  client_ip: {mode}\n{extra}");
+        let le = Linkedge::start(&o);
+        let t = click(LOCAL, "https://shop.example/", 500 + i as u64);
+        let status = follow(
+            &le,
+            reqwest::Method::GET,
+            &format!("/c/{t}"),
+            "198.51.100.77",
+            Some(BROWSER),
+        )
+        .await;
+        assert_eq!(status, 302);
+        assert!(eventually(Duration::from_secs(5), || redis.xlen(STREAM) == i + 1));
+        let e = redis
+            .entries(STREAM)
+            .into_iter()
+            .find(|e| e["link"] == (500 + i).to_string())
+            .unwrap();
+        assert_eq!(
+            e["agent_reasons"], "scanner_net",
+            "{mode}: the verdict saw the full address"
+        );
+        written.push(e["ip"].clone());
+    }
+    assert_eq!(written[0], "198.51.100.77");
+    assert_eq!(written[1], "198.51.100.0");
+    assert!(
+        written[2].starts_with("k7:") && written[2].len() == 35 && !written[2].contains("198."),
+        "{}",
+        written[2]
+    );
+    assert_eq!(written[3], "");
+}

@@ -613,6 +613,30 @@ pub struct Events {
     /// queue, writer and spool (`<spool.dir>/region-<name>`): one region's Redis outage does not
     /// hold back another's events. Default: none.
     pub regions: BTreeMap<String, EventSinkConfig>,
+    /// How much of the client address each event keeps: `full`, `truncated` (`/24` of IPv4,
+    /// `/48` of IPv6), `hashed` (HMAC-SHA256 under `client_ip_key`, written `k<id>:<hex>`) or
+    /// `none`. The machine-click verdict always sees the full address. Default `full`.
+    pub client_ip: ClientIp,
+    /// Keys of `hashed`: `{id, secret_env}` or `{id, secret_file}`, secrets of at least 32
+    /// bytes. Keep a retired key listed while its hashes still need matching. Default: none.
+    pub client_ip_keys: Vec<LinkKey>,
+    /// Id of the key that hashes new events (one of `client_ip_keys`); required by `hashed`.
+    pub client_ip_key: Option<u32>,
+}
+
+/// How much of the client address an event keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientIp {
+    /// The address as seen.
+    #[default]
+    Full,
+    /// Its network: `/24` of IPv4, `/48` of IPv6.
+    Truncated,
+    /// A keyed hash.
+    Hashed,
+    /// Nothing.
+    None,
 }
 
 /// One region's event sink.
@@ -640,6 +664,9 @@ impl Default for Events {
             memory_window: Duration::from_millis(100),
             spool: Spool::default(),
             regions: BTreeMap::new(),
+            client_ip: ClientIp::Full,
+            client_ip_keys: Vec::new(),
+            client_ip_key: None,
         }
     }
 }

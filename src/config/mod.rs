@@ -7,13 +7,14 @@ pub mod file;
 pub mod units;
 
 pub use file::{
-    Acme, AcmeLimits, Admin, Backend, Bots, BurstConfig, Certs, Clients, EventSinkConfig, Events,
-    File, HealthCheck, Limits, LinkKey, Links, Listen, Redis, RedisCluster, RedisSentinel,
+    Acme, AcmeLimits, Admin, Backend, Bots, BurstConfig, Certs, ClientIp, Clients, EventSinkConfig,
+    Events, File, HealthCheck, Limits, LinkKey, Links, Listen, Redis, RedisCluster, RedisSentinel,
     RegionConfig, RegistryConfig, Routing, Selection, Server, Spool, Timeouts, Tls, Verify,
 };
 pub use units::{parse_duration, parse_size};
 
 use crate::host::{normalize_host, split_host_port};
+use crate::privacy::Privacy;
 use crate::store;
 use crate::tls::Sealer;
 use crate::token::{Keyring, Secret};
@@ -89,6 +90,8 @@ pub struct Settings {
     pub events: Events,
     /// The regions whose events go to a Redis and stream of their own (`events.regions`).
     pub event_sinks: Vec<EventSink>,
+    /// What events keep of the client address (`events.client_ip`, keys read).
+    pub client_ip: crate::privacy::Privacy,
     /// Process settings.
     pub server: Server,
     /// Connection caps and timeouts.
@@ -245,6 +248,35 @@ impl Settings {
                 })
             }
         };
+        let client_ip = match file.events.client_ip {
+            ClientIp::Full => Privacy::Full,
+            ClientIp::Truncated => Privacy::Truncated,
+            ClientIp::None => Privacy::None,
+            ClientIp::Hashed => {
+                let current = file.events.client_ip_key.unwrap_or_default();
+                let (i, k) = file
+                    .events
+                    .client_ip_keys
+                    .iter()
+                    .enumerate()
+                    .find(|(_, k)| k.id == current)
+                    .expect("validate checked the current key is listed");
+                let field = format!("events.client_ip_keys[{i}]");
+                let secret = read_secret(
+                    &field,
+                    k.secret_env.as_deref(),
+                    k.secret_file.as_deref(),
+                    env,
+                )?;
+                if secret.len() < 32 {
+                    return Err(invalid(
+                        field,
+                        format!("secret is {} bytes; at least 32 are required", secret.len()),
+                    ));
+                }
+                Privacy::hashed(current, &secret)
+            }
+        };
         let mut routing = file.routing;
         routing.domains = routing
             .domains
@@ -260,6 +292,7 @@ impl Settings {
             clients: file.clients,
             events: file.events,
             event_sinks,
+            client_ip,
             server: file.server,
             limits: file.limits,
             regions: file.regions,
@@ -316,7 +349,8 @@ fn resolve_paths(mut file: File, base: &Path) -> File {
     resolve(&mut file.events.spool.dir);
     let keys = file.links.keys.iter_mut();
     let master = file.certs.iter_mut().flat_map(|c| c.master_keys.iter_mut());
-    for k in keys.chain(master) {
+    let ip_keys = file.events.client_ip_keys.iter_mut();
+    for k in keys.chain(master).chain(ip_keys) {
         k.secret_file.as_mut().map(resolve);
     }
     if let Some(a) = &mut file.acme {
@@ -360,6 +394,20 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
     }
     if file.events.batch_max == 0 || file.events.batch_max > 100_000 {
         return Err(invalid("events.batch_max", "expected 1 to 100000"));
+    }
+    if file.events.client_ip == ClientIp::Hashed {
+        let current = file.events.client_ip_key.ok_or_else(|| {
+            invalid(
+                "events.client_ip_key",
+                "client_ip: hashed needs the id of the key that hashes",
+            )
+        })?;
+        check_key_list(
+            "events.client_ip_keys",
+            &file.events.client_ip_keys,
+            current,
+            "events.client_ip_key",
+        )?;
     }
     for (name, sink) in &file.events.regions {
         let at = format!("events.regions.{name}");

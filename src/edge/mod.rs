@@ -20,6 +20,7 @@ use crate::agent::{self, Detector};
 use crate::events::{Event, Sinks};
 use crate::host::normalize_host;
 use crate::metrics::{self, Served};
+use crate::privacy::Privacy;
 use crate::tls::Sni;
 use crate::token::{Keyring, Kind};
 use crate::upstream::{Region, Regions};
@@ -42,6 +43,7 @@ pub struct Edge {
     regions: Arc<Regions>,
     well_known: WellKnown,
     agents: Arc<Detector>,
+    privacy: Privacy,
 }
 
 impl Edge {
@@ -54,6 +56,7 @@ impl Edge {
         regions: Arc<Regions>,
         well_known: WellKnown,
         agents: Arc<Detector>,
+        privacy: Privacy,
     ) -> Edge {
         Edge {
             keyring,
@@ -62,6 +65,7 @@ impl Edge {
             regions,
             well_known,
             agents,
+            privacy,
         }
     }
 }
@@ -125,6 +129,8 @@ impl Edge {
             issued_s: link.issued,
             now_ms: ts,
         });
+        // The verdict saw the full address; the event keeps what `events.client_ip` allows.
+        let (ip, ip_hash) = self.privacy.reduce(ip);
         // One buffer for the destination, shared by the event and the Location header.
         let url = Bytes::from(link.url);
         // The event goes where the Host's region keeps its click data.
@@ -135,6 +141,7 @@ impl Edge {
             region,
             agent,
             agent_reasons,
+            ip_hash,
             kind: link.kind,
             ts,
             host,

@@ -4,13 +4,15 @@
 //! A frame, as stored: `len: u32 LE` then `len` bytes of one zstd frame (with its content
 //! checksum, so a torn or damaged frame is refused, never misread). Decompressed, it holds
 //! `flags: u8` (bit 0: the events may already be in the stream; bit 1: records carry the
-//! region; bit 2: they carry the agent verdict), `count: varint`, then `count` records:
+//! region; bit 2: they carry the agent verdict; bit 3: the hashed client address), `count:
+//! varint`, then `count` records:
 //!
 //! ```text
 //! node u64 LE | seq u64 LE | kind u8 (1 click, 2 open) | ts varint | host bytes |
 //! workspace varint | message varint | link varint | url bytes | ip (u8 0, 4 or 6, then the
 //! address) | ua bytes | referer bytes | region bytes (empty: none; only with flag bit 1) |
-//! agent u8 (0 human, 1 suspect, 2 machine) | reasons u8 (bits)      (both only with bit 2)
+//! agent u8 (0 human, 1 suspect, 2 machine) | reasons u8 (bits)      (both only with bit 2) |
+//! ip hash (u8 0, or 1 then key varint and 16 bytes; only with bit 3)
 //!                                                 where bytes = len varint, then the bytes
 //! ```
 //!
@@ -22,6 +24,7 @@
 
 use super::{Event, EventId};
 use crate::agent::{Agent, Reasons};
+use crate::privacy::IpHash;
 use crate::token::Kind;
 use bytes::Bytes;
 use std::net::IpAddr;
@@ -88,6 +91,14 @@ pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
     put_bytes(out, e.region.as_deref().unwrap_or("").as_bytes());
     out.push(e.agent.to_byte());
     out.push(e.agent_reasons.bits());
+    match e.ip_hash {
+        None => out.push(0),
+        Some(h) => {
+            out.push(1);
+            put_varint(out, u64::from(h.key));
+            out.extend_from_slice(&h.digest);
+        }
+    }
 }
 
 /// Flag bit: the events may already be in the stream.
@@ -96,6 +107,9 @@ const UNCERTAIN: u8 = 1;
 const WITH_REGION: u8 = 2;
 /// Flag bit: each record ends, after the region, with the agent verdict and its reasons.
 const WITH_AGENT: u8 = 4;
+/// Flag bit: each record ends, after those, with the hashed client address (`0`, or `1`, the
+/// key id as a varint and 16 bytes).
+const WITH_IP_HASH: u8 = 8;
 
 struct Reader<'a>(&'a [u8]);
 
@@ -181,7 +195,15 @@ fn decode_event(r: &mut Reader<'_>, flags: u8) -> Result<Event, CodecError> {
     } else {
         (Agent::Human, Reasons::default())
     };
+    let ip_hash = if flags & WITH_IP_HASH != 0 && r.u8("ip_hash")? == 1 {
+        let key = u32::try_from(r.varint("ip_hash")?).map_err(|_| CodecError::Record("ip_hash"))?;
+        let digest = r.take(16, "ip_hash")?.try_into().expect("16 bytes");
+        Some(IpHash { key, digest })
+    } else {
+        None
+    };
     Ok(Event {
+        ip_hash,
         agent,
         agent_reasons,
         region: (!region.is_empty()).then(|| region.into()),
@@ -202,7 +224,7 @@ fn decode_event(r: &mut Reader<'_>, flags: u8) -> Result<Event, CodecError> {
 /// One stored frame (length prefix included) holding `events`.
 pub fn encode_frame(events: &[Event], uncertain: bool) -> Vec<u8> {
     let mut plain = Vec::with_capacity(events.len() * 256 + 16);
-    plain.push(if uncertain { UNCERTAIN } else { 0 } | WITH_REGION | WITH_AGENT);
+    plain.push(if uncertain { UNCERTAIN } else { 0 } | WITH_REGION | WITH_AGENT | WITH_IP_HASH);
     put_varint(&mut plain, events.len() as u64);
     for e in events {
         encode_event(e, &mut plain);
@@ -277,6 +299,10 @@ mod tests {
             } else {
                 Reasons::default()
             },
+            ip_hash: seq.is_multiple_of(3).then_some(IpHash {
+                key: 2,
+                digest: [seq as u8; 16],
+            }),
         }
     }
 
@@ -288,10 +314,11 @@ mod tests {
         e.region = None;
         e.agent = Agent::Human;
         e.agent_reasons = Reasons::default();
+        e.ip_hash = None;
         let mut record = Vec::new();
         encode_event(&e, &mut record);
-        // Drop the agent and its reasons, then the empty region (one zero byte).
-        record.truncate(record.len() - 2);
+        // Drop the absent hash, the agent and its reasons, then the empty region (one zero byte).
+        record.truncate(record.len() - 3);
         assert_eq!(record.pop(), Some(0), "an empty region is one zero byte");
         let mut plain = vec![UNCERTAIN, 1];
         plain.extend_from_slice(&record);

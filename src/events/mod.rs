@@ -12,6 +12,7 @@ pub mod writer;
 
 use crate::agent::{Agent, Reasons};
 use crate::metrics;
+use crate::privacy::IpHash;
 use crate::token::Kind;
 use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
@@ -106,6 +107,9 @@ pub struct Event {
     /// Why, as reason codes (empty for human).
     #[serde(skip)]
     pub agent_reasons: Reasons,
+    /// The client address as a keyed hash (`events.client_ip: hashed`), instead of `ip`.
+    #[serde(skip)]
+    pub ip_hash: Option<IpHash>,
 }
 
 impl Event {
@@ -113,14 +117,17 @@ impl Event {
     /// clicks).
     pub fn write_fields(&self, cmd: &mut redis::Cmd) {
         let mut ip = [0u8; 48];
-        let ip_len = match self.ip {
-            Some(addr) => {
-                use std::io::Write;
-                let mut c = std::io::Cursor::new(&mut ip[..]);
-                let _ = write!(c, "{addr}");
-                c.position() as usize
-            }
-            None => 0,
+        let ip_len = match self.ip_hash {
+            Some(h) => h.write(&mut ip),
+            None => match self.ip {
+                Some(addr) => {
+                    use std::io::Write;
+                    let mut c = std::io::Cursor::new(&mut ip[..]);
+                    let _ = write!(c, "{addr}");
+                    c.position() as usize
+                }
+                None => 0,
+            },
         };
         cmd.arg("id")
             .arg(&self.id.hex()[..])

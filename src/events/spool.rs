@@ -639,6 +639,7 @@ mod tests {
             region: None,
             agent: Default::default(),
             agent_reasons: Default::default(),
+            ip_hash: None,
         }
     }
 
