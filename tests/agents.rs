@@ -106,6 +106,14 @@ async fn every_event_gets_a_verdict_and_every_redirect_is_answered() {
         ),
         (4, get.clone(), "198.51.100.4", None, "suspect", "no_ua"),
         (
+            10,
+            get.clone(),
+            "198.51.100.10",
+            Some("Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"),
+            "machine",
+            "ua",
+        ),
+        (
             5,
             get.clone(),
             "203.0.113.77",

@@ -415,6 +415,43 @@ mod tests {
     }
 
     #[test]
+    fn prefetch_only_with_a_window_and_burst_at_the_configured_count() {
+        // A link followed 5 s after minting: prefetch with a 10 s window, nothing without one.
+        let fresh = Request {
+            ip: Some("203.0.113.9".parse().unwrap()),
+            issued_s: 1_000,
+            now_ms: 1_005_000,
+            ..req(BROWSER)
+        };
+        let off = detector(Settings::default(), "");
+        assert_eq!(off.judge(&fresh), (Agent::Human, Reasons::default()));
+        // Five links of one message in one second from one address, with the default burst
+        // (4 links in 5 s): the 4th and 5th are suspect.
+        let d = detector(
+            Settings {
+                prefetch_window: None,
+                burst: Some(burst::Settings {
+                    links: 4,
+                    window: Duration::from_secs(5),
+                    capacity: 100_000,
+                }),
+            },
+            "",
+        );
+        let verdicts: Vec<String> = (0..5u64)
+            .map(|i| {
+                let r = Request {
+                    link: i,
+                    now_ms: 2_000_000 + i * 200,
+                    ..fresh
+                };
+                d.judge(&r).1.codes()
+            })
+            .collect();
+        assert_eq!(verdicts, ["", "", "", "burst", "burst"]);
+    }
+
+    #[test]
     fn reasons_round_trip_and_order() {
         let mut r = Reasons::default();
         r.insert(Reasons::BURST);
