@@ -32,7 +32,7 @@ fn detector_with(burst: bool) -> Detector {
                 capacity: 100_000,
             }),
         },
-        Arc::new(RwLock::new(nets)),
+        Some(Arc::new(RwLock::new(nets))),
     )
 }
 

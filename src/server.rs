@@ -185,9 +185,9 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         Some(path) => {
             let (reloader, n) = Reloader::load(path.clone(), Duration::from_secs(5))?;
             server.add_service(background_service("scanner networks", reloader));
-            n
+            Some(n)
         }
-        None => Default::default(),
+        None => None,
     };
     let b = &s.bots;
     let agents = Detector::new(

@@ -187,7 +187,8 @@ pub struct Detector {
     /// Keyed per process, for the user-agent answers each thread remembers.
     hasher: foldhash::quality::RandomState,
     counters: Counters,
-    networks: Arc<RwLock<Networks>>,
+    /// `None` without `bots.scanner_networks`: no lock taken per request.
+    networks: Option<Arc<RwLock<Networks>>>,
     settings: Settings,
     burst: Option<burst::Burst>,
 }
@@ -241,8 +242,8 @@ pub const ISBOT_VERSION: &str = "0.1.3";
 
 impl Detector {
     /// A detector with `settings`, matching addresses against `networks` (replaced in place
-    /// when its file is reloaded).
-    pub fn new(settings: Settings, networks: Arc<RwLock<Networks>>) -> Detector {
+    /// when its file is reloaded), if any.
+    pub fn new(settings: Settings, networks: Option<Arc<RwLock<Networks>>>) -> Detector {
         Detector {
             bots: isbot::Bots::default(),
             hasher: foldhash::quality::RandomState::default(),
@@ -265,9 +266,8 @@ impl Detector {
         } else if self.is_bot(r.ua) {
             why.insert(Reasons::UA);
         }
-        if let Some(ip) = r.ip
-            && self
-                .networks
+        if let (Some(ip), Some(networks)) = (r.ip, &self.networks)
+            && networks
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .lookup(ip)
@@ -339,7 +339,7 @@ mod tests {
 
     fn detector(settings: Settings, nets: &str) -> Detector {
         let n = Networks::parse(nets).unwrap();
-        Detector::new(settings, Arc::new(RwLock::new(n)))
+        Detector::new(settings, Some(Arc::new(RwLock::new(n))))
     }
 
     #[test]

@@ -73,11 +73,6 @@ impl Mirror {
         self.read().get(host).copied()
     }
 
-    /// The region serving `host`, when it is registered in a region this node has.
-    pub fn region(&self, host: &str) -> Option<&str> {
-        self.registered_region(host).flatten()
-    }
-
     /// `None` when `host` is not registered; else its region, `None` inside when the registry
     /// names a region this node does not have.
     pub fn registered_region(&self, host: &str) -> Option<Option<&str>> {
@@ -340,21 +335,21 @@ mod tests {
         all.insert("link.eu.example".into(), m.entry(&eu, true));
         m.replace(all);
         assert!(m.ready());
-        assert_eq!(m.region("link.eu.example"), Some("eu"));
+        assert_eq!(m.registered_region("link.eu.example").flatten(), Some("eu"));
         assert!(m.get("link.eu.example").unwrap().has_cert);
         assert_eq!(m.get("unknown.example"), None);
         // Moved to us, certificate removed; then removed from the registry.
         let us = domain("link.eu.example", "us", State::Verified);
         m.apply("link.eu.example", Some((&us, false)));
-        assert_eq!(m.region("link.eu.example"), Some("us"));
+        assert_eq!(m.registered_region("link.eu.example").flatten(), Some("us"));
         assert_eq!(m.get("link.eu.example").unwrap().state, State::Verified);
         m.apply("link.eu.example", None);
-        assert_eq!(m.region("link.eu.example"), None);
+        assert_eq!(m.registered_region("link.eu.example").flatten(), None);
         assert!(m.is_empty());
         // A region this node does not have: known, but no region to route to.
         let ap = domain("link.ap.example", "ap", State::Pending);
         m.apply("link.ap.example", Some((&ap, false)));
         assert!(m.get("link.ap.example").is_some());
-        assert_eq!(m.region("link.ap.example"), None);
+        assert_eq!(m.registered_region("link.ap.example").flatten(), None);
     }
 }
