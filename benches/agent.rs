@@ -4,7 +4,7 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use linkedge::agent::networks::Networks;
-use linkedge::agent::{Detector, Request, Settings, burst};
+use linkedge::agent::{Detector, Request, Settings, pairs};
 use linkedge::token::Kind;
 use std::hint::black_box;
 use std::sync::{Arc, RwLock};
@@ -17,7 +17,8 @@ fn detector() -> Detector {
     detector_with(true)
 }
 
-fn detector_with(burst: bool) -> Detector {
+/// The defaults (burst 4 in 5 s, honeypot 10 m, 100,000 pairs), or with both off.
+fn detector_with(pairs: bool) -> Detector {
     // 2,000 disjoint /24s, as a realistic gateway list is a few thousand ranges.
     let text: String = (0..2000u32)
         .map(|i| format!("10.{}.{}.0/24 net{}\n", i / 256, i % 256, i % 7))
@@ -26,11 +27,14 @@ fn detector_with(burst: bool) -> Detector {
     Detector::new(
         Settings {
             prefetch_window: Some(Duration::from_secs(60)),
-            burst: burst.then_some(burst::Settings {
-                links: 4,
-                window: Duration::from_secs(5),
+            pairs: pairs::Settings {
+                burst: pairs.then_some(pairs::BurstSettings {
+                    links: 4,
+                    window: Duration::from_secs(5),
+                }),
+                honeypot_window: pairs.then_some(Duration::from_secs(600)),
                 capacity: 100_000,
-            }),
+            },
         },
         Some(Arc::new(RwLock::new(nets))),
     )
@@ -52,6 +56,7 @@ fn bench(c: &mut Criterion) {
             workspace: 7,
             message: n / 3,
             link: n % 5,
+            trap: false,
             issued_s: 1_790_000_000,
             now_ms: 1_795_000_000_000,
         }
@@ -77,7 +82,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     let without = detector_with(false);
-    c.bench_function("verdict: browser click, burst off", |b| {
+    c.bench_function("verdict: browser click, burst and honeypot off", |b| {
         b.iter(|| black_box(without.judge(black_box(&req(BROWSER)))))
     });
 }

@@ -34,6 +34,7 @@ fn bench(c: &mut Criterion) {
         link: 17,
         issued: 1_790_000_000,
         url,
+        trap: false,
     };
     let token = r.mint(host, &link).unwrap();
     c.bench_function("token_mint", |b| {

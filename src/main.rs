@@ -176,6 +176,11 @@ enum LinkCommand {
         /// The destination: an absolute http:// or https:// URL.
         #[arg(long)]
         url: String,
+        /// Mint a trap: a link to hide in the email (no person sees or follows it), whose
+        /// click is recorded as `machine` and marks the clicking address as a scanner for the
+        /// rest of the message (README, "Machine clicks").
+        #[arg(long)]
+        trap: bool,
         #[command(flatten)]
         ids: LinkIds,
     },
@@ -253,11 +258,22 @@ fn main() -> ExitCode {
             config,
             host,
             url,
+            trap,
             ids,
-        }) => link::mint(&config.config, host, Kind::Click, url.clone(), ids.ids()),
-        Command::Link(LinkCommand::Pixel { config, host, ids }) => {
-            link::mint(&config.config, host, Kind::Open, String::new(), ids.ids())
-        }
+        }) => link::mint(
+            &config.config,
+            host,
+            (Kind::Click, *trap),
+            url.clone(),
+            ids.ids(),
+        ),
+        Command::Link(LinkCommand::Pixel { config, host, ids }) => link::mint(
+            &config.config,
+            host,
+            (Kind::Open, false),
+            String::new(),
+            ids.ids(),
+        ),
         Command::Link(LinkCommand::Decode { config, url }) => link::decode(&config.config, url),
         Command::Domain(cmd) => match cmd {
             DomainCommand::Add {

@@ -412,7 +412,7 @@ static AGENT_VERDICTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         Opts::new(
             "linkedge_agent_verdicts_total",
             "Clicks and opens by kind, verdict (human, suspect, machine) and reason (head, ua, \
-             no_ua, scanner_net, prefetch, burst; none for human); an event with two reasons \
+             no_ua, scanner_net, prefetch, burst, honeypot; none for human); an event with two reasons \
              counts once under each."
         ),
         &["kind", "agent", "reason"]

@@ -193,11 +193,14 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     let agents = Detector::new(
         agent::Settings {
             prefetch_window: (!b.prefetch_window.is_zero()).then_some(b.prefetch_window),
-            burst: (b.burst.links > 0).then_some(agent::burst::Settings {
-                links: b.burst.links,
-                window: b.burst.window,
-                capacity: b.burst.capacity,
-            }),
+            pairs: agent::pairs::Settings {
+                burst: (b.burst.links > 0).then_some(agent::pairs::BurstSettings {
+                    links: b.burst.links,
+                    window: b.burst.window,
+                }),
+                honeypot_window: (!b.honeypot_window.is_zero()).then_some(b.honeypot_window),
+                capacity: b.pairs,
+            },
         },
         networks,
     );

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! version   u8        = 1
-//! kind      u8        1 = click, 2 = open
+//! kind      u8        1 = click, 2 = open, 3 = trap (a click no person makes, see below)
 //! key_id    varint    which keyring entry signed it
 //! workspace varint    u64
 //! message   varint    u64 (the delivery id)
@@ -25,6 +25,10 @@
 //! instead of a plain 404. Forging `check` gains nothing but a different error page.
 //!
 //! A click link to a 60-character destination on `link.example.com` is about 160 characters.
+//!
+//! A trap is a click link (served under `/c/`, redirecting like any other) that the sender hides
+//! in the email, where no person sees or follows it: a security scanner following every link
+//! does. Only its kind byte tells it apart, and only to the holder of the key.
 
 use crate::host::normalize_host;
 use base64::Engine;
@@ -96,6 +100,8 @@ pub struct Link {
     pub issued: u64,
     /// Destination (clicks only; empty for opens).
     pub url: String,
+    /// A trap: a click link hidden in the email, which no person follows (token kind 3).
+    pub trap: bool,
 }
 
 /// Why a token was refused. Every variant is a clean refusal; none of them panics.
@@ -110,7 +116,7 @@ pub enum TokenError {
     /// A format version this edge does not decode.
     #[error("unknown token version")]
     Version,
-    /// The kind byte is neither click nor open.
+    /// The kind byte is none of click, open and trap.
     #[error("unknown link kind")]
     Kind,
     /// The key id is not in the keyring.
@@ -158,6 +164,9 @@ pub enum MintError {
     /// The host is empty or not a plain host name.
     #[error("host must be a host name such as link.example.com")]
     BadHost,
+    /// Only a click link can be a trap.
+    #[error("only a click link can be a trap")]
+    TrapNotClick,
 }
 
 /// A secret shared by the nodes that mint and verify links. Its `Debug` never shows the bytes.
@@ -236,6 +245,9 @@ impl Keyring {
                 }
             }
             Kind::Open => {
+                if link.trap {
+                    return Err(MintError::TrapNotClick);
+                }
                 if !link.url.is_empty() {
                     return Err(MintError::BadUrl);
                 }
@@ -245,9 +257,10 @@ impl Keyring {
         let key = &self.keys[&key_id];
         let mut buf = Vec::with_capacity(48 + link.url.len());
         buf.push(VERSION);
-        buf.push(match link.kind {
-            Kind::Click => 1,
-            Kind::Open => 2,
+        buf.push(match (link.kind, link.trap) {
+            (Kind::Click, false) => 1,
+            (Kind::Open, _) => 2,
+            (Kind::Click, true) => 3,
         });
         put_varint(&mut buf, key_id as u64);
         put_varint(&mut buf, link.workspace);
@@ -324,9 +337,10 @@ impl Keyring {
         if r.byte()? != VERSION {
             return Err(TokenError::Version);
         }
-        let kind = match r.byte()? {
-            1 => Kind::Click,
-            2 => Kind::Open,
+        let (kind, trap) = match r.byte()? {
+            1 => (Kind::Click, false),
+            2 => (Kind::Open, false),
+            3 => (Kind::Click, true),
             _ => return Err(TokenError::Kind),
         };
         let key_id = u32::try_from(r.varint()?).map_err(|_| TokenError::Overlong)?;
@@ -362,6 +376,7 @@ impl Keyring {
                 link,
                 issued,
                 url,
+                trap,
             },
         ))
     }
@@ -495,6 +510,7 @@ mod tests {
             link: 7,
             issued: 1_790_000_000,
             url: url.into(),
+            trap: false,
         }
     }
 
@@ -507,6 +523,30 @@ mod tests {
         let full = format!("https://link.example.com/c/{t}");
         assert!(full.len() < 200, "{} chars: {full}", full.len());
         assert_eq!(r.verify("link.example.com", &t).unwrap(), click(&url));
+    }
+
+    #[test]
+    fn a_trap_is_a_click_told_apart_by_its_kind_byte_only() {
+        let r = ring();
+        let trap = Link {
+            trap: true,
+            ..click("https://x.test/")
+        };
+        let t = r.mint("link.example.com", &trap).unwrap();
+        assert_eq!(r.verify("link.example.com", &t).unwrap(), trap);
+        let plain = r
+            .mint("link.example.com", &click("https://x.test/"))
+            .unwrap();
+        assert_eq!(t.len(), plain.len());
+        let open = Link {
+            kind: Kind::Open,
+            url: String::new(),
+            ..trap
+        };
+        assert_eq!(
+            r.mint("link.example.com", &open),
+            Err(MintError::TrapNotClick)
+        );
     }
 
     #[test]

@@ -144,6 +144,7 @@ async fn link_signed_with_rotated_out_key_still_verifies() {
                 link: 1,
                 issued: 1_700_000_000,
                 url: "https://example.com/old".into(),
+                trap: false,
             },
         )
         .unwrap();

@@ -29,21 +29,25 @@ fn host() -> impl Strategy<Value = String> {
 fn link() -> impl Strategy<Value = Link> {
     (
         any::<bool>(),
+        any::<bool>(),
         any::<u64>(),
         any::<u64>(),
         any::<u64>(),
         any::<u64>(),
         "https?://[a-z0-9.-]{1,30}(/[!-~]{0,80})?",
     )
-        .prop_map(|(click, workspace, message, link, issued, url)| Link {
-            kind: if click { Kind::Click } else { Kind::Open },
-            key_id: 9,
-            workspace,
-            message,
-            link,
-            issued,
-            url: if click { url } else { String::new() },
-        })
+        .prop_map(
+            |(click, trap, workspace, message, link, issued, url)| Link {
+                kind: if click { Kind::Click } else { Kind::Open },
+                key_id: 9,
+                workspace,
+                message,
+                link,
+                issued,
+                url: if click { url } else { String::new() },
+                trap: click && trap,
+            },
+        )
 }
 
 proptest! {
@@ -125,6 +129,7 @@ fn rejections_are_specific() {
         link: 0,
         issued: 0,
         url: "javascript:alert(1)".into(),
+        trap: false,
     };
     assert!(r.mint(h, &bad).is_err());
     let crlf = Link {

@@ -11,12 +11,14 @@
 //! | `scanner_net` | the client address is in `bots.scanner_networks` (security gateways, privacy proxies) | suspect |
 //! | `prefetch` | the click came within `bots.prefetch_window` of the link's minting | suspect |
 //! | `burst` | the client followed `bots.burst.links` distinct links of one message within `bots.burst.window` (per node) | suspect |
+//! | `honeypot` | the link is a trap (`link mint --trap`): hidden in the email, no person follows it | machine |
+//! | `honeypot` | the client followed the message's trap link within `bots.honeypot_window` before (per node) | suspect |
 //!
-//! `machine` when any certain signal fires (`head`, `ua`); else `suspect` when any other does;
-//! else `human`, with no reasons.
+//! `machine` when any certain signal fires (`head`, `ua`, or `honeypot` on the trap link
+//! itself); else `suspect` when any other does; else `human`, with no reasons.
 
-pub mod burst;
 pub mod networks;
+pub mod pairs;
 
 use crate::metrics;
 use crate::token::Kind;
@@ -64,14 +66,16 @@ impl Agent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Reasons(u8);
 
-/// Every reason, in the order their codes are written.
-pub const REASONS: [(Reasons, &str, bool); 6] = [
+/// Every reason, in the order their codes are written, and whether it alone makes the event
+/// `machine` (`honeypot` does on the trap link itself: [`Request::trap`]).
+pub const REASONS: [(Reasons, &str, bool); 7] = [
     (Reasons::HEAD, "head", true),
     (Reasons::UA, "ua", true),
     (Reasons::NO_UA, "no_ua", false),
     (Reasons::SCANNER_NET, "scanner_net", false),
     (Reasons::PREFETCH, "prefetch", false),
     (Reasons::BURST, "burst", false),
+    (Reasons::HONEYPOT, "honeypot", false),
 ];
 
 impl Reasons {
@@ -87,6 +91,8 @@ impl Reasons {
     pub const PREFETCH: Reasons = Reasons(16);
     /// Many links of one message in a short time.
     pub const BURST: Reasons = Reasons(32);
+    /// The trap link, or another link of its message from the address that followed the trap.
+    pub const HONEYPOT: Reasons = Reasons(64);
 
     /// True when no reason is set.
     pub fn is_empty(self) -> bool {
@@ -110,10 +116,11 @@ impl Reasons {
 
     /// From [`Reasons::bits`]; unknown bits are dropped.
     pub fn from_bits(b: u8) -> Reasons {
-        Reasons(b & 0x3f)
+        Reasons(b & 0x7f)
     }
 
-    /// The verdict these reasons make.
+    /// The verdict these reasons make on a link that is not a trap (a trap is always
+    /// `machine`).
     pub fn verdict(self) -> Agent {
         if REASONS
             .iter()
@@ -165,6 +172,8 @@ pub struct Request<'a> {
     pub message: u64,
     /// The link within the message.
     pub link: u64,
+    /// The link is the message's trap (a hidden honeypot link no person follows).
+    pub trap: bool,
     /// When the link was minted, Unix seconds (from the token).
     pub issued_s: u64,
     /// Now, Unix milliseconds.
@@ -176,9 +185,8 @@ pub struct Request<'a> {
 pub struct Settings {
     /// Clicks within this time of minting are `prefetch`; `None`: off.
     pub prefetch_window: Option<Duration>,
-    /// Distinct links of one message from one address, and within how long, that make a
-    /// `burst`; `None`: off.
-    pub burst: Option<burst::Settings>,
+    /// What is remembered per (address, message) for `burst` and `honeypot`.
+    pub pairs: pairs::Settings,
 }
 
 /// Judges requests; shared by every request.
@@ -189,8 +197,9 @@ pub struct Detector {
     counters: Counters,
     /// `None` without `bots.scanner_networks`: no lock taken per request.
     networks: Option<Arc<RwLock<Networks>>>,
-    settings: Settings,
-    burst: Option<burst::Burst>,
+    prefetch_window: Option<Duration>,
+    /// `None` when neither `burst` nor the honeypot window is on.
+    pairs: Option<pairs::Pairs>,
 }
 
 /// User-agent answers remembered per request thread.
@@ -248,9 +257,10 @@ impl Detector {
             bots: isbot::Bots::default(),
             hasher: foldhash::quality::RandomState::default(),
             counters: Counters::new(),
-            burst: settings.burst.clone().map(burst::Burst::new),
+            pairs: (settings.pairs.burst.is_some() || settings.pairs.honeypot_window.is_some())
+                .then(|| pairs::Pairs::new(settings.pairs)),
             networks,
-            settings,
+            prefetch_window: settings.prefetch_window,
         }
     }
 
@@ -275,7 +285,7 @@ impl Detector {
         {
             why.insert(Reasons::SCANNER_NET);
         }
-        if let Some(w) = self.settings.prefetch_window
+        if let Some(w) = self.prefetch_window
             && r.now_ms
                 < r.issued_s
                     .saturating_mul(1000)
@@ -283,12 +293,23 @@ impl Detector {
         {
             why.insert(Reasons::PREFETCH);
         }
-        if let (Some(b), Some(ip)) = (&self.burst, r.ip)
-            && b.follows(ip, r.workspace, r.message, r.link, r.now_ms)
-        {
-            why.insert(Reasons::BURST);
+        if let (Some(p), Some(ip)) = (&self.pairs, r.ip) {
+            let seen = p.follows(ip, r.workspace, r.message, r.link, r.trap, r.now_ms);
+            if seen.burst {
+                why.insert(Reasons::BURST);
+            }
+            if seen.honeypot {
+                why.insert(Reasons::HONEYPOT);
+            }
         }
-        let agent = why.verdict();
+        if r.trap {
+            why.insert(Reasons::HONEYPOT);
+        }
+        let agent = if r.trap {
+            Agent::Machine
+        } else {
+            why.verdict()
+        };
         self.counters.count(r.kind, agent, why);
         (agent, why)
     }
@@ -332,6 +353,7 @@ mod tests {
             workspace: 1,
             message: 2,
             link: 3,
+            trap: false,
             issued_s: 1_000,
             now_ms: 2_000_000,
         }
@@ -347,7 +369,7 @@ mod tests {
         let d = detector(
             Settings {
                 prefetch_window: Some(Duration::from_secs(10)),
-                burst: None,
+                pairs: pairs::Settings::default(),
             },
             "198.51.100.0/24 example-gateway\n",
         );
@@ -430,11 +452,14 @@ mod tests {
         let d = detector(
             Settings {
                 prefetch_window: None,
-                burst: Some(burst::Settings {
-                    links: 4,
-                    window: Duration::from_secs(5),
+                pairs: pairs::Settings {
+                    burst: Some(pairs::BurstSettings {
+                        links: 4,
+                        window: Duration::from_secs(5),
+                    }),
+                    honeypot_window: None,
                     capacity: 100_000,
-                }),
+                },
             },
             "",
         );
@@ -449,6 +474,50 @@ mod tests {
             })
             .collect();
         assert_eq!(verdicts, ["", "", "", "burst", "burst"]);
+    }
+
+    #[test]
+    fn a_trap_is_machine_and_marks_its_message_for_that_address() {
+        let d = detector(
+            Settings {
+                prefetch_window: None,
+                pairs: pairs::Settings {
+                    burst: None,
+                    honeypot_window: Some(Duration::from_secs(600)),
+                    capacity: 1_000,
+                },
+            },
+            "",
+        );
+        let scanner = Request {
+            ip: Some("203.0.113.9".parse().unwrap()),
+            ..req(BROWSER)
+        };
+        let codes = |r: Request| {
+            let (a, why) = d.judge(&r);
+            (a, why.codes())
+        };
+        let trap = Request {
+            trap: true,
+            link: 99,
+            ..scanner
+        };
+        assert_eq!(codes(trap), (Agent::Machine, "honeypot".into()));
+        assert_eq!(codes(scanner), (Agent::Suspect, "honeypot".into()));
+        let person = Request {
+            ip: Some("192.0.2.1".parse().unwrap()),
+            ..scanner
+        };
+        assert_eq!(codes(person), (Agent::Human, String::new()));
+        let later = Request {
+            now_ms: scanner.now_ms + 601_000,
+            ..scanner
+        };
+        assert_eq!(codes(later), (Agent::Human, String::new()));
+        // With the window off, the trap click alone is flagged.
+        let off = detector(Settings::default(), "");
+        assert_eq!(off.judge(&trap).0, Agent::Machine);
+        assert_eq!(off.judge(&scanner).0, Agent::Human);
     }
 
     #[test]

@@ -17,8 +17,15 @@ pub struct Ids {
     pub link: u64,
 }
 
-/// Prints a tracked URL of `kind` for `host` (a click to `url`, or an open pixel).
-pub fn mint(config: &Path, host: &str, kind: Kind, url: String, ids: Ids) -> Outcome {
+/// Prints a tracked URL of `kind` for `host` (a click to `url`, a trap click when `trap`, or an
+/// open pixel).
+pub fn mint(
+    config: &Path,
+    host: &str,
+    (kind, trap): (Kind, bool),
+    url: String,
+    ids: Ids,
+) -> Outcome {
     let s = load(config)?;
     let host = normalize_host(host).ok_or_else(|| format!("--host {host:?}: not a host name"))?;
     let link = Link {
@@ -29,6 +36,7 @@ pub fn mint(config: &Path, host: &str, kind: Kind, url: String, ids: Ids) -> Out
         link: ids.link,
         issued: crate::time::unix_s() as u64,
         url,
+        trap,
     };
     let token = s.keyring.mint(&host, &link).map_err(|e| e.to_string())?;
     println!("{}://{host}/{}/{token}", s.link_scheme, kind.path_segment());
@@ -55,7 +63,12 @@ pub fn decode(config: &Path, url: &str) -> Outcome {
         .inspect(token)
         .map_err(|e| format!("cannot decode: {e}"))?;
     println!("host:      {host}");
-    println!("kind:      {}", link.kind.event_type());
+    let kind = if link.trap {
+        "click (trap: hide it in the email; its clicks are recorded as machine)"
+    } else {
+        link.kind.event_type()
+    };
+    println!("kind:      {kind}");
     println!("key id:    {}", link.key_id);
     println!("workspace: {}", link.workspace);
     println!("message:   {}", link.message);

@@ -368,6 +368,15 @@ pub struct Bots {
     pub scanner_networks: Option<PathBuf>,
     /// `burst`: one client address following many links of one message quickly.
     pub burst: BurstConfig,
+    /// `honeypot`: for this long after an address follows a message's trap link (`link mint
+    /// --trap`), its clicks and opens of the message are `suspect`. The trap click itself is
+    /// always `machine`. `0s`: only the trap click is flagged. Default `10m`.
+    #[serde(deserialize_with = "de_duration")]
+    pub honeypot_window: Duration,
+    /// (client address, message) pairs each node remembers for `burst` and `honeypot`: a
+    /// fixed table of this many 64-byte slots, allocated at start (a pair hashed onto a busy
+    /// slot takes it over, forgetting the older pair). Default 100000 (6.1 MiB).
+    pub pairs: usize,
 }
 
 impl Default for Bots {
@@ -376,6 +385,8 @@ impl Default for Bots {
             prefetch_window: Duration::ZERO,
             scanner_networks: None,
             burst: BurstConfig::default(),
+            honeypot_window: Duration::from_secs(600),
+            pairs: 100_000,
         }
     }
 }
@@ -390,9 +401,6 @@ pub struct BurstConfig {
     /// Within how long. Default `5s`.
     #[serde(deserialize_with = "de_duration")]
     pub window: Duration,
-    /// (address, message) pairs remembered at most: a fixed table of this many 88-byte slots
-    /// (a pair hashed onto a busy slot takes it over). Default 100000 (8.4 MiB).
-    pub capacity: usize,
 }
 
 impl Default for BurstConfig {
@@ -400,7 +408,6 @@ impl Default for BurstConfig {
         BurstConfig {
             links: 4,
             window: Duration::from_secs(5),
-            capacity: 100_000,
         }
     }
 }

@@ -439,16 +439,19 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
         return Err(invalid("limits.max_connections", "must be at least 1"));
     }
     let b = &file.bots.burst;
-    if b.links == 1 || b.links > crate::agent::burst::MAX_LINKS {
+    if b.links == 1 || b.links > crate::agent::pairs::MAX_LINKS {
         return Err(invalid(
             "bots.burst.links",
             "expected 2 to 16 links (0: off)",
         ));
     }
-    if b.links > 0 && (b.window.is_zero() || b.capacity == 0) {
+    if b.links > 0 && b.window.is_zero() {
+        return Err(invalid("bots.burst.window", "must be above 0"));
+    }
+    if file.bots.pairs == 0 || file.bots.pairs > 100_000_000 {
         return Err(invalid(
-            "bots.burst",
-            "window must be above 0 and capacity at least 1",
+            "bots.pairs",
+            "expected 1 to 100000000 pairs (64 bytes each)",
         ));
     }
     if file.registry.resync_interval < Duration::from_secs(1) {

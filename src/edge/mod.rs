@@ -126,6 +126,7 @@ impl Edge {
             workspace: link.workspace,
             message: link.message,
             link: link.link,
+            trap: link.trap,
             issued_s: link.issued,
             now_ms: ts,
         });

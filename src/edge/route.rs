@@ -194,6 +194,7 @@ mod tests {
             } else {
                 String::new()
             },
+            trap: false,
         };
         ring().mint(host, &link).unwrap()
     }

@@ -547,6 +547,7 @@ pub fn click(host: &str, url: &str, link: u64) -> String {
                 link,
                 issued: 1_790_000_000,
                 url: url.into(),
+                trap: false,
             },
         )
         .unwrap()
@@ -565,6 +566,7 @@ pub fn pixel(host: &str) -> String {
                 link: 0,
                 issued: 1_790_000_000,
                 url: String::new(),
+                trap: false,
             },
         )
         .unwrap()
