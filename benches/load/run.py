@@ -25,6 +25,10 @@ HERE = ROOT / "benches" / "load"
 CLK = os.sysconf("SC_CLK_TCK")
 SERVER_CORE = "0"
 LOAD_CORE = "1"
+# Clicks carry a browser's User-Agent, as a person's do: linkedge's machine-click verdict then
+# takes its common path (the user agent remembered per thread, not matched again).
+BROWSER_UA = ("User-Agent: Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+              "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
 
 
 def free_port():
@@ -301,9 +305,9 @@ routing: {{ default_region: us }}
 
         plans = {
             1: ("HTTP/1.1 keep-alive click redirects, 64 connections",
-                lambda p: run_wrk(url(p, "http", f"/c/{token}"), d)),
+                lambda p: run_wrk(url(p, "http", f"/c/{token}"), d, headers=(BROWSER_UA,))),
             2: ("HTTPS HTTP/1.1 keep-alive click redirects, 64 connections",
-                lambda p: run_wrk(url(p, "https", f"/c/{token}"), d)),
+                lambda p: run_wrk(url(p, "https", f"/c/{token}"), d, headers=(BROWSER_UA,))),
             3: (f"Full TLS handshakes per second (new connection and session per request, ECDSA P-256, "
                 f"X25519; linkedge: SNI spread over {args.domains} domains' certificates from its store, "
                 f"linkedge-1cert: one name; nginx, Caddy: one static certificate; linkedge-pq: as linkedge "

@@ -1,0 +1,136 @@
+"""Counts the instructions a release linkedge executes per request (callgrind, all threads).
+
+Started by run.sh. For each binary: a fresh redis-server and linkedge on free loopback ports,
+2,000 requests to warm up, counters zeroed, N keep-alive requests (a browser's User-Agent),
+counters dumped. Prints instructions per request for a click and for /health, and the functions
+whose own cost differs most between the first binary and each other one.
+"""
+import collections
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+      "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def requests(port, path, n):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for _ in range(n):
+        c.request("GET", path, headers={"User-Agent": UA})
+        r = c.getresponse()
+        r.read()
+        if r.status not in (200, 302):
+            sys.exit(f"{path}: answered {r.status}")
+        if (r.getheader("connection") or "").lower() == "close":
+            c.close()
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+
+def self_costs(path):
+    """Instructions per function (its own, not its callees'), from a callgrind file."""
+    costs, fn, skip = collections.Counter(), None, False
+    for line in open(path):
+        if line.startswith("fn="):
+            fn = line[3:].strip()
+        elif line.startswith("calls="):
+            skip = True
+        elif line[:1].isdigit() or line[:1] in "+-*":
+            parts = line.split()
+            if len(parts) >= 2:
+                if skip:
+                    skip = False
+                else:
+                    costs[fn] += int(parts[1])
+    return costs
+
+
+def measure(binary, what, n, work):
+    redis_port, http_port, metrics_port, https_port = (free_port() for _ in range(4))
+    redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL)
+    key = work / "link-key"
+    key.write_text("instructions-bench-key-not-a-secret-0123456789")
+    conf = work / "linkedge.yaml"
+    conf.write_text(f"""
+listen: {{ http: 127.0.0.1:{http_port}, https: 127.0.0.1:{https_port}, metrics: 127.0.0.1:{metrics_port} }}
+tls: {{ cert: {ROOT}/certs-dev/leaf.pem, key: {ROOT}/certs-dev/leaf.key }}
+redis: {{ url: "redis://127.0.0.1:{redis_port}/" }}
+links: {{ mint_key: 1, keys: [{{ id: 1, secret_file: {key} }}] }}
+events: {{ spool: {{ dir: {work}/spool }} }}
+server: {{ threads: 1, pid_file: {work}/pid, upgrade_sock: {work}/upgrade.sock, grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1 }}
+""")
+    out = work / f"callgrind.{what}"
+    for f in work.glob(f"callgrind.{what}*"):
+        f.unlink()
+    vg = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                           "--dump-instr=no", "--compress-strings=no", "--compress-pos=no",
+                           binary, "serve", "--config", str(conf)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", http_port), 0.5).close()
+                break
+            except OSError:
+                if time.time() > deadline or vg.poll() is not None:
+                    sys.exit(f"{binary} did not start under valgrind")
+                time.sleep(0.5)
+        path = "/health"
+        if what == "click":
+            url = subprocess.run([binary, "link", "mint", "--config", str(conf), "--host", "127.0.0.1",
+                                  "--url", "https://example.com/landing"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+            path = "/c/" + url.rsplit("/c/", 1)[1]
+        requests(http_port, path, 2000)
+        time.sleep(1)
+        subprocess.run(["callgrind_control", "-z", str(vg.pid)], capture_output=True, check=True)
+        requests(http_port, path, n)
+        time.sleep(1)  # the writer's last batch
+        subprocess.run(["callgrind_control", "-d", str(vg.pid)], capture_output=True, check=True)
+        time.sleep(1)
+    finally:
+        vg.terminate()
+        vg.wait(60)
+        redis.terminate()
+        redis.wait(10)
+    dump = Path(f"{out}.1")
+    total = next(int(l.split()[1]) for l in open(dump) if l.startswith(("summary:", "totals:")))
+    return total / n, self_costs(dump)
+
+
+def main():
+    n, binaries = int(sys.argv[1]), sys.argv[2:]
+    work = Path(tempfile.mkdtemp(prefix="linkedge-instructions-"))
+    results = {}
+    for what in ["click", "health"]:
+        for b in binaries:
+            per, costs = measure(b, what, n, work)
+            results[(b, what)] = (per, costs)
+            print(f"{what:6} {per:9.0f} instructions/request  {b}", flush=True)
+    for b in binaries[1:]:
+        for what in ["click", "health"]:
+            base, costs0 = results[(binaries[0], what)]
+            per, costs = results[(b, what)]
+            print(f"\n{what}: {b} against {binaries[0]}: {per - base:+.0f} instructions/request "
+                  f"({(per / base - 1) * 100:+.1f}%); largest changes per request:")
+            keys = sorted(set(costs0) | set(costs), key=lambda k: -abs(costs[k] - costs0[k]))
+            for k in keys[:12]:
+                print(f"  {(costs[k] - costs0[k]) / n:+8.0f}  {k[-110:]}")
+
+
+if __name__ == "__main__":
+    main()
