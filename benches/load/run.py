@@ -81,6 +81,20 @@ def cpu_seconds(pids):
     return total / CLK
 
 
+def context_switches(pids):
+    """Voluntary and involuntary context switches of every thread of the processes so far."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                for line in (task / "status").read_text().splitlines():
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+    return total
+
+
 def peak_rss_kb(pids):
     best = 0
     for pid in pids:
@@ -195,9 +209,10 @@ def redis_cli(port, *args):
 
 def measure(server, fn):
     pids = proc_pids(server.proc.pid)
-    c0 = cpu_seconds(pids)
+    c0, cs0 = cpu_seconds(pids), context_switches(pids)
     res = fn()
     res["cpu_s"] = cpu_seconds(pids) - c0
+    res["cs_per_1k"] = (context_switches(pids) - cs0) / max(res["requests"], 1) * 1000
     res["cpu_s_per_10k"] = res["cpu_s"] / max(res["requests"], 1) * 10_000
     res["peak_rss_kb"] = peak_rss_kb(pids)
     if not res.get("errors"):
@@ -403,7 +418,7 @@ def summarize(per):
             out[name] = {"refused": "; ".join(r["errors"] for r in runs if r["errors"])}
             continue
         mean = lambda k: (sum(r[k] for r in runs) / len(runs)) if all(r.get(k) is not None for r in runs) else None
-        out[name] = {k: mean(k) for k in ["rps", "p50", "p99", "max", "cpu_s_per_10k"]}
+        out[name] = {k: mean(k) for k in ["rps", "p50", "p99", "max", "cpu_s_per_10k", "cs_per_1k"]}
         out[name]["peak_rss_kb"] = max(r["peak_rss_kb"] for r in runs)
         out[name]["cpu_s"] = sum(r["cpu_s"] for r in runs)
     return out
@@ -468,8 +483,8 @@ def fmt_s(v):
 
 
 def render(results):
-    lines = ["| scenario | server | req/s | p50 | p99 | max | CPU s / 10k req | peak RSS | vs nginx | vs Caddy |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| scenario | server | req/s | p50 | p99 | max | CPU s / 10k req | context switches / 1k req | peak RSS | vs nginx | vs Caddy |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for sc, data in results["scenarios"].items():
         if int(sc) == 6:
             continue
@@ -477,23 +492,24 @@ def render(results):
         for name in [n for n in ["linkedge", "linkedge-1cert", "linkedge-pq", "nginx", "caddy"] if n in s]:
             r = s.get(name, {})
             if "refused" in r:
-                lines.append(f"| {sc} | {name} | refused: {r['refused']} | | | | | | | |")
+                lines.append(f"| {sc} | {name} | refused: {r['refused']} | | | | | | | | | |")
                 continue
+            cs = f"{r['cs_per_1k']:.1f}" if r.get("cs_per_1k") is not None else ""
             ratio = lambda other: (f"{r['rps'] / s[other]['rps']:.2f}×"
                                    if name.startswith("linkedge") and s.get(other, {}).get("rps") else "")
             lines.append(f"| {sc} | {name} | {r['rps']:.0f} | {fmt_s(r['p50'])} | {fmt_s(r['p99'])} | "
-                         f"{fmt_s(r['max'])} | {r['cpu_s_per_10k']:.3f} | {r['peak_rss_kb'] / 1024:.1f} MiB | "
+                         f"{fmt_s(r['max'])} | {r['cpu_s_per_10k']:.3f} | {cs} | {r['peak_rss_kb'] / 1024:.1f} MiB | "
                          f"{ratio('nginx')} | {ratio('caddy')} |")
         if "direct_rps" in data:
-            lines.append(f"| {sc} | (upstream direct) | {data['direct_rps']:.0f} | | | | | | | |")
+            lines.append(f"| {sc} | (upstream direct) | {data['direct_rps']:.0f} | | | | | | | | |")
             lines.append(f"| {sc} | (linkedge pool reuse) | {data['reuse_ratio'] * 100:.2f}% of upstream "
-                         f"requests on a reused connection | | | | | | | |")
+                         f"requests on a reused connection | | | | | | | | |")
         if "reuse" in data:
             ru = data["reuse"]
             lines.append(f"| {sc} | (nginx saw) | {ru['nginx_full']} full, {ru['nginx_resumed']} resumed "
-                         f"handshakes | | | | | | | |")
+                         f"handshakes | | | | | | | | |")
             lines.append(f"| {sc} | (linkedge saw) | {ru['linkedge_full']} full, {ru['linkedge_resumed']} "
-                         f"resumed handshakes; certificate look-ups {ru['linkedge_cert_lookups']} | | | | | | | |")
+                         f"resumed handshakes; certificate look-ups {ru['linkedge_cert_lookups']} | | | | | | | | |")
     if "memory" in results:
         m = results["memory"]
         lines.append("")

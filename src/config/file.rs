@@ -601,7 +601,9 @@ pub struct Events {
     pub stream: String,
     /// Approximate cap on the stream length (`XADD MAXLEN ~`); 0 means no cap. Default 10000000.
     pub maxlen: u64,
-    /// Events held in memory between the request path and the writer. Default 65536.
+    /// Most events held in memory between the request path and the writer (about 240 bytes
+    /// each, allocated as they arrive, freed as they are written); past it, new events go
+    /// straight to the spool. Default 65536.
     pub queue_capacity: usize,
     /// Most events per pipelined write. Default 4096.
     pub batch_max: usize,
