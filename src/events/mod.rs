@@ -280,14 +280,14 @@ impl Queue {
         }
     }
 
-    /// Queues `ev`, or hands it back when `capacity` events are waiting.
-    fn push(&self, ev: Event) -> Result<(), Event> {
+    /// Queues `ev`; hands it back when `capacity` events are waiting.
+    fn push(&self, ev: Event) -> Option<Event> {
         if self.len.fetch_add(1, Ordering::AcqRel) >= self.capacity {
             self.len.fetch_sub(1, Ordering::AcqRel);
-            return Err(ev);
+            return Some(ev);
         }
         self.events.push(ev);
-        Ok(())
+        None
     }
 
     fn pop(&self) -> Option<Event> {
@@ -348,14 +348,14 @@ impl Recorder {
     /// full.
     pub fn record(&self, ev: Event) {
         match self.queue.push(ev) {
-            Ok(()) => {
+            None => {
                 if self.writer_idle.load(Ordering::Relaxed)
                     && self.writer_idle.swap(false, Ordering::AcqRel)
                 {
                     self.notify.notify_one();
                 }
             }
-            Err(ev) => {
+            Some(ev) => {
                 let mut spool = self.lock_spool();
                 spool.append(std::slice::from_ref(&ev), false);
             }
