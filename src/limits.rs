@@ -275,10 +275,11 @@ fn conn_of(session: &pingora::protocols::http::ServerSession) -> Option<&Conn> {
     session.stream()?.as_any().downcast_ref::<Conn>()
 }
 
-/// A request head arrived whole: the header deadline stops.
+/// A request head arrived whole: the header deadline stops. No clock is read: a busy
+/// connection has no deadline and is never evicted, so when it became busy does not matter.
 pub fn request_started(session: &pingora::protocols::http::ServerSession) {
     if let Some(c) = conn_of(session) {
-        c.enter(BUSY);
+        c.shared.phase.store(BUSY, Ordering::Relaxed);
     }
 }
 

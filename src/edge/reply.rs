@@ -68,9 +68,12 @@ impl Reply {
         Reply::json(status, &serde_json::json!({ "error": message.to_string() }))
     }
 
-    /// `/health`: 200 `{}`.
+    /// `/health`: 200 `{}` (a static body: no JSON built per request).
     pub fn health() -> Reply {
-        Reply::json(200, &serde_json::json!({}))
+        Reply {
+            content_type: Some("application/json"),
+            ..Reply::text(200, Bytes::from_static(b"{}"))
+        }
     }
 
     /// The 302 of a tracked click.
@@ -140,7 +143,7 @@ impl Reply {
         if let Some(ct) = self.content_type {
             h.insert_header("Content-Type", ct)?;
         }
-        h.insert_header("Content-Length", self.body.len().to_string())?;
+        h.insert_header("Content-Length", http::HeaderValue::from(self.body.len()))?;
         if let Some(loc) = &self.location {
             // Verified destinations hold no control characters; the check here costs a scan only.
             let v = http::HeaderValue::from_maybe_shared(loc.clone())
