@@ -479,16 +479,27 @@ async fn rss_stays_flat_under_a_million_distinct_client_addresses() {
         kb("VmRSS")
     };
     let start_rss = kb("VmRSS");
+    // Clicks in chunks of 10,000, each let into the stream before the next: the event queue
+    // then peaks alike in every chunk, so memory the allocator keeps after the first peaks
+    // (freed queue blocks) is already counted after the warm-up, and only what grows with the
+    // number of addresses shows after it.
+    let chunk = 10_000.min(warm);
+    let mut sent = 0;
+    let mut clicks_until = async |n: u32| {
+        while sent < n {
+            let k = chunk.min(n - sent);
+            assert_eq!(
+                clicks_from_distinct_addresses(&le, &path, sent, k, 8).await,
+                u64::from(k)
+            );
+            sent += k;
+            assert!(eventually(Duration::from_secs(60), || added() >= u64::from(sent)));
+        }
+    };
     let t = std::time::Instant::now();
-    assert_eq!(
-        clicks_from_distinct_addresses(&le, &path, 0, warm, 8).await,
-        u64::from(warm)
-    );
+    clicks_until(warm).await;
     let warm_rss = settled_rss(warm);
-    assert_eq!(
-        clicks_from_distinct_addresses(&le, &path, warm, total - warm, 8).await,
-        u64::from(total - warm)
-    );
+    clicks_until(total).await;
     let secs = t.elapsed().as_secs_f64();
     let end_rss = settled_rss(total);
     println!(
@@ -496,10 +507,12 @@ async fn rss_stays_flat_under_a_million_distinct_client_addresses() {
         f64::from(total) / secs,
         kb("VmHWM")
     );
-    // A leak of even 8 bytes per address would add 7 MiB over the last 900,000.
+    // Anything kept per address shows here: a map entry per address is tens of bytes, so tens
+    // of MiB over the last 900,000. What moves without that (the writer's batch buffers, the
+    // allocator's free pages) has measured +1.5 to +3.1 MiB.
     let grew = end_rss.saturating_sub(warm_rss);
     assert!(
-        grew < 4 * 1024,
+        grew < 6 * 1024,
         "RSS grew by {grew} kB between {warm} and {total} distinct addresses"
     );
 }
