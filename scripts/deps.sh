@@ -3,7 +3,8 @@
 # cmake (Pingora's vendored OpenSSL and zlib-ng build), redis-server (the event stream, and the
 # tests' own Redis), pebble (the tests' ACME CA and mock DNS) and prometheus (its promtool tests
 # the alerting rules in deploy/prometheus; where systemd runs, the package also enables a
-# prometheus service on :9090). Runs apt-get only when something is missing.
+# prometheus service on :9090) and kubernetes-client (kubectl kustomize builds deploy/kubernetes
+# in a test). Runs apt-get only when something is missing.
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
@@ -11,6 +12,7 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v pebble >/dev/null 2>&1 || missing+=(pebble)
+command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 need_promtool=0
 command -v promtool >/dev/null 2>&1 || need_promtool=1
 if [ ${#missing[@]} -gt 0 ] || [ $need_promtool -eq 1 ]; then
