@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs the Debian package on this machine and checks what an operator gets: the binary,
+# the conffile passing `linkedge check --offline`, the linkedge user owning the spool, the unit;
+# then runs it as that user on free loopback ports against its own redis-server, follows a link
+# (302, and the click in the stream), stops it, and purges the package, checking nothing is
+# left. Needs root (dpkg). CI runs it after the tests.
+#   scripts/package-test.sh [path/to/linkedge.deb]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "needs root (dpkg -i)" >&2; exit 1; }
+deb=${1:-}
+if [ -z "$deb" ]; then
+  deb=$(scripts/package.sh | tail -1 | cut -d' ' -f1)
+fi
+fail() { echo "package-test: $*" >&2; exit 1; }
+if dpkg -s linkedge >/dev/null 2>&1; then dpkg --purge linkedge >/dev/null; fi
+work=$(mktemp -d /tmp/linkedge-package-test.XXXXXX)
+chmod 755 "$work"
+cleanup() {
+  [ -n "${le:-}" ] && kill "$le" 2>/dev/null || true
+  [ -n "${redis:-}" ] && kill "$redis" 2>/dev/null || true
+  dpkg --purge linkedge >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "installing $deb ($(du -h "$deb" | cut -f1))"
+dpkg -i "$deb" >/dev/null
+[ -x /usr/bin/linkedge ] || fail "no /usr/bin/linkedge"
+[ -f /lib/systemd/system/linkedge.service ] || fail "no systemd unit"
+dpkg-query -W -f='${Conffiles}\n' linkedge | grep -q /etc/linkedge/linkedge.yaml || fail "config is not a conffile"
+getent passwd linkedge >/dev/null || fail "no linkedge user"
+[ "$(stat -c %U /var/lib/linkedge/spool)" = linkedge ] || fail "spool not owned by linkedge"
+[ "$(stat -c '%U:%G %a' /etc/linkedge/linkedge.yaml)" = "root:linkedge 640" ] || fail "config permissions $(stat -c '%U:%G %a' /etc/linkedge/linkedge.yaml)"
+/usr/bin/linkedge check --offline --config /etc/linkedge/linkedge.yaml
+if command -v systemd-analyze >/dev/null; then
+  out=$(systemd-analyze verify /lib/systemd/system/linkedge.service 2>&1 || true)
+  [ -z "$out" ] || fail "the unit does not verify: $out"
+fi
+
+# Run the installed binary as the linkedge user, as the unit does, on free loopback ports.
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+rp=$(port); hp=$(port); sp=$(port); mp=$(port)
+redis-server --port "$rp" --save "" --appendonly no >/dev/null & redis=$!
+echo "package-test-link-key-not-a-secret-0123456789" > "$work/key"
+chown linkedge "$work/key"; chmod 600 "$work/key"
+cat > "$work/linkedge.yaml" <<Y
+listen: { http: 127.0.0.1:$hp, https: 127.0.0.1:$sp, metrics: 127.0.0.1:$mp }
+tls: { cert: $PWD/certs-dev/leaf.pem, key: $work/leaf.key }
+redis: { url: "redis://127.0.0.1:$rp/" }
+links: { mint_key: 1, keys: [{ id: 1, secret_file: $work/key }] }
+events: { spool: { dir: /var/lib/linkedge/spool } }
+server: { threads: 1, pid_file: $work/run/pid, upgrade_sock: $work/run/upgrade.sock, grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1 }
+Y
+cp certs-dev/leaf.key "$work/leaf.key"; chown linkedge "$work/leaf.key"; chmod 600 "$work/leaf.key"
+install -d -o linkedge "$work/run"
+runuser -u linkedge -- /usr/bin/linkedge check --config "$work/linkedge.yaml"
+runuser -u linkedge -- /usr/bin/linkedge serve --config "$work/linkedge.yaml" >"$work/log" 2>&1 & le=$!
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$hp/health" && break; sleep 0.1; done
+[ "$(ps -o user= -p "$(pgrep -f "serve --config $work/linkedge.yaml" | tail -1)")" = linkedge ] || fail "not running as linkedge"
+url=$(/usr/bin/linkedge link mint --config "$work/linkedge.yaml" --host 127.0.0.1 --url https://example.com/landing)
+path=/c/${url##*/c/}
+code=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "http://127.0.0.1:$hp$path")
+[ "$code" = "302 https://example.com/landing" ] || fail "link answered '$code'"
+for _ in $(seq 1 50); do [ "$(redis-cli -p "$rp" XLEN linkedge:events)" = 1 ] && break; sleep 0.1; done
+[ "$(redis-cli -p "$rp" XLEN linkedge:events)" = 1 ] || fail "the click is not in the stream"
+kill "$le"; wait "$le" 2>/dev/null || true; le=""
+echo "ran as linkedge: link 302, click in the stream"
+
+dpkg --purge linkedge >/dev/null
+for f in /usr/bin/linkedge /etc/linkedge /var/lib/linkedge /lib/systemd/system/linkedge.service; do
+  [ ! -e "$f" ] || fail "$f left after purge"
+done
+echo "package-test: ok (installed, checked, ran as linkedge, purged clean)"
