@@ -97,6 +97,12 @@ pub struct Conns {
 /// How often deadlines are checked: a connection is closed at most this long after its deadline.
 const REAP_EVERY: Duration = Duration::from_millis(250);
 
+/// While the process stops, a keep-alive connection idle this long is closed: its client is
+/// taken not to be sending a request at that moment. (Closing an idle connection always races
+/// with a request its client may be sending; Pingora on its own closes every idle connection at
+/// once, which loses the requests in flight on a busy edge.)
+const DRAIN_IDLE: Duration = Duration::from_millis(200);
+
 impl Conns {
     /// A table enforcing `limits`, with `max_connections` open in all.
     pub fn new(limits: config::Limits, max_connections: usize) -> Conns {
@@ -162,6 +168,34 @@ impl Conns {
         self.epoch.elapsed().as_micros() as u64
     }
 
+    /// When the process stops (reload, upgrade or SIGTERM), before Pingora closes every idle
+    /// keep-alive connection at once: connections in use finish their request (whose response
+    /// then says `Connection: close`); connections idle for [`DRAIN_IDLE`] are closed. Returns
+    /// when no HTTP/1 connection is left, or after `within`.
+    async fn drain(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let idle = DRAIN_IDLE.as_micros() as u64;
+        loop {
+            let now = self.now_us();
+            let mut left = 0;
+            for s in self.live().values().filter_map(Weak::upgrade) {
+                if s.kill.load(Ordering::Relaxed) != ALIVE {
+                    continue;
+                }
+                left += 1;
+                if s.phase.load(Ordering::Relaxed) == IDLE
+                    && now.saturating_sub(s.since.load(Ordering::Relaxed)) >= idle
+                {
+                    s.close(SHUTDOWN);
+                }
+            }
+            if left == 0 || Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Takes a place for a connection from `ip`, or says which cap refuses it.
     fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Places, &'static str> {
         let per_ip = match ip {
@@ -217,6 +251,8 @@ const EVICTED: u8 = 1;
 const HEADER_TIMEOUT: u8 = 2;
 /// Closed: idle too long between requests.
 const IDLE_TIMEOUT: u8 = 3;
+/// Closed: idle while the process stops (a reload or shutdown drains it).
+const SHUTDOWN: u8 = 4;
 
 /// What the deadlines of one connection need, shared with the table (reaper, eviction) and
 /// with the request hooks.
@@ -320,6 +356,7 @@ impl AsyncRead for Conn {
                 let (reason, kind) = match why {
                     EVICTED => ("evicted", std::io::ErrorKind::ConnectionAborted),
                     HEADER_TIMEOUT => ("header_timeout", std::io::ErrorKind::TimedOut),
+                    SHUTDOWN => ("shutdown", std::io::ErrorKind::ConnectionAborted),
                     _ => ("idle_timeout", std::io::ErrorKind::TimedOut),
                 };
                 metrics::connection_closed(reason).inc();
@@ -435,6 +472,7 @@ pub struct Guarded<A> {
     inner: Arc<A>,
     conns: Arc<Conns>,
     tls: Option<(std::net::SocketAddr, crate::tls::Terminator)>,
+    drain_within: Duration,
 }
 
 impl<A> Guarded<A> {
@@ -449,7 +487,16 @@ impl<A> Guarded<A> {
             inner: Arc::new(inner),
             conns,
             tls,
+            drain_within: Duration::ZERO,
         }
+    }
+
+    /// At shutdown, lets the connections in use finish for up to `within` before the rest are
+    /// closed (see [`Conns::drain`]); keep it under the grace period, after which Pingora stops
+    /// the runtime.
+    pub fn drain_within(mut self, within: Duration) -> Guarded<A> {
+        self.drain_within = within;
+        self
     }
 
     /// The TLS terminator if `stream` was accepted on the HTTPS listener.
@@ -537,6 +584,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     }
 
     async fn cleanup(&self) {
+        self.conns.drain(self.drain_within).await;
         self.inner.cleanup().await
     }
 }

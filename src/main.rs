@@ -57,6 +57,16 @@ enum Command {
         #[arg(long)]
         online: bool,
     },
+    /// Apply a new config without dropping a connection: check it, start a new process that
+    /// takes the listening sockets over from the running one (server.pid_file), which finishes
+    /// its open requests and exits. A bad config changes nothing.
+    Reload {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Append the new process's log to this file (default: this command's output).
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+    },
     /// Mint, inspect and verify tracked links.
     #[command(subcommand)]
     Link(LinkCommand),
@@ -254,6 +264,7 @@ fn main() -> ExitCode {
             offline,
             online,
         } => cli::check(&config.config, *offline, *online),
+        Command::Reload { config, log } => cli::reload::reload(&config.config, log.as_deref()),
         Command::Link(LinkCommand::Mint {
             config,
             host,

@@ -593,7 +593,8 @@ static CONNECTIONS_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         Opts::new(
             "linkedge_connections_closed_total",
             "Connections the edge closed, by reason: handshake_timeout, handshake_failed, \
-             header_timeout, idle_timeout, evicted (the longest-idle one, to make room at \
+             header_timeout, idle_timeout, shutdown (idle while the process stops), evicted (the \
+             longest-idle one, to make room at \
              limits.max_connections)."
         ),
         &["reason"]

@@ -67,7 +67,13 @@ fn public_service(
         );
     }
     let conns = Arc::new(Conns::new(limits.clone(), max));
-    Service::new("public".to_string(), Guarded::new(proxy, conns, tls))
+    // Drain within the grace period, leaving Pingora a moment to stop the rest.
+    let grace = Duration::from_secs(conf.grace_period_seconds.unwrap_or(0));
+    let drain = grace.saturating_sub(Duration::from_millis(250));
+    Service::new(
+        "public".to_string(),
+        Guarded::new(proxy, conns, tls).drain_within(drain),
+    )
 }
 
 /// The HTTPS listener's certificates as `settings` configure them: the `tls` files for every
@@ -264,8 +270,12 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         "linkedge starting"
     );
     // With --test, bootstrap exits here, after everything above (certificates included) loaded.
+    // With --upgrade, it returns once the running process handed its listeners over.
     server.bootstrap();
+    // `linkedge reload` finds the running process here (Pingora writes it only with --daemon).
+    let pid_file = (!process.daemon).then(|| PidFile::write(&s.server.pid_file));
     server.run(RunArgs::default());
+    drop(pid_file);
     let left: usize = sinks.all().map(|r| r.flush_to_spool()).sum();
     tracing::info!(spooled = left, "linkedge stopped");
     Ok(())
@@ -290,4 +300,31 @@ fn recorder(
         );
     }
     Ok(Arc::new(Recorder::new(ev.queue_capacity, spool)))
+}
+
+/// This process's id in `server.pid_file`, written once it serves (an upgrade's new process
+/// overwrites its predecessor's) and removed at exit if it still names this process.
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn write(path: &str) -> PidFile {
+        let path = std::path::PathBuf::from(path);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let written = std::fs::write(&tmp, format!("{}\n", std::process::id()))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), error = %e, "cannot write the pid file; linkedge reload will not find this process");
+        }
+        PidFile(path)
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let ours = std::fs::read_to_string(&self.0)
+            .is_ok_and(|s| s.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
 }

@@ -1,11 +1,12 @@
-//! The `linkedge` subcommands other than `serve`'s wiring: `check`, and the `link`, `domain` and
-//! `cert` commands. Each returns `Ok(true)` (exit 0), `Ok(false)` (exit 1: the answer is "no",
+//! The `linkedge` subcommands other than `serve`'s wiring: `check`, `reload`, and the `link`,
+//! `domain` and `cert` commands. Each returns `Ok(true)` (exit 0), `Ok(false)` (exit 1: the answer is "no",
 //! such as a link that does not verify) or `Err` with the message for stderr (exit 2). The
 //! `domain` and `cert` commands go through [`crate::control`], as the admin API does.
 
 pub mod cert;
 pub mod domain;
 pub mod link;
+pub mod reload;
 
 use crate::config::{self, Settings};
 use crate::control::Control;
