@@ -27,7 +27,8 @@ pub enum Served {
 }
 
 impl Served {
-    fn label(self) -> &'static str {
+    /// The `route` label (and the access log's `route`).
+    pub fn label(self) -> &'static str {
         match self {
             Served::Click => "click",
             Served::Open => "open",
@@ -478,6 +479,27 @@ pub fn tls_handshake(resumed: bool) {
     TLS_HANDSHAKES
         .with_label_values(&[if resumed { "true" } else { "false" }])
         .inc();
+}
+
+static ACCESS_LOG: LazyLock<[IntCounter; 2]> = LazyLock::new(|| {
+    let v = register_int_counter_vec!(
+        Opts::new(
+            "linkedge_access_log_lines_total",
+            "Access log lines by outcome: written (queued for the writer), dropped (the writer was \
+             behind by 65,536 lines)."
+        ),
+        &["outcome"]
+    )
+    .expect("metric registers");
+    [
+        v.with_label_values(&["written"]),
+        v.with_label_values(&["dropped"]),
+    ]
+});
+
+/// The access log's line counter for `outcome` (`written` or `dropped`).
+pub fn access_log(outcome: &str) -> &'static IntCounter {
+    &ACCESS_LOG[usize::from(outcome == "dropped")]
 }
 
 static ACME_ORDERS: LazyLock<IntCounterVec> = LazyLock::new(|| {

@@ -6,7 +6,7 @@ use crate::agent::{self, Detector, networks::Reloader};
 use crate::config::Settings;
 use crate::control::Control;
 use crate::control::admin::Admin;
-use crate::edge::{Edge, WellKnown};
+use crate::edge::{Edge, WellKnown, access};
 use crate::events::spool::Spool;
 use crate::events::writer::{Writer, WriterConfig};
 use crate::events::{Recorder, Sinks};
@@ -223,6 +223,20 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         Arc::new(agents),
         s.client_ip.clone(),
     );
+    let edge = match &s.access_log {
+        None => edge,
+        Some(to) => {
+            let target = match to {
+                crate::config::AccessLogTo::Stdout => access::Target::Stdout,
+                crate::config::AccessLogTo::File(p) => access::Target::File(p.clone()),
+            };
+            tracing::info!(?target, "access log on");
+            edge.with_access_log(
+                access::AccessLog::start(target)
+                    .map_err(|e| anyhow::anyhow!("access_log.to: {e}"))?,
+            )
+        }
+    };
     let mut terminator = None;
     if let Some(addr) = s.listen.https {
         let (certs, invalidator) = certificates(s, &state, Some(mirror.clone()))?;

@@ -447,8 +447,11 @@ async fn rss_stays_flat_under_a_million_distinct_client_addresses() {
     let redis = Redis::start();
     let mut o = Options::new(redis.url());
     o.trusted_proxies = vec!["127.0.0.1/32".into()];
-    // The defaults (100,000 pairs); the stream capped so Redis stays small.
-    o.events_extra = "  maxlen: 10000\n".into();
+    // The defaults (100,000 pairs); the stream capped so Redis stays small. A long memory
+    // window: on a loaded machine a slow write would otherwise spill its batch to the spool, and
+    // the writer remembers each spilled event's id (up to 1M, tens of MiB) so replay can skip
+    // it, which grows with events, not addresses.
+    o.events_extra = "  maxlen: 10000\n  memory_window: 10s\n".into();
     let le = Linkedge::start(&o);
     let path = format!("/c/{}", click(LOCAL, "https://shop.example/", 1));
     let kb = |f| le.proc_kb(f);

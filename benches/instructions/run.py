@@ -1,6 +1,7 @@
 """Counts the instructions a release linkedge executes per request (callgrind, all threads).
 
-Started by run.sh. For each binary: a fresh redis-server and linkedge on free loopback ports,
+Started by run.sh. EXTRA_YAML (with {work} for the scratch directory) is appended to the
+config, e.g. EXTRA_YAML='access_log: { to: "{work}/access.log" }'. For each binary: a fresh redis-server and linkedge on free loopback ports,
 2,000 requests to warm up, counters zeroed, N keep-alive requests (a browser's User-Agent),
 counters dumped. Prints instructions per request for a click and for /health, and the functions
 whose own cost differs most between the first binary and each other one.
@@ -71,7 +72,7 @@ redis: {{ url: "redis://127.0.0.1:{redis_port}/" }}
 links: {{ mint_key: 1, keys: [{{ id: 1, secret_file: {key} }}] }}
 events: {{ spool: {{ dir: {work}/spool }} }}
 server: {{ threads: 1, pid_file: {work}/pid, upgrade_sock: {work}/upgrade.sock, grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1 }}
-""")
+""" + os.environ.get("EXTRA_YAML", "").replace("{work}", str(work)))
     out = work / f"callgrind.{what}"
     for f in work.glob(f"callgrind.{what}*"):
         f.unlink()

@@ -48,6 +48,9 @@ pub struct File {
     /// How machine clicks and opens are recognised (the events' `agent` and `agent_reasons`).
     #[serde(default)]
     pub bots: Bots,
+    /// One JSON line per request (off by default).
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
     /// The admin API on the metrics listener.
     #[serde(default)]
     pub admin: Admin,
@@ -388,6 +391,21 @@ impl Default for Bots {
             honeypot_window: Duration::from_secs(600),
             pairs: 100_000,
         }
+    }
+}
+
+/// The access log: one JSON line per request (README, "Access log").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// `off`, `stdout`, or a file path (relative to the config file), appended to and reopened
+    /// on SIGUSR1 (after logrotate moves it). Default `off`.
+    pub to: String,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig { to: "off".into() }
     }
 }
 

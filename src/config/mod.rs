@@ -112,6 +112,17 @@ pub struct Settings {
     pub acme: Option<Acme>,
     /// The admin API bearer token, when configured.
     pub admin_token: Option<AdminToken>,
+    /// Where the access log goes; `None`: off.
+    pub access_log: Option<AccessLogTo>,
+}
+
+/// Where the access log goes (`access_log.to`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTo {
+    /// Standard output.
+    Stdout,
+    /// A file (absolute).
+    File(PathBuf),
 }
 
 /// A region's own event sink: its clicks and opens go there, never to the default sink.
@@ -303,6 +314,11 @@ impl Settings {
             certs,
             acme: file.acme,
             admin_token,
+            access_log: match file.access_log.to.as_str() {
+                "off" => None,
+                "stdout" => Some(AccessLogTo::Stdout),
+                path => Some(AccessLogTo::File(PathBuf::from(path))),
+            },
         })
     }
 
@@ -358,6 +374,11 @@ fn resolve_paths(mut file: File, base: &Path) -> File {
     }
     file.admin.token_file.as_mut().map(resolve);
     file.bots.scanner_networks.as_mut().map(resolve);
+    if !matches!(file.access_log.to.as_str(), "off" | "stdout") {
+        let mut p = PathBuf::from(&file.access_log.to);
+        resolve(&mut p);
+        file.access_log.to = p.to_string_lossy().into_owned();
+    }
     for r in file.regions.values_mut() {
         r.ca_file.as_mut().map(resolve);
     }
@@ -452,6 +473,12 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
         return Err(invalid(
             "bots.pairs",
             "expected 1 to 100000000 pairs (64 bytes each)",
+        ));
+    }
+    if file.access_log.to.trim().is_empty() {
+        return Err(invalid(
+            "access_log.to",
+            "expected off, stdout or a file path",
         ));
     }
     if file.registry.resync_interval < Duration::from_secs(1) {

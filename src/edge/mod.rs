@@ -8,6 +8,7 @@
 //! - [`well_known`]: ACME challenges and verification nonces from shared state;
 //! - [`client_ip`]: who the client is, behind trusted proxies.
 
+pub mod access;
 pub mod client_ip;
 pub mod reply;
 pub mod route;
@@ -21,7 +22,7 @@ use crate::events::{Event, Sinks};
 use crate::host::normalize_host;
 use crate::metrics::{self, Served};
 use crate::privacy::Privacy;
-use crate::tls::Sni;
+use crate::tls::Handshake;
 use crate::token::{Keyring, Kind};
 use crate::upstream::{Region, Regions};
 use async_trait::async_trait;
@@ -44,6 +45,8 @@ pub struct Edge {
     well_known: WellKnown,
     agents: Arc<Detector>,
     privacy: Privacy,
+    /// `access_log.to`; `None`: off.
+    access: Option<access::AccessLog>,
 }
 
 impl Edge {
@@ -66,7 +69,14 @@ impl Edge {
             well_known,
             agents,
             privacy,
+            access: None,
         }
+    }
+
+    /// Logs every request to `access` (see [`access`]).
+    pub fn with_access_log(mut self, access: access::AccessLog) -> Edge {
+        self.access = Some(access);
+        self
     }
 }
 
@@ -88,6 +98,8 @@ pub struct Ctx {
     upstream_start: Option<Instant>,
     /// When the request header was read.
     start: Option<Instant>,
+    /// Which answer it got (the access log's `route`).
+    route: Option<Served>,
 }
 
 /// The Host the client asked for: the `Host` header, or the HTTP/2 `:authority`.
@@ -158,6 +170,51 @@ impl Edge {
             Kind::Click => Reply::redirect(url),
             Kind::Open => Reply::pixel(),
         }
+    }
+
+    /// Writes the access log's line for the request (see [`access::Entry`]).
+    fn access_line(&self, log: &access::AccessLog, session: &Session, ctx: &Ctx) {
+        let req = session.req_header();
+        let ip = client_ip::resolve(
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            req.headers.get("x-forwarded-for").map(|v| v.as_bytes()),
+            &self.trusted_proxies,
+        )
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+        let request_id = if ctx.request_id.is_empty() {
+            req.headers
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+        } else {
+            ctx.request_id.as_str()
+        };
+        let ssl = session.digest().and_then(|d| d.ssl_digest.as_ref());
+        let upstream = ctx
+            .served_by
+            .as_ref()
+            .and(ctx.tried.last())
+            .map(|a| a.to_string());
+        log.log(&access::Entry {
+            time: &access::rfc3339_ms(crate::time::unix_ms()),
+            request_id,
+            client_ip: &ip,
+            host: raw_host(req).unwrap_or(""),
+            method: req.method.as_str(),
+            route: ctx.route.map_or("other", Served::label),
+            path: &route::redact_path(req.uri.path()),
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            bytes: session.body_bytes_sent(),
+            duration: ctx.start.map_or(0.0, |s| s.elapsed().as_secs_f64()),
+            upstream: upstream.as_deref(),
+            region: ctx.served_by.as_ref().map(|r| &*r.name),
+            tls: ssl.map(|d| d.version.as_ref()),
+            tls_resumed: ssl.map(|d| d.extension.get::<Handshake>().is_some_and(|h| h.resumed)),
+        });
     }
 
     /// Sets up `ctx` for proxying, or refuses a Host no region serves (421).
@@ -335,6 +392,9 @@ impl ProxyHttp for Edge {
     /// Metrics for proxied requests; the connection's idle deadline starts.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         crate::limits::request_finished(session);
+        if let Some(log) = &self.access {
+            self.access_line(log, session, ctx);
+        }
         let Some(region) = ctx.served_by.as_ref().or(ctx.region.as_ref()) else {
             return;
         };
@@ -375,7 +435,8 @@ impl ProxyHttp for Edge {
         let sni = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|d| d.extension.get::<Sni>());
+            .and_then(|d| d.extension.get::<Handshake>())
+            .and_then(|h| h.sni.as_ref());
         let decision = route::decide(
             &route::Request {
                 method: &req.method,
@@ -423,6 +484,7 @@ impl ProxyHttp for Edge {
                 match self.prepare_proxy(session, ctx) {
                     Ok(()) => {
                         ctx.start = Some(start);
+                        ctx.route = Some(Served::Proxy);
                         return Ok(false);
                     }
                     Err(r) => (Served::Other, Reply::refusal(r)),
@@ -430,6 +492,10 @@ impl ProxyHttp for Edge {
             }
         };
         let status = reply.status;
+        if self.access.is_some() {
+            ctx.start = Some(start);
+            ctx.route = Some(served);
+        }
         reply.write(session, head).await?;
         metrics::served(served).observe(status, start.elapsed().as_secs_f64());
         Ok(true)

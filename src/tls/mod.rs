@@ -21,7 +21,7 @@ pub use cache::Cache;
 pub use invalidate::Invalidator;
 pub use seal::Sealer;
 pub use selector::{OnDemand, Selector};
-pub use sni::Sni;
+pub use sni::{Handshake, Sni};
 pub use store::{CertError, CertStore, Info, Loaded};
 
 use crate::host::normalize_host;
@@ -103,16 +103,19 @@ impl TlsAccept for Certificates {
         }
     }
 
-    /// Carries the SNI name into the HTTP phase (see [`Sni`]).
+    /// Carries the SNI name and whether the session was resumed into the HTTP phase (see
+    /// [`Handshake`]).
     async fn handshake_complete_callback(
         &self,
         ssl: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        metrics::tls_handshake(ssl.session_reused());
+        let resumed = ssl.session_reused();
+        metrics::tls_handshake(resumed);
         let sni = ssl
             .servername(NameType::HOST_NAME)
-            .and_then(normalize_host)?;
-        Some(Arc::new(Sni(sni)))
+            .and_then(normalize_host)
+            .map(Sni);
+        Some(Arc::new(Handshake { sni, resumed }))
     }
 }
 

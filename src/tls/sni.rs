@@ -1,6 +1,15 @@
 //! The SNI name a TLS connection asked for, carried from the handshake into the HTTP phase, where
 //! the edge requires a tracked link's Host to be that name.
 
-/// The normalised SNI name of a TLS connection, attached to its digest after the handshake.
+/// The normalised SNI name of a TLS connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sni(pub String);
+
+/// What the HTTP phase learns of a connection's TLS handshake, attached to its digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handshake {
+    /// The SNI name, if the client sent a valid one.
+    pub sni: Option<Sni>,
+    /// The session was resumed (no full handshake).
+    pub resumed: bool,
+}
