@@ -231,8 +231,11 @@ def main():
                     help="certificates in linkedge's store for scenario 3 (SNI spread across them)")
     ap.add_argument("--register", type=int, default=100000,
                     help="domains registered in linkedge's registry (Redis) for the memory figure")
+    ap.add_argument("--extra-yaml", default="",
+                    help="more top-level config for linkedge, e.g. 'access_log: { to: \"{work}/access.log\" }' "
+                         "({work}: the run's scratch directory)")
     ap.add_argument("--server-extra", default="",
-                    help="more keys for linkedge's server section, e.g. 'work_stealing: true,'")
+                    help="more keys for linkedge's server section, e.g. 'grace_period_seconds: 1,'")
     args = ap.parse_args()
     scenarios = [int(s) for s in args.scenarios.split(",")]
 
@@ -280,7 +283,7 @@ regions:
   us:
     backends: [{{ addr: "127.0.0.1:{ports['upstream']}" }}]
 routing: {{ default_region: us }}
-""")
+""" + args.extra_yaml.replace("{work}", str(WORK)) + "\n")
         link = subprocess.run([args.binary, "link", "mint", "--config", str(WORK / "linkedge.yaml"),
                                "--host", "127.0.0.1", "--url", "https://example.com/landing"],
                               capture_output=True, text=True, check=True).stdout.strip()
