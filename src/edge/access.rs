@@ -5,7 +5,6 @@
 //! (after logrotate moved it); stdout gets the same lines.
 
 use crate::metrics;
-use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,14 +24,14 @@ pub enum Target {
 const QUEUE: usize = 65_536;
 
 /// One request, as logged. Paths carry no token (`/c/<token:143 chars>`).
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Entry<'a> {
-    /// RFC 3339, UTC, milliseconds.
-    pub time: &'a str,
+    /// When, Unix milliseconds (written as RFC 3339 in UTC).
+    pub time_ms: u64,
     /// `X-Request-Id` (the client's, or the one generated for a proxied request); empty if none.
     pub request_id: &'a str,
-    /// The client's address (after trusted proxies), empty if unknown.
-    pub client_ip: &'a str,
+    /// The client's address (after trusted proxies), if known.
+    pub client_ip: Option<std::net::IpAddr>,
     /// The Host header (or HTTP/2 authority).
     pub host: &'a str,
     /// The method.
@@ -48,17 +47,115 @@ pub struct Entry<'a> {
     /// Seconds from the request head read to the end of the response.
     pub duration: f64,
     /// The backend of a proxied request.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub upstream: Option<&'a str>,
+    pub upstream: Option<std::net::SocketAddr>,
     /// The region that served a proxied request.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<&'a str>,
     /// The TLS version (`TLSv1.3`), for HTTPS.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<&'a str>,
     /// Whether the TLS session was resumed, for HTTPS.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_resumed: Option<bool>,
+}
+
+impl Entry<'_> {
+    /// The JSON object, written by hand into `out` (no intermediate strings; client-supplied
+    /// text escaped).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"time\":\"");
+        write_time(self.time_ms, out);
+        out.extend_from_slice(b"\",\"request_id\":");
+        json_str(self.request_id, out);
+        out.extend_from_slice(b",\"client_ip\":\"");
+        if let Some(ip) = self.client_ip {
+            let _ = write!(out, "{ip}");
+        }
+        out.extend_from_slice(b"\",\"host\":");
+        json_str(self.host, out);
+        out.extend_from_slice(b",\"method\":");
+        json_str(self.method, out);
+        out.extend_from_slice(b",\"route\":\"");
+        out.extend_from_slice(self.route.as_bytes());
+        out.extend_from_slice(b"\",\"path\":");
+        json_str(self.path, out);
+        out.extend_from_slice(b",\"status\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
+        out.extend_from_slice(b",\"bytes\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.bytes).as_bytes());
+        out.extend_from_slice(b",\"duration\":");
+        // Microsecond resolution.
+        let us = (self.duration * 1e6).round() as u64;
+        let _ = write!(out, "{}.{:06}", us / 1_000_000, us % 1_000_000);
+        if let Some(up) = self.upstream {
+            let _ = write!(out, ",\"upstream\":\"{up}\"");
+        }
+        if let Some(region) = self.region {
+            out.extend_from_slice(b",\"region\":");
+            json_str(region, out);
+        }
+        if let Some(tls) = self.tls {
+            out.extend_from_slice(b",\"tls\":");
+            json_str(tls, out);
+        }
+        if let Some(resumed) = self.tls_resumed {
+            out.extend_from_slice(if resumed {
+                b",\"tls_resumed\":true"
+            } else {
+                b",\"tls_resumed\":false"
+            });
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// `s` as a JSON string: quoted, with `"`, `\\` and control characters escaped (bytes that
+/// are not UTF-8 cannot occur: header values and paths are checked by the parser as text).
+fn json_str(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    if s.bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b != 0x7f)
+    {
+        out.extend_from_slice(s.as_bytes());
+    } else {
+        for c in s.chars() {
+            match c {
+                '"' => out.extend_from_slice(b"\\\""),
+                '\\' => out.extend_from_slice(b"\\\\"),
+                c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => {
+                    let mut b = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+                }
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// `unix_ms` as RFC 3339, UTC, milliseconds; the part up to the second is formatted once a
+/// second per thread.
+fn write_time(unix_ms: u64, out: &mut Vec<u8>) {
+    thread_local! {
+        static SECOND: std::cell::RefCell<(u64, [u8; 19])> = const { std::cell::RefCell::new((u64::MAX, [0; 19])) };
+    }
+    let secs = unix_ms / 1000;
+    SECOND.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            let full = rfc3339_ms(secs * 1000);
+            c.1.copy_from_slice(&full.as_bytes()[..19]);
+            c.0 = secs;
+        }
+        out.extend_from_slice(&c.1);
+    });
+    let ms = unix_ms % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+        b'Z',
+    ]);
 }
 
 /// The handle the request path logs through.
@@ -92,8 +189,8 @@ impl AccessLog {
 
     /// Queues `entry`'s line; drops it (counted) when the writer is behind.
     pub fn log(&self, entry: &Entry<'_>) {
-        let mut line = serde_json::to_vec(entry).expect("an entry serialises");
-        line.push(b'\n');
+        let mut line = Vec::with_capacity(320);
+        entry.write_json(&mut line);
         match self.tx.try_send(line) {
             Ok(()) => metrics::access_log("written").inc(),
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -179,6 +276,52 @@ pub fn rfc3339_ms(unix_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_is_json_with_client_text_escaped() {
+        let e = Entry {
+            time_ms: 1_796_087_551_123,
+            request_id: "id\"1",
+            client_ip: Some("198.51.100.7".parse().unwrap()),
+            host: "link.example.com\u{1}",
+            method: "GET",
+            route: "proxy",
+            path: "/a\\b",
+            status: 200,
+            bytes: 12,
+            duration: 0.000_061_4,
+            upstream: Some("10.0.0.1:8080".parse().unwrap()),
+            region: Some("eu"),
+            tls: Some("TLSv1.3"),
+            tls_resumed: Some(true),
+        };
+        let mut out = Vec::new();
+        e.write_json(&mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "time": "2026-12-01T01:12:31.123Z", "request_id": "id\"1",
+                "client_ip": "198.51.100.7", "host": "link.example.com\u{1}", "method": "GET",
+                "route": "proxy", "path": "/a\\b", "status": 200, "bytes": 12,
+                "duration": 0.000061, "upstream": "10.0.0.1:8080", "region": "eu",
+                "tls": "TLSv1.3", "tls_resumed": true
+            })
+        );
+        // Twice in the same second: the cached part is reused.
+        let mut again = Vec::new();
+        Entry {
+            time_ms: 1_796_087_551_999,
+            ..e
+        }
+        .write_json(&mut again);
+        assert!(
+            String::from_utf8(again)
+                .unwrap()
+                .contains("2026-12-01T01:12:31.999Z")
+        );
+    }
 
     #[test]
     fn times_in_rfc3339() {

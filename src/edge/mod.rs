@@ -102,6 +102,10 @@ pub struct Ctx {
     route: Option<Served>,
 }
 
+/// Header names looked up per request, parsed once.
+const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// The Host the client asked for: the `Host` header, or the HTTP/2 `:authority`.
 fn raw_host(req: &RequestHeader) -> Option<&str> {
     req.headers
@@ -124,7 +128,7 @@ impl Edge {
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
-            req.headers.get("x-forwarded-for").map(|v| v.as_bytes()),
+            req.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes()),
             &self.trusted_proxies,
         );
         let ua = header(http::header::USER_AGENT);
@@ -175,34 +179,27 @@ impl Edge {
     /// Writes the access log's line for the request (see [`access::Entry`]).
     fn access_line(&self, log: &access::AccessLog, session: &Session, ctx: &Ctx) {
         let req = session.req_header();
-        let ip = client_ip::resolve(
+        let client_ip = client_ip::resolve(
             session
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
-            req.headers.get("x-forwarded-for").map(|v| v.as_bytes()),
+            req.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes()),
             &self.trusted_proxies,
-        )
-        .map(|ip| ip.to_string())
-        .unwrap_or_default();
+        );
         let request_id = if ctx.request_id.is_empty() {
             req.headers
-                .get(REQUEST_ID)
+                .get(X_REQUEST_ID)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
         } else {
             ctx.request_id.as_str()
         };
         let ssl = session.digest().and_then(|d| d.ssl_digest.as_ref());
-        let upstream = ctx
-            .served_by
-            .as_ref()
-            .and(ctx.tried.last())
-            .map(|a| a.to_string());
         log.log(&access::Entry {
-            time: &access::rfc3339_ms(crate::time::unix_ms()),
+            time_ms: crate::time::unix_ms(),
             request_id,
-            client_ip: &ip,
+            client_ip,
             host: raw_host(req).unwrap_or(""),
             method: req.method.as_str(),
             route: ctx.route.map_or("other", Served::label),
@@ -210,7 +207,7 @@ impl Edge {
             status: session.response_written().map_or(0, |r| r.status.as_u16()),
             bytes: session.body_bytes_sent(),
             duration: ctx.start.map_or(0.0, |s| s.elapsed().as_secs_f64()),
-            upstream: upstream.as_deref(),
+            upstream: ctx.served_by.as_ref().and(ctx.tried.last().copied()),
             region: ctx.served_by.as_ref().map(|r| &*r.name),
             tls: ssl.map(|d| d.version.as_ref()),
             tls_resumed: ssl.map(|d| d.extension.get::<Handshake>().is_some_and(|h| h.resumed)),
@@ -310,7 +307,7 @@ impl ProxyHttp for Edge {
         let trusted = peer.is_some_and(|p| client_ip::is_trusted(p, &self.trusted_proxies));
         let xff = match up
             .headers
-            .get("x-forwarded-for")
+            .get(X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok())
         {
             // Only a trusted proxy's chain is kept; anyone else could have forged it.
