@@ -31,6 +31,26 @@ async fn follow(
     r.send().await.unwrap().status().as_u16()
 }
 
+/// The path of a click link of workspace 11, message `message`, link `link`, minted long ago.
+fn click_path(message: u64, link: u64) -> String {
+    let t = keyring(2)
+        .mint(
+            LOCAL,
+            &linkedge::token::Link {
+                kind: linkedge::token::Kind::Click,
+                key_id: 2,
+                workspace: 11,
+                message,
+                link,
+                issued: 1_790_000_000,
+                url: "https://shop.example/p".into(),
+                trap: false,
+            },
+        )
+        .unwrap();
+    format!("/c/{t}")
+}
+
 /// The stream entry of link id `link`: (agent, agent_reasons).
 fn verdict(redis: &Redis, link: u64) -> Option<(String, String)> {
     redis
@@ -58,25 +78,8 @@ async fn every_event_gets_a_verdict_and_every_redirect_is_answered() {
     );
     let le = Linkedge::start(&o);
     let get = reqwest::Method::GET;
-    let path = |link: u64, message_offset: u64| {
-        // Distinct messages per case, so burst counts only where the test means it to.
-        let t = keyring(2)
-            .mint(
-                LOCAL,
-                &linkedge::token::Link {
-                    kind: linkedge::token::Kind::Click,
-                    key_id: 2,
-                    workspace: 11,
-                    message: 1000 + message_offset,
-                    link,
-                    issued: 1_790_000_000,
-                    url: "https://shop.example/p".into(),
-                    trap: false,
-                },
-            )
-            .unwrap();
-        format!("/c/{t}")
-    };
+    // Distinct messages per case, so burst counts only where the test means it to.
+    let path = |link: u64, message_offset: u64| click_path(1000 + message_offset, link);
     // (link id, method, client, user agent) → verdict.
     /// Link id, method, client, user agent, expected agent and reasons.
     type Case<'a> = (
@@ -284,22 +287,7 @@ async fn a_trap_click_is_machine_and_marks_that_address_for_the_message() {
         );
     }
     // The scanner's other message is not affected.
-    let other = keyring(2)
-        .mint(
-            LOCAL,
-            &linkedge::token::Link {
-                kind: linkedge::token::Kind::Click,
-                key_id: 2,
-                workspace: 11,
-                message: 81,
-                link: 90,
-                issued: 1_790_000_000,
-                url: "https://shop.example/".into(),
-                trap: false,
-            },
-        )
-        .unwrap();
-    let r = follow(&le, get, &format!("/c/{other}"), scanner, Some(BROWSER)).await;
+    let r = follow(&le, get, &click_path(81, 90), scanner, Some(BROWSER)).await;
     assert_eq!(r, 302);
     assert!(eventually(Duration::from_secs(5), || redis.xlen(STREAM) == 5));
     assert_eq!(verdict(&redis, 90), Some(("human".into(), "".into())));

@@ -123,14 +123,7 @@ impl Edge {
                 .get(name)
                 .map_or_else(Bytes::new, |v| Bytes::copy_from_slice(v.as_bytes()))
         };
-        let ip = client_ip::resolve(
-            session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
-            req.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes()),
-            &self.trusted_proxies,
-        );
+        let ip = self.client_ip(session);
         let ua = header(http::header::USER_AGENT);
         let ts = crate::time::unix_ms();
         // Labels the event; never refuses or delays the answer.
@@ -176,17 +169,27 @@ impl Edge {
         }
     }
 
-    /// Writes the access log's line for the request (see [`access::Entry`]).
-    fn access_line(&self, log: &access::AccessLog, session: &Session, ctx: &Ctx) {
-        let req = session.req_header();
-        let client_ip = client_ip::resolve(
+    /// The client's address: the peer, or the last untrusted hop of `X-Forwarded-For` when the
+    /// peer is a trusted proxy.
+    fn client_ip(&self, session: &Session) -> Option<std::net::IpAddr> {
+        client_ip::resolve(
             session
                 .client_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| a.ip()),
-            req.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes()),
+            session
+                .req_header()
+                .headers
+                .get(X_FORWARDED_FOR)
+                .map(|v| v.as_bytes()),
             &self.trusted_proxies,
-        );
+        )
+    }
+
+    /// Writes the access log's line for the request (see [`access::Entry`]).
+    fn access_line(&self, log: &access::AccessLog, session: &Session, ctx: &Ctx) {
+        let req = session.req_header();
+        let client_ip = self.client_ip(session);
         let request_id = if ctx.request_id.is_empty() {
             req.headers
                 .get(X_REQUEST_ID)
