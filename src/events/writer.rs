@@ -380,6 +380,15 @@ impl Writer {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 continue;
             }
+            // Once the spool is empty nothing is left to replay: what the writer learned of
+            // spilled batches (up to SETTLED_MAX ids, tens of MiB after a long slowdown) and of
+            // the stream's recent ids is no longer needed.
+            if (!link.settled.is_empty() || link.recent.is_some())
+                && !self.recorder.lock_spool().has_backlog()
+            {
+                link.settled = std::collections::HashMap::new();
+                link.recent = None;
+            }
             let queued = self.recorder.queue_len();
             if queued >= self.cfg.batch_max {
                 continue;
