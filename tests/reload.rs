@@ -12,20 +12,12 @@ use std::time::Duration;
 
 /// `linkedge reload --config CONFIG`, the new process logging beside the test's log.
 fn reload(le: &Linkedge, config: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_linkedge"))
+    run(Command::new(env!("CARGO_BIN_EXE_linkedge"))
         .args(["reload", "--config"])
         .arg(config)
         .arg("--log")
         .arg(le.dir.path().join("linkedge.log"))
-        .env("RUST_LOG", "info")
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+        .env("RUST_LOG", "info"))
 }
 
 /// The pid in the config's pid file.

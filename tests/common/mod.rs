@@ -510,10 +510,12 @@ impl Drop for Linkedge {
 pub fn cli(le: &Linkedge, command: &str, args: &[&str]) -> (bool, String) {
     let mut full = vec![command, args[0], "--config", le.config.to_str().unwrap()];
     full.extend(&args[1..]);
-    let out = Command::new(env!("CARGO_BIN_EXE_linkedge"))
-        .args(&full)
-        .output()
-        .unwrap();
+    run(Command::new(env!("CARGO_BIN_EXE_linkedge")).args(&full))
+}
+
+/// Runs `cmd` to the end; (success, stdout and stderr).
+pub fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
