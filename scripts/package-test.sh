@@ -2,8 +2,8 @@
 # Installs the Debian package on this machine and checks what an operator gets: the binary,
 # the conffile passing `linkedge check --offline`, the linkedge user owning the spool, the unit;
 # then runs it as that user on free loopback ports against its own redis-server, follows a link
-# (302, and the click in the stream), stops it, and purges the package, checking nothing is
-# left. Needs root (dpkg). CI runs it after the tests.
+# (302, and the click in the stream), reloads it as the unit's ExecReload does, follows the link
+# again, stops it, and purges the package, checking nothing is left. Needs root (dpkg). CI runs it after the tests.
 #   scripts/package-test.sh [path/to/linkedge.deb]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,7 @@ work=$(mktemp -d /tmp/linkedge-package-test.XXXXXX)
 chmod 755 "$work"
 cleanup() {
   [ -n "${le:-}" ] && kill "$le" 2>/dev/null || true
+  [ -n "${new:-}" ] && kill "$new" 2>/dev/null || true
   [ -n "${redis:-}" ] && kill "$redis" 2>/dev/null || true
   dpkg --purge linkedge >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -64,8 +65,21 @@ code=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "http://127.0.0.1:
 [ "$code" = "302 https://example.com/landing" ] || fail "link answered '$code'"
 for _ in $(seq 1 50); do [ "$(redis-cli -p "$rp" XLEN linkedge:events)" = 1 ] && break; sleep 0.1; done
 [ "$(redis-cli -p "$rp" XLEN linkedge:events)" = 1 ] || fail "the click is not in the stream"
-kill "$le"; wait "$le" 2>/dev/null || true; le=""
-echo "ran as linkedge: link 302, click in the stream"
+# The unit's ExecReload, as the linkedge user: a new process takes the listeners over.
+old=$(cat "$work/run/pid")
+out=$(runuser -u linkedge -- /usr/bin/linkedge reload --config "$work/linkedge.yaml" --log "$work/run/log") \
+  || fail "reload failed: $out"
+wait "$le" 2>/dev/null || true; le=""
+new=$(cat "$work/run/pid")
+[ "$new" != "$old" ] && [ "$(ps -o user= -p "$new")" = linkedge ] || fail "after reload: pid $old -> $new ($out)"
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$hp$path")
+[ "$code" = 302 ] || fail "link answered $code after the reload"
+kill "$new"
+for _ in $(seq 1 100); do kill -0 "$new" 2>/dev/null || break; sleep 0.1; done
+! kill -0 "$new" 2>/dev/null || fail "pid $new still runs after SIGTERM"
+for _ in $(seq 1 50); do [ "$(redis-cli -p "$rp" XLEN linkedge:events)" = 2 ] && break; sleep 0.1; done
+[ "$(redis-cli -p "$rp" XLEN linkedge:events)" = 2 ] || fail "the click after the reload is not in the stream"
+echo "ran as linkedge: link 302, click in the stream, reloaded (pid $old -> $new), link 302 again"
 
 dpkg --purge linkedge >/dev/null
 for f in /usr/bin/linkedge /etc/linkedge /var/lib/linkedge /lib/systemd/system/linkedge.service; do

@@ -10,6 +10,7 @@
 pub mod host;
 pub mod metrics;
 pub mod time;
+pub mod systemd;
 pub mod token;
 pub mod privacy;
 pub mod dns;

@@ -212,6 +212,8 @@ pub struct Options {
     pub events_extra: String,
     /// The plain HTTP port, when the test must know it before start (pebble validates there).
     pub http_port: Option<u16>,
+    /// Environment variables for the `serve` processes (such as `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Options {
@@ -230,6 +232,7 @@ impl Options {
             extra_yaml: String::new(),
             events_extra: String::new(),
             http_port: None,
+            env: Vec::new(),
         }
     }
 }
@@ -242,6 +245,7 @@ pub struct Linkedge {
     pub dir: tempfile::TempDir,
     pub spool_dir: PathBuf,
     pub config: PathBuf,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     /// The new process during an upgrade, until it takes over.
     upgrading: Option<Child>,
@@ -323,6 +327,7 @@ admin:
             dir,
             spool_dir,
             config,
+            env: opts.env.clone(),
             child: None,
             upgrading: None,
         };
@@ -346,6 +351,7 @@ admin:
             .arg("--config")
             .arg(&self.config)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
