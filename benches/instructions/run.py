@@ -4,11 +4,14 @@ Started by run.sh. EXTRA_YAML (with {work} for the scratch directory) is appende
 config, e.g. EXTRA_YAML='access_log: { to: "{work}/access.log" }'. For each binary: a fresh redis-server and linkedge on free loopback ports,
 2,000 requests to warm up, counters zeroed, N keep-alive requests (a browser's User-Agent),
 counters dumped. Prints instructions per request for a click and for /health, and the functions
-whose own cost differs most between the first binary and each other one.
+whose own cost differs most between the first binary and each other one. A binary given as
+floor-proxy:PATH or floor-app:PATH is examples/floor (PATH its build) run as that kind: it
+answers every request with the same 302, so its two rows agree.
 """
 import collections
 import http.client
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -76,9 +79,12 @@ server: {{ threads: 1, pid_file: {work}/pid, upgrade_sock: {work}/upgrade.sock, 
     out = work / f"callgrind.{what}"
     for f in work.glob(f"callgrind.{what}*"):
         f.unlink()
+    floor = binary.split(":", 1) if binary.startswith("floor-") else None
+    command = ([floor[1], floor[0].removeprefix("floor-"), f"127.0.0.1:{http_port}"] if floor
+               else [binary, "serve", "--config", str(conf)])
     vg = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                            "--dump-instr=no", "--compress-strings=no", "--compress-pos=no",
-                           binary, "serve", "--config", str(conf)],
+                           *command],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -91,7 +97,9 @@ server: {{ threads: 1, pid_file: {work}/pid, upgrade_sock: {work}/upgrade.sock, 
                     sys.exit(f"{binary} did not start under valgrind")
                 time.sleep(0.5)
         path = "/health"
-        if what == "click":
+        if floor:
+            path = "/c/floor"  # any path: the floor answers every request alike
+        elif what == "click":
             url = subprocess.run([binary, "link", "mint", "--config", str(conf), "--host", "127.0.0.1",
                                   "--url", "https://example.com/landing"],
                                  capture_output=True, text=True, check=True).stdout.strip()
@@ -104,7 +112,8 @@ server: {{ threads: 1, pid_file: {work}/pid, upgrade_sock: {work}/upgrade.sock, 
         subprocess.run(["callgrind_control", "-d", str(vg.pid)], capture_output=True, check=True)
         time.sleep(1)
     finally:
-        vg.terminate()
+        # The floor has no short grace period configured: SIGINT stops it at once.
+        vg.send_signal(signal.SIGINT if floor else signal.SIGTERM)
         vg.wait(60)
         redis.terminate()
         redis.wait(10)

@@ -236,13 +236,18 @@ def main():
                          "({work}: the run's scratch directory)")
     ap.add_argument("--server-extra", default="",
                     help="more keys for linkedge's server section, e.g. 'grace_period_seconds: 1,'")
+    ap.add_argument("--floor", default=str(ROOT / "target/release/examples/floor"),
+                    help="examples/floor build: scenario 1 also runs Pingora answering a fixed 302 from "
+                         "request_filter (pingora-proxy) and from an HttpServerApp (pingora-app), the "
+                         "floor under linkedge (skipped if the file is missing)")
     args = ap.parse_args()
     scenarios = [int(s) for s in args.scenarios.split(",")]
 
     global WORK
     WORK = Path(tempfile.mkdtemp(prefix="linkedge-bench-"))
     ports = {k: free_port() for k in ["redis", "upstream", "le_http", "le_https", "le_metrics",
-                                       "nx_http", "nx_https", "nx_hs", "cd_http", "cd_https", "cd_hs"]}
+                                       "nx_http", "nx_https", "nx_hs", "cd_http", "cd_https", "cd_hs",
+                                       "fp_http", "fa_http"]}
     started = []
     try:
         redis = subprocess.Popen(["taskset", "-c", LOAD_CORE, "redis-server", "--port", str(ports["redis"]),
@@ -308,6 +313,12 @@ routing: {{ default_region: us }}
         started.append(cd.proc)
 
         servers = {"linkedge": (le, "le"), "nginx": (nx, "nx"), "caddy": (cd, "cd")}
+        floors = {}
+        if 1 in scenarios and Path(args.floor).exists():
+            for name, kind, p in (("pingora-proxy", "proxy", "fp"), ("pingora-app", "app", "fa")):
+                f = Server(name, [args.floor, kind, f"127.0.0.1:{ports[p + '_http']}"], ports[p + "_http"])
+                started.append(f.proc)
+                floors[name] = (f, p)
         names = WORK / "names.txt"
         if 3 in scenarios:
             print(f"\n== storing {args.domains} domains' certificates in linkedge's store and "
@@ -344,6 +355,8 @@ routing: {{ default_region: us }}
             title, fn = plans[sc]
             print(f"\n== scenario {sc}: {title}", flush=True)
             group = dict(servers)
+            if sc == 1:
+                group.update(floors)
             if sc == 3:
                 group = {"linkedge": (le, "le"), "linkedge-1cert": (le, "le1"), "linkedge-pq": (le, "lepq"),
                          "nginx": (nx, "nx"),
@@ -397,9 +410,11 @@ routing: {{ default_region: us }}
         print(f"raw results: {out.relative_to(ROOT)}")
         (HERE / "results" / "latest.md").write_text(table + "\n")
     finally:
+        floor_procs = [f.proc for f, _ in floors.values()] if "floors" in locals() else []
         for p in started[::-1]:
             if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+                # The floor has no short grace period configured: SIGINT stops it at once.
+                p.send_signal(signal.SIGINT if p in floor_procs else signal.SIGTERM)
                 try:
                     p.wait(15)
                 except subprocess.TimeoutExpired:
@@ -492,14 +507,16 @@ def render(results):
         if int(sc) == 6:
             continue
         s = data["summary"]
-        for name in [n for n in ["linkedge", "linkedge-1cert", "linkedge-pq", "nginx", "caddy"] if n in s]:
+        for name in [n for n in ["linkedge", "linkedge-1cert", "linkedge-pq", "pingora-proxy", "pingora-app",
+                                 "nginx", "caddy"] if n in s]:
             r = s.get(name, {})
             if "refused" in r:
                 lines.append(f"| {sc} | {name} | refused: {r['refused']} | | | | | | | | | |")
                 continue
             cs = f"{r['cs_per_1k']:.1f}" if r.get("cs_per_1k") is not None else ""
             ratio = lambda other: (f"{r['rps'] / s[other]['rps']:.2f}×"
-                                   if name.startswith("linkedge") and s.get(other, {}).get("rps") else "")
+                                   if name.startswith(("linkedge", "pingora")) and s.get(other, {}).get("rps")
+                                   else "")
             lines.append(f"| {sc} | {name} | {r['rps']:.0f} | {fmt_s(r['p50'])} | {fmt_s(r['p99'])} | "
                          f"{fmt_s(r['max'])} | {r['cpu_s_per_10k']:.3f} | {cs} | {r['peak_rss_kb'] / 1024:.1f} MiB | "
                          f"{ratio('nginx')} | {ratio('caddy')} |")

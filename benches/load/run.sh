@@ -18,5 +18,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y "${missing[@]}"
 fi
 [ "$(nproc)" -ge 2 ] || { echo "needs 2 cores: servers on core 0, load on core 1" >&2; exit 1; }
-cargo build --release --bin linkedge --example hsload --example seed_certs
+cargo build --release --bin linkedge --example hsload --example seed_certs --example floor
 exec python3 benches/load/run.py "$@"
