@@ -35,7 +35,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::collections::HashMap;
 use std::fmt;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -203,24 +202,34 @@ impl fmt::Debug for Secret {
 /// with it keep working until it is removed from the keyring.
 #[derive(Clone)]
 pub struct Keyring {
-    keys: HashMap<u32, HmacSha256>,
+    /// (id, key), a handful at most: a scan beats hashing the id on every click.
+    keys: Vec<(u32, HmacSha256)>,
     mint_id: u32,
 }
 
 impl Keyring {
     /// Builds a keyring; `mint_id` must be one of the keys.
     pub fn new(keys: Vec<(u32, Secret)>, mint_id: u32) -> Result<Self, String> {
-        let mut map = HashMap::new();
+        let mut ring = Keyring {
+            keys: Vec::with_capacity(keys.len()),
+            mint_id,
+        };
         for (id, secret) in keys {
             let mac = HmacSha256::new_from_slice(&secret.0).map_err(|e| e.to_string())?;
-            if map.insert(id, mac).is_some() {
+            if ring.key(id).is_some() {
                 return Err(format!("key id {id} is listed twice"));
             }
+            ring.keys.push((id, mac));
         }
-        if !map.contains_key(&mint_id) {
+        if ring.key(mint_id).is_none() {
             return Err(format!("mint key id {mint_id} is not in the keyring"));
         }
-        Ok(Keyring { keys: map, mint_id })
+        Ok(ring)
+    }
+
+    /// The key with id `id`.
+    fn key(&self, id: u32) -> Option<&HmacSha256> {
+        self.keys.iter().find(|(k, _)| *k == id).map(|(_, mac)| mac)
     }
 
     /// The key id new links are signed with.
@@ -259,7 +268,7 @@ impl Keyring {
             }
         }
         let key_id = self.mint_id;
-        let key = &self.keys[&key_id];
+        let key = self.key(key_id).expect("the mint key is in the keyring");
         let mut buf = Vec::with_capacity(48 + link.url.len());
         buf.push(VERSION);
         buf.push(match (link.kind, link.trap) {
@@ -299,7 +308,7 @@ impl Keyring {
 
     fn verify_in(&self, host: &str, token: &str, buf: &mut [u8]) -> Result<Link, TokenError> {
         let (bytes, link) = self.parse(token, buf)?;
-        let key = &self.keys[&link.key_id];
+        let key = self.key(link.key_id).ok_or(TokenError::UnknownKey)?;
         let (signed, mac) = bytes.split_at(bytes.len() - MAC_LEN);
         let (payload, check) = signed.split_at(signed.len() - CHECK_LEN);
 
@@ -356,7 +365,7 @@ impl Keyring {
             _ => return Err(TokenError::Kind),
         };
         let key_id = u32::try_from(r.varint()?).map_err(|_| TokenError::Overlong)?;
-        if !self.keys.contains_key(&key_id) {
+        if self.key(key_id).is_none() {
             return Err(TokenError::UnknownKey);
         }
         let workspace = r.varint()?;
@@ -396,7 +405,7 @@ impl Keyring {
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut ids: Vec<_> = self.keys.keys().copied().collect();
+        let mut ids: Vec<_> = self.keys.iter().map(|(id, _)| *id).collect();
         ids.sort_unstable();
         f.debug_struct("Keyring")
             .field("key_ids", &ids)

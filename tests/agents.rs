@@ -444,14 +444,7 @@ async fn rss_stays_flat_under_a_million_distinct_client_addresses() {
     let path = format!("/c/{}", click(LOCAL, "https://shop.example/", 1));
     let kb = |f| le.proc_kb(f);
     // The stream is capped: count what was ever added to it.
-    let added = || -> u64 {
-        let info: HashMap<String, redis::Value> = redis::cmd("XINFO")
-            .arg("STREAM")
-            .arg(STREAM)
-            .query(&mut redis.conn())
-            .unwrap();
-        redis::from_redis_value(info["entries-added"].clone()).unwrap()
-    };
+    let added = || redis.entries_added(STREAM);
     // Resident memory once every click so far is in the stream (the queue holds memory only
     // for events waiting, which is not what this test is about) and the allocator has had a
     // moment to return what the queue freed.

@@ -392,3 +392,29 @@ async fn a_spilled_batch_that_landed_does_not_stall_the_spool() {
     let ids: HashSet<&str> = entries.iter().map(|e| e["id"].as_str()).collect();
     assert_eq!(ids.len(), 60, "an event written twice");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_stream_is_capped_at_maxlen() {
+    let redis = Redis::start();
+    let mut o = Options::new(redis.url());
+    o.events_extra = "  maxlen: 500\n".into();
+    let le = Linkedge::start(&o);
+    let served = burst(&le, 0..3000, 16).await;
+    assert_eq!(served.len(), 3000);
+    assert!(
+        eventually(Duration::from_secs(30), || redis.entries_added(STREAM)
+            >= 3000),
+        "{} of 3000 events written\n{}",
+        redis.entries_added(STREAM),
+        le.log()
+    );
+    // `MAXLEN ~` trims whole stream nodes (100 entries by default): after the last batch the
+    // stream holds at least the cap and less than a node more.
+    let len = redis.xlen(STREAM);
+    assert!((500..600).contains(&len), "XLEN {len} with maxlen 500");
+    assert_eq!(
+        redis.entries_added(STREAM),
+        3000,
+        "every click written once"
+    );
+}

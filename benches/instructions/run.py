@@ -5,7 +5,7 @@ config, e.g. EXTRA_YAML='access_log: { to: "{work}/access.log" }'. For each bina
 2,000 requests to warm up, counters zeroed, N keep-alive requests (a browser's User-Agent),
 counters dumped. Prints instructions per request for a click and for /health, and the functions
 whose own cost differs most between the first binary and each other one. A binary given as
-floor-proxy:PATH or floor-app:PATH is examples/floor (PATH its build) run as that kind: it
+floor-proxy:PATH, floor-app:PATH or floor-raw:PATH is examples/floor (PATH its build) run as that kind: it
 answers every request with the same 302, so its two rows agree.
 """
 import collections
@@ -138,7 +138,7 @@ def main():
             print(f"\n{what}: {b} against {binaries[0]}: {per - base:+.0f} instructions/request "
                   f"({(per / base - 1) * 100:+.1f}%); largest changes per request:")
             keys = sorted(set(costs0) | set(costs), key=lambda k: -abs(costs[k] - costs0[k]))
-            for k in keys[:12]:
+            for k in keys[:int(os.environ.get("TOP", "12"))]:
                 print(f"  {(costs[k] - costs0[k]) / n:+8.0f}  {k[-110:]}")
 
 

@@ -4,8 +4,9 @@
 # depend on what else the machine runs: two runs of the same binary agree within 0.1%, where
 # req/s on this shared machine moves by 10% from one run to the next. Use it to compare builds:
 #   benches/instructions/run.sh [--requests N] [BINARY...]     (default: target/release/linkedge)
-# A BINARY of floor-proxy:PATH or floor-app:PATH runs examples/floor (Pingora answering a fixed
-# 302 from request_filter, or from an HttpServerApp with no proxy): the floor under linkedge.
+# A BINARY of floor-proxy:PATH, floor-app:PATH or floor-raw:PATH runs examples/floor (Pingora
+# answering a fixed 302 from request_filter, or from an HttpServerApp with no proxy; or tokio and
+# httparse with no Pingora): the floor under linkedge.
 # Prints one line per binary and path; with several binaries, the differences. Kernel time
 # (syscalls, loopback TCP) is not counted: it is what benches/load measures.
 set -euo pipefail

@@ -239,7 +239,8 @@ def main():
     ap.add_argument("--floor", default=str(ROOT / "target/release/examples/floor"),
                     help="examples/floor build: scenario 1 also runs Pingora answering a fixed 302 from "
                          "request_filter (pingora-proxy) and from an HttpServerApp (pingora-app), the "
-                         "floor under linkedge (skipped if the file is missing)")
+                         "floor under linkedge, and a bare tokio + httparse server (tokio-raw) "
+                         "(skipped if the file is missing)")
     args = ap.parse_args()
     scenarios = [int(s) for s in args.scenarios.split(",")]
 
@@ -247,7 +248,7 @@ def main():
     WORK = Path(tempfile.mkdtemp(prefix="linkedge-bench-"))
     ports = {k: free_port() for k in ["redis", "upstream", "le_http", "le_https", "le_metrics",
                                        "nx_http", "nx_https", "nx_hs", "cd_http", "cd_https", "cd_hs",
-                                       "fp_http", "fa_http"]}
+                                       "fp_http", "fa_http", "fr_http"]}
     started = []
     try:
         redis = subprocess.Popen(["taskset", "-c", LOAD_CORE, "redis-server", "--port", str(ports["redis"]),
@@ -315,7 +316,8 @@ routing: {{ default_region: us }}
         servers = {"linkedge": (le, "le"), "nginx": (nx, "nx"), "caddy": (cd, "cd")}
         floors = {}
         if 1 in scenarios and Path(args.floor).exists():
-            for name, kind, p in (("pingora-proxy", "proxy", "fp"), ("pingora-app", "app", "fa")):
+            for name, kind, p in (("pingora-proxy", "proxy", "fp"), ("pingora-app", "app", "fa"),
+                                  ("tokio-raw", "raw", "fr")):
                 f = Server(name, [args.floor, kind, f"127.0.0.1:{ports[p + '_http']}"], ports[p + "_http"])
                 started.append(f.proc)
                 floors[name] = (f, p)
@@ -508,14 +510,14 @@ def render(results):
             continue
         s = data["summary"]
         for name in [n for n in ["linkedge", "linkedge-1cert", "linkedge-pq", "pingora-proxy", "pingora-app",
-                                 "nginx", "caddy"] if n in s]:
+                                 "tokio-raw", "nginx", "caddy"] if n in s]:
             r = s.get(name, {})
             if "refused" in r:
                 lines.append(f"| {sc} | {name} | refused: {r['refused']} | | | | | | | | | |")
                 continue
             cs = f"{r['cs_per_1k']:.1f}" if r.get("cs_per_1k") is not None else ""
             ratio = lambda other: (f"{r['rps'] / s[other]['rps']:.2f}×"
-                                   if name.startswith(("linkedge", "pingora")) and s.get(other, {}).get("rps")
+                                   if name.startswith(("linkedge", "pingora", "tokio")) and s.get(other, {}).get("rps")
                                    else "")
             lines.append(f"| {sc} | {name} | {r['rps']:.0f} | {fmt_s(r['p50'])} | {fmt_s(r['p99'])} | "
                          f"{fmt_s(r['max'])} | {r['cpu_s_per_10k']:.3f} | {cs} | {r['peak_rss_kb'] / 1024:.1f} MiB | "

@@ -120,6 +120,7 @@ impl Event {
         let ip_len = match self.ip_hash {
             Some(h) => h.write(&mut ip),
             None => match self.ip {
+                Some(IpAddr::V4(v4)) => write_ipv4(v4, &mut ip),
                 Some(addr) => {
                     use std::io::Write;
                     let mut c = std::io::Cursor::new(&mut ip[..]);
@@ -159,6 +160,40 @@ impl Event {
         let mut codes = Vec::new();
         self.agent_reasons.write_codes(&mut codes);
         cmd.arg("agent_reasons").arg(&codes[..]);
+    }
+}
+
+/// `addr` in dotted-quad form into `out` (as `Display` writes it, without the formatting
+/// machinery: most clicks come from IPv4 addresses); the length.
+fn write_ipv4(addr: std::net::Ipv4Addr, out: &mut [u8; 48]) -> usize {
+    let mut n = 0;
+    for (i, octet) in addr.octets().into_iter().enumerate() {
+        if i > 0 {
+            out[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            out[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            out[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        out[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    n
+}
+
+/// Arguments of one `XADD` as the writer sends it: `XADD key MAXLEN ~ n *` and 13 field/value
+/// pairs (12 for an open). Sizes a command so it is built without growing.
+pub const XADD_ARGS: usize = 6 + 26;
+
+impl Event {
+    /// Bytes of the field names and values of this event's stream entry, about (for sizing).
+    pub fn size_hint(&self) -> usize {
+        160 + self.host.len() + self.url.len() + self.ua.len() + self.referer.len()
     }
 }
 
@@ -422,5 +457,34 @@ impl Recorder {
         }
         spool.close();
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn ipv4_is_written_as_display_writes_it(a: u8, b: u8, c: u8, d: u8) {
+            let addr = std::net::Ipv4Addr::new(a, b, c, d);
+            let mut out = [0u8; 48];
+            let n = write_ipv4(addr, &mut out);
+            prop_assert_eq!(std::str::from_utf8(&out[..n]).unwrap(), addr.to_string());
+        }
+    }
+
+    #[test]
+    fn ipv4_edges() {
+        for (addr, text) in [
+            ([0, 0, 0, 0], "0.0.0.0"),
+            ([255, 255, 255, 255], "255.255.255.255"),
+            ([10, 100, 9, 200], "10.100.9.200"),
+        ] {
+            let mut out = [0u8; 48];
+            let n = write_ipv4(addr.into(), &mut out);
+            assert_eq!(&out[..n], text.as_bytes());
+        }
     }
 }

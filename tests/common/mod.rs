@@ -183,6 +183,16 @@ impl Redis {
             .collect()
     }
 
+    /// Entries ever added to `stream` (`XINFO STREAM` `entries-added`), trimmed ones included.
+    pub fn entries_added(&self, stream: &str) -> u64 {
+        let info: std::collections::HashMap<String, redis::Value> = redis::cmd("XINFO")
+            .arg("STREAM")
+            .arg(stream)
+            .query(&mut self.conn())
+            .unwrap();
+        redis::from_redis_value(info["entries-added"].clone()).unwrap()
+    }
+
     pub fn xlen(&self, stream: &str) -> usize {
         redis::cmd("XLEN")
             .arg(stream)
