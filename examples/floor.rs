@@ -6,11 +6,14 @@
 //!   answers `/c/`, `/o/` and `/health` today, so the cost of the proxy machinery around a
 //!   request that never reaches an upstream;
 //! - `app`: an `HttpServerApp` that reads the request and writes the answer — Pingora's HTTP/1
-//!   server without the proxy, the floor for an edge that answered its own paths at that level.
+//!   server without the proxy, the floor for an edge that answered its own paths at that level;
+//! - `raw`: no Pingora: a current-thread tokio runtime, `httparse` on each connection's buffer
+//!   and the answer written from a constant — what an edge could reach with its own minimal
+//!   HTTP/1 path in front of Pingora (keep-alive only: no body, no chunking, no h2, no TLS).
 //!
 //! ```sh
 //! cargo build --release --example floor
-//! target/release/examples/floor proxy 127.0.0.1:8080    # or: app
+//! target/release/examples/floor proxy 127.0.0.1:8080    # or: app, raw
 //! ```
 //! One worker thread and mimalloc, as the benchmarks run linkedge.
 
@@ -77,12 +80,76 @@ impl HttpServerApp for App {
     }
 }
 
+/// `raw`: the whole answer, bytes on the wire.
+const RAW_ANSWER: &[u8] = b"HTTP/1.1 302 Found\r\nLocation: https://example.com/landing\r\n\
+Content-Length: 0\r\n\r\n";
+
+/// `raw`: one connection, requests answered as they are parsed (pipelined ones included).
+async fn raw_connection(mut sock: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 8192];
+    let mut filled = 0;
+    let mut out = Vec::with_capacity(1024);
+    loop {
+        match sock.read(&mut buf[filled..]).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => filled += n,
+        }
+        let mut start = 0;
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(&buf[start..filled]) {
+                Ok(httparse::Status::Complete(len)) => {
+                    start += len;
+                    out.extend_from_slice(RAW_ANSWER);
+                }
+                Ok(httparse::Status::Partial) => break,
+                Err(_) => return,
+            }
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+        if filled == buf.len() {
+            return; // a request header larger than the buffer
+        }
+        if !out.is_empty() {
+            if sock.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+    }
+}
+
+/// `raw`: accept and answer on one thread.
+fn raw(addr: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        loop {
+            if let Ok((sock, _)) = listener.accept().await {
+                let _ = sock.set_nodelay(true);
+                tokio::spawn(raw_connection(sock));
+            }
+        }
+    });
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(kind), Some(addr)) = (args.next(), args.next()) else {
-        eprintln!("usage: floor (proxy|app) ADDR");
+        eprintln!("usage: floor (proxy|app|raw) ADDR");
         std::process::exit(2);
     };
+    if kind == "raw" {
+        // SIGINT's default action stops it, as the others.
+        raw(&addr);
+        return;
+    }
     let mut server = Server::new(None).expect("a server");
     server.bootstrap();
     match kind.as_str() {
@@ -97,7 +164,7 @@ fn main() {
             server.add_service(svc);
         }
         other => {
-            eprintln!("floor: unknown kind {other:?} (proxy or app)");
+            eprintln!("floor: unknown kind {other:?} (proxy, app or raw)");
             std::process::exit(2);
         }
     }
