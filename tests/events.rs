@@ -418,3 +418,30 @@ async fn the_stream_is_capped_at_maxlen() {
         "every click written once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_refusing_the_writes_loses_no_click() {
+    // The stream key holds a string: every XADD is answered WRONGTYPE, as writes are under
+    // `maxmemory` (OOM) or a missing ACL permission. Those clicks must wait in the spool, not be
+    // taken as written.
+    let redis = Redis::start();
+    let le = Linkedge::start(&Options::new(redis.url()));
+    let _: () = redis::cmd("SET")
+        .arg(STREAM)
+        .arg("not a stream")
+        .query(&mut redis.conn())
+        .unwrap();
+    let served = burst(&le, 0..300, 8).await;
+    std::thread::sleep(Duration::from_secs(1));
+    let spooled = le.metric("linkedge_events_total{outcome=\"spooled\",sink=\"default\"}");
+    assert!(
+        spooled >= 1.0,
+        "nothing spooled while Redis refused the writes\n{}",
+        le.log()
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(STREAM)
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_exactly_once(&redis, &le, &served);
+}

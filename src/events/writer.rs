@@ -130,7 +130,9 @@ async fn xadd(
         }
         cmd.arg("*");
         e.write_fields(&mut cmd);
-        pipe.add_command(cmd).ignore();
+        // Not `.ignore()`d: that keeps a hash set of indices (a hash per event); the replies
+        // are dropped anyway, and a server error in any of them still fails the batch.
+        pipe.add_command(cmd);
     }
     let start = Instant::now();
     let r = pipe.query_async::<()>(conn).await;
