@@ -1,6 +1,7 @@
 """Counts the instructions a release linkedge executes per request (callgrind, all threads).
 
-Started by run.sh. EXTRA_YAML (with {work} for the scratch directory) is appended to the
+Started by run.sh. PATHS (default click,health; proxy: a request proxied to a local backend)
+chooses what is measured. EXTRA_YAML (with {work} for the scratch directory) is appended to the
 config, e.g. EXTRA_YAML='access_log: { to: "{work}/access.log" }'. For each binary: a fresh redis-server and linkedge on free loopback ports,
 2,000 requests to warm up, counters zeroed, N keep-alive requests (a browser's User-Agent),
 counters dumped. Prints instructions per request for a click and for /health, and the functions
@@ -10,12 +11,14 @@ answers every request with the same 302, so its two rows agree.
 """
 import collections
 import http.client
+import http.server
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -61,8 +64,30 @@ def self_costs(path):
     return costs
 
 
+class Upstream(http.server.BaseHTTPRequestHandler):
+    """The backend of `proxy`: `{}` to /health (its health check) and a small page to the rest."""
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = b"{}" if self.path == "/health" else b"<html>upstream page</html>"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
 def measure(binary, what, n, work):
     redis_port, http_port, metrics_port, https_port = (free_port() for _ in range(4))
+    upstream = None
+    extra = os.environ.get("EXTRA_YAML", "")
+    if what == "proxy":
+        upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+        threading.Thread(target=upstream.serve_forever, daemon=True).start()
+        extra += (f"\nregions: {{ us: {{ backends: [{{ addr: \"127.0.0.1:{upstream.server_port}\" }}] }} }}"
+                  f"\nrouting: {{ default_region: us }}\n")
     redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
                              stdout=subprocess.DEVNULL)
     key = work / "link-key"
@@ -75,7 +100,7 @@ redis: {{ url: "redis://127.0.0.1:{redis_port}/" }}
 links: {{ mint_key: 1, keys: [{{ id: 1, secret_file: {key} }}] }}
 events: {{ spool: {{ dir: {work}/spool }} }}
 server: {{ threads: 1, pid_file: {work}/pid, upgrade_sock: {work}/upgrade.sock, grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1 }}
-""" + os.environ.get("EXTRA_YAML", "").replace("{work}", str(work)))
+""" + extra.replace("{work}", str(work)))
     out = work / f"callgrind.{what}"
     for f in work.glob(f"callgrind.{what}*"):
         f.unlink()
@@ -99,6 +124,9 @@ server: {{ threads: 1, pid_file: {work}/pid, upgrade_sock: {work}/upgrade.sock, 
         path = "/health"
         if floor:
             path = "/c/floor"  # any path: the floor answers every request alike
+        elif what == "proxy":
+            path = "/proxied/page"
+            time.sleep(3)  # the backend's first health check
         elif what == "click":
             url = subprocess.run([binary, "link", "mint", "--config", str(conf), "--host", "127.0.0.1",
                                   "--url", "https://example.com/landing"],
@@ -117,6 +145,8 @@ server: {{ threads: 1, pid_file: {work}/pid, upgrade_sock: {work}/upgrade.sock, 
         vg.wait(60)
         redis.terminate()
         redis.wait(10)
+        if upstream:
+            upstream.shutdown()
     dump = Path(f"{out}.1")
     total = next(int(l.split()[1]) for l in open(dump) if l.startswith(("summary:", "totals:")))
     return total / n, self_costs(dump)
@@ -126,13 +156,16 @@ def main():
     n, binaries = int(sys.argv[1]), sys.argv[2:]
     work = Path(tempfile.mkdtemp(prefix="linkedge-instructions-"))
     results = {}
-    for what in ["click", "health"]:
+    paths = os.environ.get("PATHS", "click,health").split(",")
+    for what in paths:
         for b in binaries:
+            if what == "proxy" and b.startswith("floor-"):
+                continue
             per, costs = measure(b, what, n, work)
             results[(b, what)] = (per, costs)
             print(f"{what:6} {per:9.0f} instructions/request  {b}", flush=True)
     for b in binaries[1:]:
-        for what in ["click", "health"]:
+        for what in [w for w in paths if (binaries[0], w) in results and (b, w) in results]:
             base, costs0 = results[(binaries[0], what)]
             per, costs = results[(b, what)]
             print(f"\n{what}: {b} against {binaries[0]}: {per - base:+.0f} instructions/request "
