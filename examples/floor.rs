@@ -7,6 +7,9 @@
 //!   request that never reaches an upstream;
 //! - `app`: an `HttpServerApp` that reads the request and writes the answer — Pingora's HTTP/1
 //!   server without the proxy, the floor for an edge that answered its own paths at that level;
+//! - `pass UPSTREAM`: Pingora's `HttpProxy` proxying every request to `UPSTREAM` (host:port,
+//!   plain HTTP, pooled keep-alive connections) with no hook of its own — the floor under
+//!   linkedge's proxy path (scenario 5);
 //! - `raw`: no Pingora: a current-thread tokio runtime, `httparse` on each connection's buffer
 //!   and the answer written from a constant — what an edge could reach with its own minimal
 //!   HTTP/1 path in front of Pingora (keep-alive only: no body, no chunking, no h2, no TLS).
@@ -56,6 +59,23 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
         Error::e_explain(ErrorType::InternalError, "the floor never proxies")
+    }
+}
+
+/// `pass`: proxies everything to one upstream.
+struct Pass(String);
+
+#[async_trait]
+impl ProxyHttp for Pass {
+    type CTX = ();
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(
+            self.0.as_str(),
+            false,
+            String::new(),
+        )))
     }
 }
 
@@ -142,7 +162,7 @@ fn raw(addr: &str) {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(kind), Some(addr)) = (args.next(), args.next()) else {
-        eprintln!("usage: floor (proxy|app|raw) ADDR");
+        eprintln!("usage: floor (proxy|app|raw) ADDR | floor pass ADDR UPSTREAM");
         std::process::exit(2);
     };
     if kind == "raw" {
@@ -158,13 +178,22 @@ fn main() {
             svc.add_tcp(&addr);
             server.add_service(svc);
         }
+        "pass" => {
+            let Some(upstream) = args.next() else {
+                eprintln!("usage: floor pass ADDR UPSTREAM");
+                std::process::exit(2);
+            };
+            let mut svc = http_proxy_service(&server.configuration, Pass(upstream));
+            svc.add_tcp(&addr);
+            server.add_service(svc);
+        }
         "app" => {
             let mut svc = pingora::services::listening::Service::new("floor".into(), App);
             svc.add_tcp(&addr);
             server.add_service(svc);
         }
         other => {
-            eprintln!("floor: unknown kind {other:?} (proxy, app or raw)");
+            eprintln!("floor: unknown kind {other:?} (proxy, app, pass or raw)");
             std::process::exit(2);
         }
     }

@@ -240,7 +240,8 @@ def main():
     ap.add_argument("--floor", default=str(ROOT / "target/release/examples/floor"),
                     help="examples/floor build: scenario 1 also runs Pingora answering a fixed 302 from "
                          "request_filter (pingora-proxy) and from an HttpServerApp (pingora-app), the "
-                         "floor under linkedge, and a bare tokio + httparse server (tokio-raw) "
+                         "floor under linkedge, and a bare tokio + httparse server (tokio-raw); "
+                         "scenario 5 runs Pingora proxying with no hook (pingora-pass) "
                          "(skipped if the file is missing)")
     args = ap.parse_args()
     scenarios = [int(s) for s in args.scenarios.split(",")]
@@ -249,7 +250,7 @@ def main():
     WORK = Path(tempfile.mkdtemp(prefix="linkedge-bench-"))
     ports = {k: free_port() for k in ["redis", "upstream", "le_http", "le_https", "le_metrics",
                                        "nx_http", "nx_https", "nx_hs", "cd_http", "cd_https", "cd_hs",
-                                       "fp_http", "fa_http", "fr_http"]}
+                                       "fp_http", "fa_http", "fr_http", "fs_http"]}
     started = []
     try:
         redis = subprocess.Popen(["taskset", "-c", LOAD_CORE, "redis-server", "--port", str(ports["redis"]),
@@ -322,6 +323,12 @@ routing: {{ default_region: us }}
                 f = Server(name, [args.floor, kind, f"127.0.0.1:{ports[p + '_http']}"], ports[p + "_http"])
                 started.append(f.proc)
                 floors[name] = (f, p)
+        pass_floor = {}
+        if 5 in scenarios and Path(args.floor).exists():
+            f = Server("pingora-pass", [args.floor, "pass", f"127.0.0.1:{ports['fs_http']}",
+                                        f"127.0.0.1:{ports['upstream']}"], ports["fs_http"])
+            started.append(f.proc)
+            pass_floor["pingora-pass"] = (f, "fs")
         names = WORK / "names.txt"
         if 3 in scenarios:
             print(f"\n== storing {args.domains} domains' certificates in linkedge's store and "
@@ -369,6 +376,8 @@ routing: {{ default_region: us }}
             group = dict(servers)
             if sc == 1:
                 group.update(floors)
+            if sc == 5:
+                group.update(pass_floor)
             if sc == 3:
                 group = {"linkedge": (le, "le"), "linkedge-1cert": (le, "le1"), "linkedge-pq": (le, "lepq"),
                          "nginx": (nx, "nx"),
@@ -422,7 +431,8 @@ routing: {{ default_region: us }}
         print(f"raw results: {out.relative_to(ROOT)}")
         (HERE / "results" / "latest.md").write_text(table + "\n")
     finally:
-        floor_procs = [f.proc for f, _ in floors.values()] if "floors" in locals() else []
+        floor_procs = ([f.proc for f, _ in floors.values()] if "floors" in locals() else []) + (
+            [f.proc for f, _ in pass_floor.values()] if "pass_floor" in locals() else [])
         for p in started[::-1]:
             if p.poll() is None:
                 # The floor has no short grace period configured: SIGINT stops it at once.
@@ -531,7 +541,7 @@ def render(results):
             continue
         s = data["summary"]
         for name in [n for n in ["linkedge", "linkedge-1cert", "linkedge-pq", "pingora-proxy", "pingora-app",
-                                 "tokio-raw", "nginx", "caddy"] if n in s]:
+                                 "tokio-raw", "pingora-pass", "nginx", "caddy"] if n in s]:
             r = s.get(name, {})
             if "refused" in r:
                 lines.append(f"| {sc} | {name} | refused: {r['refused']} | | | | | | | | | |")
