@@ -6,7 +6,8 @@ config, e.g. EXTRA_YAML='access_log: { to: "{work}/access.log" }'. For each bina
 2,000 requests to warm up, counters zeroed, N keep-alive requests (a browser's User-Agent),
 counters dumped. Prints instructions per request for a click and for /health, and the functions
 whose own cost differs most between the first binary and each other one. A binary given as
-floor-proxy:PATH, floor-app:PATH or floor-raw:PATH is examples/floor (PATH its build) run as that kind: it
+floor-proxy:PATH, floor-app:PATH or floor-raw:PATH is examples/floor (PATH its build) run as that kind
+(floor-pass:PATH, Pingora proxying with no hook, is measured for PATHS=proxy only): it
 answers every request with the same 302, so its two rows agree.
 """
 import collections
@@ -107,6 +108,8 @@ server: {{ threads: 1, pid_file: {work}/pid, upgrade_sock: {work}/upgrade.sock, 
     floor = binary.split(":", 1) if binary.startswith("floor-") else None
     command = ([floor[1], floor[0].removeprefix("floor-"), f"127.0.0.1:{http_port}"] if floor
                else [binary, "serve", "--config", str(conf)])
+    if floor and floor[0] == "floor-pass":
+        command.append(f"127.0.0.1:{upstream.server_port}")
     vg = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                            "--dump-instr=no", "--compress-strings=no", "--compress-pos=no",
                            *command],
@@ -122,7 +125,9 @@ server: {{ threads: 1, pid_file: {work}/pid, upgrade_sock: {work}/upgrade.sock, 
                     sys.exit(f"{binary} did not start under valgrind")
                 time.sleep(0.5)
         path = "/health"
-        if floor:
+        if floor and what == "proxy":
+            path = "/proxied/page"
+        elif floor:
             path = "/c/floor"  # any path: the floor answers every request alike
         elif what == "proxy":
             path = "/proxied/page"
@@ -159,7 +164,8 @@ def main():
     paths = os.environ.get("PATHS", "click,health").split(",")
     for what in paths:
         for b in binaries:
-            if what == "proxy" and b.startswith("floor-"):
+            # floor-pass only proxies; the other floors only answer.
+            if (what == "proxy") != b.startswith("floor-pass") and b.startswith("floor-"):
                 continue
             per, costs = measure(b, what, n, work)
             results[(b, what)] = (per, costs)
