@@ -287,12 +287,13 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     // With --upgrade, it returns once the running process handed its listeners over.
     server.bootstrap();
     // `linkedge reload` finds the running process here (Pingora writes it only with --daemon).
-    let pid_file = (!process.daemon).then(|| PidFile::write(&s.server.pid_file));
-    // Under systemd (`Type=notify`): this process serves and is the unit's main process (after
-    // a reload, the new process takes that role from the one about to exit).
-    if !process.daemon {
+    // Under systemd (`Type=notify`), this process serves and is the unit's main process (after a
+    // reload, the new process takes that role from the one about to exit).
+    let pid_file = (!process.daemon).then(|| {
+        let written = PidFile::write(&s.server.pid_file);
         crate::systemd::notify(&crate::systemd::ready_message(std::process::id()));
-    }
+        written
+    });
     server.run(RunArgs::default());
     drop(pid_file);
     let left: usize = sinks.all().map(|r| r.flush_to_spool()).sum();

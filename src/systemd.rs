@@ -29,24 +29,19 @@ pub fn socket_addr(value: &str) -> std::io::Result<SocketAddr> {
     }
 }
 
-/// Sends `message` to systemd. Returns whether it was sent: false, and nothing done, when
-/// `NOTIFY_SOCKET` is not set; a failure is logged (systemd then times the start out, which says
-/// more than an error here could).
-pub fn notify(message: &str) -> bool {
+/// Sends `message` to systemd; nothing when `NOTIFY_SOCKET` is not set. A failure is logged
+/// (systemd then times the start out, which says more than an error here could).
+pub fn notify(message: &str) {
     let Some(value) = std::env::var_os("NOTIFY_SOCKET") else {
-        return false;
+        return;
     };
     let value = value.to_string_lossy();
     let sent = socket_addr(&value).and_then(|addr| {
         let sock = UnixDatagram::unbound()?;
         sock.send_to_addr(message.as_bytes(), &addr)
     });
-    match sent {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::error!(socket = %value, error = %e, "cannot notify systemd");
-            false
-        }
+    if let Err(e) = sent {
+        tracing::error!(socket = %value, error = %e, "cannot notify systemd");
     }
 }
 

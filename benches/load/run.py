@@ -252,6 +252,7 @@ def main():
                                        "nx_http", "nx_https", "nx_hs", "cd_http", "cd_https", "cd_hs",
                                        "fp_http", "fa_http", "fr_http", "fs_http"]}
     started = []
+    floor_procs = []  # examples/floor processes: stopped with SIGINT (no short grace period)
     try:
         redis = subprocess.Popen(["taskset", "-c", LOAD_CORE, "redis-server", "--port", str(ports["redis"]),
                                   "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -322,12 +323,14 @@ routing: {{ default_region: us }}
                                   ("tokio-raw", "raw", "fr")):
                 f = Server(name, [args.floor, kind, f"127.0.0.1:{ports[p + '_http']}"], ports[p + "_http"])
                 started.append(f.proc)
+                floor_procs.append(f.proc)
                 floors[name] = (f, p)
         pass_floor = {}
         if 5 in scenarios and Path(args.floor).exists():
             f = Server("pingora-pass", [args.floor, "pass", f"127.0.0.1:{ports['fs_http']}",
                                         f"127.0.0.1:{ports['upstream']}"], ports["fs_http"])
             started.append(f.proc)
+            floor_procs.append(f.proc)
             pass_floor["pingora-pass"] = (f, "fs")
         names = WORK / "names.txt"
         if 3 in scenarios:
@@ -431,11 +434,8 @@ routing: {{ default_region: us }}
         print(f"raw results: {out.relative_to(ROOT)}")
         (HERE / "results" / "latest.md").write_text(table + "\n")
     finally:
-        floor_procs = ([f.proc for f, _ in floors.values()] if "floors" in locals() else []) + (
-            [f.proc for f, _ in pass_floor.values()] if "pass_floor" in locals() else [])
         for p in started[::-1]:
             if p.poll() is None:
-                # The floor has no short grace period configured: SIGINT stops it at once.
                 p.send_signal(signal.SIGINT if p in floor_procs else signal.SIGTERM)
                 try:
                     p.wait(15)

@@ -113,6 +113,11 @@ pub struct Event {
 }
 
 impl Event {
+    /// Bytes of the field names and values of this event's stream entry, about (for sizing).
+    pub fn size_hint(&self) -> usize {
+        160 + self.host.len() + self.url.len() + self.ua.len() + self.referer.len()
+    }
+
     /// Appends the stream entry's field/value pairs to `cmd`, in a fixed order (`url` only for
     /// clicks).
     pub fn write_fields(&self, cmd: &mut redis::Cmd) {
@@ -189,13 +194,6 @@ fn write_ipv4(addr: std::net::Ipv4Addr, out: &mut [u8; 48]) -> usize {
 /// Arguments of one `XADD` as the writer sends it: `XADD key MAXLEN ~ n *` and 13 field/value
 /// pairs (12 for an open). Sizes a command so it is built without growing.
 pub const XADD_ARGS: usize = 6 + 26;
-
-impl Event {
-    /// Bytes of the field names and values of this event's stream entry, about (for sizing).
-    pub fn size_hint(&self) -> usize {
-        160 + self.host.len() + self.url.len() + self.ua.len() + self.referer.len()
-    }
-}
 
 /// A `Display`/`FromStr` value as a JSON string (spool records).
 mod serde_text {
