@@ -1,24 +1,27 @@
 //! Connection limits on the public listeners: what keeps one client from making the edge
-//! unreachable for everyone else.
+//! unreachable for everyone else, over HTTP/1 and HTTP/2 alike.
 //!
 //! - Caps: every accepted connection takes a place in the global count and in its client
 //!   address's count (IPv6 grouped by /64, counted with `pingora-limits`' `Inflight`). Over the
 //!   per-address cap the connection gets a `503` (HTTP/1) and is closed at once. At the global
-//!   cap the HTTP/1 connection idle for longest (between requests, or dripping a head) is
-//!   closed to make room, so new clients are still served; only when none is idle is the new
-//!   one refused.
-//! - Deadlines: each HTTP/1 connection is wrapped in a [`Conn`] that is closed when a request
-//!   head has not fully arrived within `limits.header_timeout` (from the accept for the first
-//!   request, from its first byte for the next ones, however slowly the bytes come), or when it
-//!   sits idle between requests for `limits.keepalive_timeout`. Pingora's own timeouts apply
-//!   per read, so a client dripping a byte at a time would otherwise hold a connection forever.
-//!   One reaper task checks every connection's deadline every 250 ms, so no request pays for a
-//!   timer of its own.
-//! - The edge's request hooks tell the connection when a head is complete
-//!   ([`request_started`]) and when the response is done ([`request_finished`]).
-//!
-//! HTTP/2 connections are counted against the caps; their idle time and stream count are
-//! bounded by Pingora's HTTP/2 options (`h2_idle_timeout`, `max_concurrent_streams`).
+//!   cap the connection idle for longest (between requests, waiting for or dripping a head;
+//!   HTTP/2 with no stream open) is closed to make room, so new clients are still served; only
+//!   when none is idle is the new one refused.
+//! - Deadlines: each connection is wrapped in a [`Conn`] that is closed when its request head
+//!   has not fully arrived within `limits.header_timeout` (from the accept, or the end of the
+//!   TLS handshake, for the first request, HTTP/2's preface included; from the first byte for
+//!   later HTTP/1 heads, however slowly the bytes come), when it sits idle between requests
+//!   (HTTP/2: with no stream) for `limits.keepalive_timeout`, or when a write makes no
+//!   progress for `limits.send_timeout`. Pingora's own timeouts apply per read, so a client
+//!   dripping a byte at a time would otherwise hold a connection forever. One reaper task
+//!   checks the deadlines every 250 ms, looking only at connections that are due (see
+//!   [`Table`]), so no request pays for a timer of its own.
+//! - Header limits: an HTTP/1 head is counted as it arrives and one over `limits.max_headers`
+//!   or `limits.max_header_bytes` is answered `431` before Pingora parses it; HTTP/2 advertises
+//!   the byte limit as `SETTINGS_MAX_HEADER_LIST_SIZE` (its codec answers `431` and never
+//!   holds a larger list) and the edge's hook refuses more fields with the same `431`.
+//! - The edge's request hooks tell the connection when a request starts ([`request_started`],
+//!   whose guard ends it when dropped).
 
 use crate::config;
 use crate::metrics;
@@ -32,10 +35,9 @@ use pingora::protocols::{
     Stream, TimingDigest, UniqueID, UniqueIDType,
 };
 use pingora::server::ShutdownWatch;
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -87,10 +89,9 @@ pub struct Conns {
     open: AtomicUsize,
     per_ip: pingora_limits::inflight::Inflight,
     epoch: Instant,
-    /// Every HTTP/1 connection's deadline state, for the reaper and to find the one idle for
-    /// longest at the cap.
-    live: Mutex<HashMap<u64, Weak<Shared>>>,
-    next_id: AtomicU64,
+    /// Every connection's phase, in lists ordered by when each entered its phase (see
+    /// [`Table`]): the reaper and the eviction at the cap look only at the lists' fronts.
+    table: Mutex<Table>,
     reaper: std::sync::Once,
 }
 
@@ -103,6 +104,156 @@ const REAP_EVERY: Duration = Duration::from_millis(250);
 /// once, which loses the requests in flight on a busy edge.)
 const DRAIN_IDLE: Duration = Duration::from_millis(200);
 
+/// No node: the end of a list.
+const NIL: u32 = u32::MAX;
+/// The lists of [`Table`]: connections waiting for a request head, connections idle between
+/// requests (both on a node's phase link), and connections whose writes are blocked (on its
+/// second link, as a blocked connection is also in a phase).
+const L_HEAD: usize = 0;
+const L_IDLE: usize = 1;
+const L_BLOCKED: usize = 2;
+
+/// A node's place in one list.
+#[derive(Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
+    /// Which list the node is on through this link (`None`: on none).
+    on: Option<usize>,
+}
+
+const UNLINKED: Link = Link {
+    prev: NIL,
+    next: NIL,
+    on: None,
+};
+
+/// One connection in the table.
+struct Node {
+    conn: Weak<Shared>,
+    /// `[0]`: the phase lists ([`L_HEAD`], [`L_IDLE`]); `[1]`: [`L_BLOCKED`].
+    links: [Link; 2],
+    /// When the connection entered its phase, in ms since `Conns::epoch`.
+    since: u64,
+    /// When its writes became blocked, in ms since `Conns::epoch`.
+    blocked_since: u64,
+    /// Requests in progress (HTTP/2: streams being served).
+    active: u32,
+}
+
+/// Every connection's phase and deadlines, under one lock. Each list is in the order its
+/// connections entered it, and a list's deadline is the same for all of them, so the front
+/// of each list is the next due: the reaper pops due connections from the fronts and stops at
+/// the first that is not due, and the eviction takes the older of the two phase lists' fronts.
+/// Every change is O(1); a connection's phase and the time it began change together.
+struct Table {
+    nodes: Vec<Node>,
+    free: Vec<u32>,
+    /// Front and back of each list.
+    ends: [(u32, u32); 3],
+}
+
+fn link_of(list: usize) -> usize {
+    usize::from(list == L_BLOCKED)
+}
+
+impl Table {
+    fn new() -> Table {
+        Table {
+            nodes: Vec::new(),
+            free: Vec::new(),
+            ends: [(NIL, NIL); 3],
+        }
+    }
+
+    fn insert(&mut self, conn: Weak<Shared>, now: u64) -> u32 {
+        let node = Node {
+            conn,
+            links: [UNLINKED; 2],
+            since: now,
+            blocked_since: 0,
+            active: 0,
+        };
+        match self.free.pop() {
+            Some(i) => {
+                self.nodes[i as usize] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        }
+    }
+
+    fn remove(&mut self, i: u32) {
+        self.unlink(i, 0);
+        self.unlink(i, 1);
+        self.nodes[i as usize].conn = Weak::new();
+        self.free.push(i);
+    }
+
+    /// Appends node `i` to `list` (it must be on no list of that link).
+    fn push_back(&mut self, i: u32, list: usize) {
+        let l = link_of(list);
+        let back = self.ends[list].1;
+        self.nodes[i as usize].links[l] = Link {
+            prev: back,
+            next: NIL,
+            on: Some(list),
+        };
+        if back == NIL {
+            self.ends[list].0 = i;
+        } else {
+            self.nodes[back as usize].links[l].next = i;
+        }
+        self.ends[list].1 = i;
+    }
+
+    /// Takes node `i` off whatever list its link `l` is on.
+    fn unlink(&mut self, i: u32, l: usize) {
+        let Link { prev, next, on } = self.nodes[i as usize].links[l];
+        let Some(list) = on else { return };
+        if prev == NIL {
+            self.ends[list].0 = next;
+        } else {
+            self.nodes[prev as usize].links[l].next = next;
+        }
+        if next == NIL {
+            self.ends[list].1 = prev;
+        } else {
+            self.nodes[next as usize].links[l].prev = prev;
+        }
+        self.nodes[i as usize].links[l] = UNLINKED;
+    }
+
+    /// Moves node `i` to the back of phase list `list`, its phase beginning `now`.
+    fn enter(&mut self, i: u32, list: usize, now: u64) {
+        self.unlink(i, 0);
+        self.nodes[i as usize].since = now;
+        self.push_back(i, list);
+    }
+
+    /// The front of `list` if it has been there at least `wait` ms at `now`: taken off it.
+    fn pop_due(&mut self, list: usize, now: u64, wait: u64) -> Option<u32> {
+        let i = self.ends[list].0;
+        if i == NIL {
+            return None;
+        }
+        let n = &self.nodes[i as usize];
+        let since = if list == L_BLOCKED {
+            n.blocked_since
+        } else {
+            n.since
+        };
+        if now.saturating_sub(since) < wait {
+            return None;
+        }
+        self.unlink(i, link_of(list));
+        Some(i)
+    }
+}
+
 impl Conns {
     /// A table enforcing `limits`, with `max_connections` open in all.
     pub fn new(limits: config::Limits, max_connections: usize) -> Conns {
@@ -112,83 +263,116 @@ impl Conns {
             open: AtomicUsize::new(0),
             per_ip: pingora_limits::inflight::Inflight::new(),
             epoch: Instant::now(),
-            live: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
+            table: Mutex::new(Table::new()),
             reaper: std::sync::Once::new(),
         }
     }
 
-    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<Shared>>> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Closes the HTTP/1 connection that has waited longest without a request in progress;
-    /// returns whether there was one.
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Closes the connection that has waited longest without a request in progress (idle
+    /// between requests, waiting for a head or dripping one; HTTP/1 or HTTP/2); returns
+    /// whether there was one.
     fn evict_idle(&self) -> bool {
-        // Oldest first; connections idle since the same microsecond go in accept order.
-        let victim = self
-            .live()
-            .iter()
-            .filter_map(|(id, w)| Some((*id, w.upgrade()?)))
-            .filter(|(_, s)| {
-                s.phase.load(Ordering::Relaxed) != BUSY && s.kill.load(Ordering::Relaxed) == ALIVE
-            })
-            .min_by_key(|(id, s)| (s.since.load(Ordering::Relaxed), *id));
-        match victim {
-            Some((_, s)) => {
-                s.close(EVICTED);
-                true
-            }
-            None => false,
+        let victim = {
+            let mut t = self.table();
+            let fronts = [t.ends[L_HEAD].0, t.ends[L_IDLE].0];
+            // The older of the two fronts (each list is in order of entry).
+            let Some((i, list)) = fronts
+                .iter()
+                .zip([L_HEAD, L_IDLE])
+                .filter(|(i, _)| **i != NIL)
+                .min_by_key(|(i, _)| t.nodes[**i as usize].since)
+                .map(|(i, l)| (*i, l))
+            else {
+                return false;
+            };
+            let _ = list;
+            t.unlink(i, 0);
+            t.nodes[i as usize].conn.upgrade()
+        };
+        if let Some(s) = victim {
+            s.close(EVICTED);
         }
+        true
     }
 
     /// Every [`REAP_EVERY`], closes the connections whose deadline has passed: one task for
-    /// all of them, so a request costs no timer of its own.
+    /// all of them, so a request costs no timer of its own, and each round looks only at the
+    /// connections due (the lists' fronts).
     async fn reap(self: Arc<Self>) {
         let mut tick = tokio::time::interval(REAP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut due = Vec::new();
         loop {
             tick.tick().await;
-            let now = self.now_us();
-            let header = self.limits.header_timeout.as_micros() as u64;
-            let idle = self.limits.keepalive_timeout.as_micros() as u64;
-            for s in self.live().values().filter_map(Weak::upgrade) {
-                let waited = now.saturating_sub(s.since.load(Ordering::Relaxed));
-                match s.phase.load(Ordering::Relaxed) {
-                    HEAD if waited >= header => s.close(HEADER_TIMEOUT),
-                    IDLE if waited >= idle => s.close(IDLE_TIMEOUT),
-                    _ => {}
+            self.collect_due(&mut due);
+            for (s, why) in due.drain(..) {
+                s.close(why);
+            }
+        }
+    }
+
+    /// The connections past a deadline at this moment, each with why; taken off their lists.
+    /// The caller drops them after the lock is released (the last reference to a connection
+    /// takes the lock to leave the table).
+    fn collect_due(&self, due: &mut Vec<(Arc<Shared>, u8)>) {
+        let now = self.now_ms();
+        let l = &self.limits;
+        let mut t = self.table();
+        for (list, wait, why) in [
+            (L_HEAD, l.header_timeout, HEADER_TIMEOUT),
+            (L_IDLE, l.keepalive_timeout, IDLE_TIMEOUT),
+            (L_BLOCKED, l.send_timeout, SEND_TIMEOUT),
+        ] {
+            let wait = wait.as_millis() as u64;
+            while let Some(i) = t.pop_due(list, now, wait) {
+                if let Some(s) = t.nodes[i as usize].conn.upgrade() {
+                    due.push((s, why));
                 }
             }
         }
     }
 
-    fn now_us(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
-    }
-
     /// When the process stops (reload, upgrade or SIGTERM), before Pingora closes every idle
-    /// keep-alive connection at once: connections in use finish their request (whose response
-    /// then says `Connection: close`); connections idle for [`DRAIN_IDLE`] are closed. Returns
-    /// when no HTTP/1 connection is left, or after `within`.
+    /// keep-alive connection at once: HTTP/1 connections in use finish their request (whose
+    /// response then says `Connection: close`); those idle for [`DRAIN_IDLE`] are closed.
+    /// Returns when no HTTP/1 connection is left, or after `within`. HTTP/2 connections get
+    /// Pingora's GOAWAY instead.
     async fn drain(&self, within: Duration) {
         let deadline = Instant::now() + within;
-        let idle = DRAIN_IDLE.as_micros() as u64;
+        let idle = DRAIN_IDLE.as_millis() as u64;
         loop {
-            let now = self.now_us();
+            let now = self.now_ms();
             let mut left = 0;
-            for s in self.live().values().filter_map(Weak::upgrade) {
-                if s.kill.load(Ordering::Relaxed) != ALIVE {
+            // Every connection is held until the lock is released: dropping the last
+            // reference to one takes the lock to leave the table.
+            let mut seen = Vec::new();
+            {
+                let t = self.table();
+                for n in &t.nodes {
+                    let Some(s) = n.conn.upgrade() else { continue };
+                    let idle_long =
+                        n.links[0].on == Some(L_IDLE) && now.saturating_sub(n.since) >= idle;
+                    seen.push((s, idle_long));
+                }
+            }
+            for (s, idle_long) in &seen {
+                if s.h2 || s.kill.load(Ordering::Relaxed) != ALIVE {
                     continue;
                 }
                 left += 1;
-                if s.phase.load(Ordering::Relaxed) == IDLE
-                    && now.saturating_sub(s.since.load(Ordering::Relaxed)) >= idle
-                {
+                if *idle_long {
                     s.close(SHUTDOWN);
                 }
             }
+            drop(seen);
             if left == 0 || Instant::now() >= deadline {
                 return;
             }
@@ -221,6 +405,26 @@ impl Conns {
         }
         Ok(places)
     }
+
+    /// Enters a new connection in the table, waiting for its first request head.
+    fn register(self: &Arc<Self>, h2: bool) -> Arc<Shared> {
+        let now = self.now_ms();
+        let mut t = self.table();
+        let shared = Arc::new_cyclic(|w| {
+            let slot = t.insert(w.clone(), now);
+            Shared {
+                conns: self.clone(),
+                slot,
+                h2,
+                phase: AtomicU8::new(HEAD),
+                kill: AtomicU8::new(ALIVE),
+                read_waker: AtomicWaker::new(),
+                write_waker: AtomicWaker::new(),
+            }
+        });
+        t.push_back(shared.slot, L_HEAD);
+        shared
+    }
 }
 
 /// A connection's places in the counts, given back when it closes.
@@ -236,11 +440,11 @@ impl Drop for Places {
     }
 }
 
-/// Between requests, no byte of the next head yet.
+/// Between requests, no byte of the next head yet (HTTP/2: no stream open).
 const IDLE: u8 = 0;
-/// A request head is arriving.
+/// A request head is arriving (HTTP/2: the preface and first request are awaited).
 const HEAD: u8 = 1;
-/// A request is being served.
+/// A request is being served (HTTP/2: at least one stream).
 const BUSY: u8 = 2;
 
 /// Not to be closed.
@@ -253,16 +457,24 @@ const HEADER_TIMEOUT: u8 = 2;
 const IDLE_TIMEOUT: u8 = 3;
 /// Closed: idle while the process stops (a reload or shutdown drains it).
 const SHUTDOWN: u8 = 4;
+/// Closed: a write made no progress for `limits.send_timeout` (closed even while busy).
+const SEND_TIMEOUT: u8 = 5;
 
 /// What the deadlines of one connection need, shared with the table (reaper, eviction) and
 /// with the request hooks.
-struct Shared {
+pub struct Shared {
+    conns: Arc<Conns>,
+    /// Its node in the table.
+    slot: u32,
+    /// An HTTP/2 connection (streams, no head-by-head reading).
+    h2: bool,
+    /// Its phase, as last set in the table (read without the lock by the I/O paths).
     phase: AtomicU8,
-    /// When the phase began, in µs since `conns.epoch`.
-    since: AtomicU64,
-    /// Why the connection is to be closed at its next read ([`ALIVE`]: it is not).
+    /// Why the connection is to be closed at its next read or blocked write ([`ALIVE`]: it
+    /// is not).
     kill: AtomicU8,
-    waker: AtomicWaker,
+    read_waker: AtomicWaker,
+    write_waker: AtomicWaker,
 }
 
 impl Shared {
@@ -272,24 +484,213 @@ impl Shared {
             .compare_exchange(ALIVE, why, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
         {
-            self.waker.wake();
+            self.read_waker.wake();
+            self.write_waker.wake();
         }
     }
+
+    /// A request began: the connection is busy, on no deadline list.
+    fn start(&self) {
+        let mut t = self.conns.table();
+        let n = &mut t.nodes[self.slot as usize];
+        n.active += 1;
+        if n.active == 1 {
+            t.unlink(self.slot, 0);
+            self.phase.store(BUSY, Ordering::Relaxed);
+        }
+    }
+
+    /// A request ended: with none left, the idle deadline starts.
+    fn finish(&self) {
+        let now = self.conns.now_ms();
+        let mut t = self.conns.table();
+        let n = &mut t.nodes[self.slot as usize];
+        n.active = n.active.saturating_sub(1);
+        if n.active == 0 {
+            t.enter(self.slot, L_IDLE, now);
+            self.phase.store(IDLE, Ordering::Relaxed);
+        }
+    }
+
+    /// HTTP/1: the first byte of the next head arrived on an idle connection.
+    fn head_begins(&self) {
+        let now = self.conns.now_ms();
+        let mut t = self.conns.table();
+        if t.nodes[self.slot as usize].active == 0 {
+            t.enter(self.slot, L_HEAD, now);
+            self.phase.store(HEAD, Ordering::Relaxed);
+        }
+    }
+
+    /// A write could not proceed: the send deadline starts.
+    fn blocked(&self) {
+        let now = self.conns.now_ms();
+        let mut t = self.conns.table();
+        if t.nodes[self.slot as usize].links[1].on.is_none() {
+            t.nodes[self.slot as usize].blocked_since = now;
+            t.push_back(self.slot, L_BLOCKED);
+        }
+    }
+
+    /// A write went through again: the send deadline stops.
+    fn unblocked(&self) {
+        self.conns.table().unlink(self.slot, 1);
+    }
 }
 
-/// An HTTP/1 connection under the deadlines (see the module documentation).
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.conns.table().remove(self.slot);
+    }
+}
+
+/// A request in progress on its connection, held in the request's context: while any is held
+/// the connection has no head or idle deadline and cannot be evicted; dropping the last one
+/// (the request is done, however it ended) starts the idle deadline.
+pub struct Busy(Arc<Shared>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}
+
+/// The connection a request arrived on: HTTP/1 through its stream, HTTP/2 through the TLS
+/// digest its streams share.
+fn shared_of(session: &pingora::protocols::http::ServerSession) -> Option<Arc<Shared>> {
+    if let Some(c) = session
+        .stream()
+        .and_then(|s| s.as_any().downcast_ref::<Conn>())
+    {
+        return Some(c.shared.clone());
+    }
+    session
+        .digest()?
+        .ssl_digest
+        .as_ref()?
+        .extension
+        .get::<crate::tls::Handshake>()?
+        .connection
+        .get()?
+        .clone()
+        .downcast::<Shared>()
+        .ok()
+}
+
+/// A request head arrived whole: the connection's header deadline stops until the returned
+/// guard is dropped. `None` for a connection not under the table (none on these listeners).
+pub fn request_started(session: &pingora::protocols::http::ServerSession) -> Option<Busy> {
+    let s = shared_of(session)?;
+    s.start();
+    Some(Busy(s))
+}
+
+/// The answer to a request whose header is over `limits.max_headers` or
+/// `limits.max_header_bytes`, as counted for HTTP/2 (name + value + 32 per field), whatever
+/// the protocol: `Some("fields" | "bytes")` names the limit exceeded.
+pub fn header_excess(
+    limits: &config::Limits,
+    req: &pingora::http::RequestHeader,
+) -> Option<&'static str> {
+    if req.headers.len() > limits.max_headers {
+        return Some("fields");
+    }
+    let bytes: u64 = req
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str().len() + v.len() + 32) as u64)
+        .sum();
+    (bytes > limits.max_header_bytes).then_some("bytes")
+}
+
+/// The body of the `431` for a request header over the limits, on either protocol.
+pub const HEADER_TOO_LARGE_BODY: &[u8] = b"431 Request Header Fields Too Large\n";
+
+/// The whole HTTP/1 answer written when a head is refused before Pingora parses it.
+const HEADER_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\n\
+Connection: close\r\nContent-Type: text/plain\r\nCache-Control: no-store, max-age=0\r\n\
+Content-Length: 36\r\n\r\n431 Request Header Fields Too Large\n";
+
+/// Counts an HTTP/1 head's lines and bytes as they arrive, so a head over the limits is
+/// refused before Pingora parses it (Pingora's own parser refuses over 256 fields or 1 MiB
+/// with a `400`, and would buffer up to that much).
+#[derive(Default)]
+struct HeadScan {
+    /// Lines seen, the request line included (blank lines before it not counted).
+    lines: usize,
+    /// Bytes of the head seen.
+    bytes: u64,
+    /// Bytes of the current line so far.
+    line: usize,
+    /// The last byte seen (to tell `\r\n` from `\n` across reads).
+    last: u8,
+    /// The head's blank line was seen: nothing more to count until the next head.
+    done: bool,
+}
+
+/// What a [`HeadScan`] concluded from the bytes it saw.
+#[derive(Debug, PartialEq, Eq)]
+enum Scan {
+    /// Within the limits so far.
+    Ok,
+    /// The head ended.
+    Done,
+    /// Over a limit (`"fields"`, `"bytes"`).
+    Over(&'static str),
+}
+
+impl HeadScan {
+    fn feed(&mut self, data: &[u8], max_fields: usize, max_bytes: u64) -> Scan {
+        if self.done {
+            return Scan::Ok;
+        }
+        let mut start = 0;
+        for p in memchr::memchr_iter(b'\n', data) {
+            let len = self.line + (p - start);
+            let before = if p > start { data[p - 1] } else { self.last };
+            let blank = len == 0 || (len == 1 && before == b'\r');
+            self.line = 0;
+            start = p + 1;
+            if blank && self.lines > 0 {
+                self.bytes += start as u64;
+                self.done = true;
+                return if self.bytes > max_bytes {
+                    Scan::Over("bytes")
+                } else {
+                    Scan::Done
+                };
+            }
+            if !blank {
+                self.lines += 1;
+                if self.lines > max_fields + 1 {
+                    return Scan::Over("fields");
+                }
+            }
+        }
+        self.line += data.len() - start;
+        self.last = *data.last().unwrap_or(&self.last);
+        self.bytes += data.len() as u64;
+        if self.bytes > max_bytes {
+            return Scan::Over("bytes");
+        }
+        Scan::Ok
+    }
+}
+
+/// A connection under the deadlines and caps (see the module documentation).
 pub struct Conn {
     inner: Stream,
-    conns: Arc<Conns>,
-    id: u64,
     shared: Arc<Shared>,
+    /// HTTP/1: the head now arriving, counted against the header limits.
+    scan: HeadScan,
+    /// HTTP/1: a head over the limits was answered `431`; the rest of it is read and
+    /// discarded (so closing does not reset the answer away), then the connection closes.
+    refusing: Option<&'static str>,
+    /// Writes are blocked (its node is on the blocked list).
+    blocked: bool,
+    /// The close was counted.
+    counted: bool,
     _places: Places,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.conns.live().remove(&self.id);
-    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -299,30 +700,105 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    fn enter(&self, phase: u8) {
-        self.shared
-            .since
-            .store(self.conns.now_us(), Ordering::Relaxed);
-        self.shared.phase.store(phase, Ordering::Relaxed);
+    /// The error to end the connection with, when it is to be closed: counted once. A
+    /// connection that became busy after an idle-side decision is kept (its request is served).
+    fn killed(&mut self) -> Option<std::io::Error> {
+        let why = self.shared.kill.load(Ordering::Relaxed);
+        if why == ALIVE {
+            return None;
+        }
+        if why != SEND_TIMEOUT && self.shared.phase.load(Ordering::Relaxed) == BUSY {
+            // A request began after the decision: it is served.
+            let _ =
+                self.shared
+                    .kill
+                    .compare_exchange(why, ALIVE, Ordering::Relaxed, Ordering::Relaxed);
+            return None;
+        }
+        let (reason, kind) = match why {
+            EVICTED => ("evicted", std::io::ErrorKind::ConnectionAborted),
+            HEADER_TIMEOUT => ("header_timeout", std::io::ErrorKind::TimedOut),
+            SHUTDOWN => ("shutdown", std::io::ErrorKind::ConnectionAborted),
+            SEND_TIMEOUT => ("send_timeout", std::io::ErrorKind::TimedOut),
+            _ => ("idle_timeout", std::io::ErrorKind::TimedOut),
+        };
+        if !std::mem::replace(&mut self.counted, true) {
+            metrics::connection_closed(reason).inc();
+        }
+        Some(std::io::Error::new(kind, reason))
     }
-}
 
-fn conn_of(session: &pingora::protocols::http::ServerSession) -> Option<&Conn> {
-    session.stream()?.as_any().downcast_ref::<Conn>()
-}
-
-/// A request head arrived whole: the header deadline stops. No clock is read: a busy
-/// connection has no deadline and is never evicted, so when it became busy does not matter.
-pub fn request_started(session: &pingora::protocols::http::ServerSession) {
-    if let Some(c) = conn_of(session) {
-        c.shared.phase.store(BUSY, Ordering::Relaxed);
+    /// Counts `data` (just read) against the header limits; on a head over them, answers
+    /// `431` and starts discarding what is left of it.
+    fn check_head(&mut self, cx: &mut Context<'_>, data: &[u8]) {
+        let l = &self.shared.conns.limits;
+        if let Scan::Over(limit) = self.scan.feed(data, l.max_headers, l.max_header_bytes) {
+            metrics::header_refused("http1", limit).inc();
+            // Best effort: a fresh connection's send buffer takes it whole.
+            let _ = Pin::new(&mut self.inner).poll_write(cx, HEADER_TOO_LARGE);
+            let _ = Pin::new(&mut self.inner).poll_flush(cx);
+            self.refusing = Some(limit);
+        }
     }
-}
 
-/// The response is done: the idle deadline starts.
-pub fn request_finished(session: &pingora::protocols::http::ServerSession) {
-    if let Some(c) = conn_of(session) {
-        c.enter(IDLE);
+    /// Discards what arrives of a refused head until its end (or the peer's), then fails.
+    fn poll_refusing(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let mut scratch = [0u8; 4096];
+        while !self.scan.done {
+            let mut b = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut b) {
+                Poll::Ready(Ok(())) if !b.filled().is_empty() => {
+                    // Keep counting only to find the head's end; limits no longer matter.
+                    let filled = b.filled().len();
+                    if self.scan.feed(&scratch[..filled], usize::MAX - 1, u64::MAX) == Scan::Done {
+                        break;
+                    }
+                }
+                Poll::Ready(_) => break,
+                Poll::Pending => {
+                    self.shared.read_waker.register(cx.waker());
+                    if let Some(e) = self.killed() {
+                        return Poll::Ready(Err(e));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+        if !std::mem::replace(&mut self.counted, true) {
+            metrics::connection_closed("header_too_large").inc();
+        }
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "request header over limits.max_headers or limits.max_header_bytes",
+        )))
+    }
+
+    /// After a write attempt: a blocked write starts the send deadline, progress stops it.
+    fn wrote<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        match r {
+            Poll::Pending => {
+                self.shared.write_waker.register(cx.waker());
+                if let Some(e) = self.killed() {
+                    return Poll::Ready(Err(e));
+                }
+                if !self.blocked {
+                    self.blocked = true;
+                    self.shared.blocked();
+                }
+                Poll::Pending
+            }
+            ready => {
+                if self.blocked {
+                    self.blocked = false;
+                    self.shared.unblocked();
+                }
+                ready
+            }
+        }
     }
 }
 
@@ -333,34 +809,35 @@ impl AsyncRead for Conn {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if this.refusing.is_some() {
+            return this.poll_refusing(cx);
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before && this.shared.phase.load(Ordering::Relaxed) == IDLE
-                {
-                    this.enter(HEAD);
+                if this.shared.h2 || buf.filled().len() == before {
+                    return Poll::Ready(Ok(()));
+                }
+                if this.shared.phase.load(Ordering::Relaxed) == IDLE {
+                    this.shared.head_begins();
+                    this.scan = HeadScan::default();
+                }
+                if this.shared.phase.load(Ordering::Relaxed) == HEAD {
+                    this.check_head(cx, &buf.filled()[before..]);
+                    if this.refusing.is_some() {
+                        // Pingora never sees the refused head.
+                        buf.set_filled(before);
+                        return this.poll_refusing(cx);
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
-                this.shared.waker.register(cx.waker());
-                let why = this.shared.kill.load(Ordering::Relaxed);
-                if why == ALIVE {
-                    return Poll::Pending;
+                this.shared.read_waker.register(cx.waker());
+                match this.killed() {
+                    Some(e) => Poll::Ready(Err(e)),
+                    None => Poll::Pending,
                 }
-                if this.shared.phase.load(Ordering::Relaxed) == BUSY {
-                    // A request began after the decision: it is served.
-                    this.shared.kill.store(ALIVE, Ordering::Relaxed);
-                    return Poll::Pending;
-                }
-                let (reason, kind) = match why {
-                    EVICTED => ("evicted", std::io::ErrorKind::ConnectionAborted),
-                    HEADER_TIMEOUT => ("header_timeout", std::io::ErrorKind::TimedOut),
-                    SHUTDOWN => ("shutdown", std::io::ErrorKind::ConnectionAborted),
-                    _ => ("idle_timeout", std::io::ErrorKind::TimedOut),
-                };
-                metrics::connection_closed(reason).inc();
-                Poll::Ready(Err(std::io::Error::new(kind, reason)))
             }
             other => other,
         }
@@ -373,15 +850,21 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote(cx, r)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.wrote(cx, r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.wrote(cx, r)
     }
 
     fn poll_write_vectored(
@@ -389,7 +872,9 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -555,29 +1040,28 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                 }
             }
         }
-        if stream.selected_alpn_proto() == Some(ALPN::H2) {
-            // HTTP/2's own idle timeout and stream cap apply; the places are held until the
-            // connection ends.
-            let r = self.inner.process_new(stream, shutdown).await;
-            drop(places);
-            return r;
-        }
         self.conns
             .reaper
             .call_once(|| drop(tokio::spawn(self.conns.clone().reap())));
-        let shared = Arc::new(Shared {
-            phase: AtomicU8::new(HEAD),
-            since: AtomicU64::new(self.conns.now_us()),
-            kill: AtomicU8::new(ALIVE),
-            waker: AtomicWaker::new(),
-        });
-        let id = self.conns.next_id.fetch_add(1, Ordering::Relaxed);
-        self.conns.live().insert(id, Arc::downgrade(&shared));
+        let h2 = stream.selected_alpn_proto() == Some(ALPN::H2);
+        let shared = self.conns.register(h2);
+        if h2 {
+            // HTTP/2 requests find their connection through the digest their streams share.
+            let handshake = stream.get_ssl_digest();
+            if let Some(h) = handshake
+                .as_ref()
+                .and_then(|d| d.extension.get::<crate::tls::Handshake>())
+            {
+                let _ = h.connection.set(shared.clone());
+            }
+        }
         let conn = Conn {
             inner: stream,
-            conns: self.conns.clone(),
-            id,
             shared,
+            scan: HeadScan::default(),
+            refusing: None,
+            blocked: false,
+            counted: false,
             _places: places,
         };
         self.inner.process_new(Box::new(conn), shutdown).await

@@ -615,14 +615,51 @@ static CONNECTIONS_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         Opts::new(
             "linkedge_connections_closed_total",
             "Connections the edge closed, by reason: handshake_timeout, handshake_failed, \
-             header_timeout, idle_timeout, shutdown (idle while the process stops), evicted (the \
-             longest-idle one, to make room at \
-             limits.max_connections)."
+             header_timeout, idle_timeout, send_timeout (no write progress for \
+             limits.send_timeout), header_too_large (an HTTP/1 head over limits.max_headers or \
+             max_header_bytes, answered 431), shutdown (idle while the process stops), evicted \
+             (the longest-idle one, to make room at limits.max_connections)."
         ),
         &["reason"]
     )
     .expect("metric registers")
 });
+
+static STREAMS_RESET: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_streams_reset_total",
+            "HTTP/2 streams the edge reset, by reason: send_timeout (the response could not be \
+             written for limits.send_timeout, e.g. a flow-control window kept at zero)."
+        ),
+        &["reason"]
+    )
+    .expect("metric registers")
+});
+
+static HEADERS_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_requests_header_refused_total",
+            "Requests answered 431 for their header, by protocol (http1, http2) and limit \
+             (fields: limits.max_headers, bytes: limits.max_header_bytes). HTTP/2 header lists \
+             over max_header_bytes are refused inside the HTTP/2 codec and not counted here."
+        ),
+        &["protocol", "limit"]
+    )
+    .expect("metric registers")
+});
+
+/// The stream-reset counter for `reason`.
+pub fn stream_reset(reason: &str) -> IntCounter {
+    STREAMS_RESET.with_label_values(&[reason])
+}
+
+/// The counter of requests refused for their header over `protocol` (`http1`, `http2`) at
+/// `limit` (`fields`, `bytes`).
+pub fn header_refused(protocol: &str, limit: &str) -> IntCounter {
+    HEADERS_REFUSED.with_label_values(&[protocol, limit])
+}
 
 /// The refusal counter for `reason`.
 pub fn connection_refused(reason: &str) -> IntCounter {

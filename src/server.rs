@@ -44,10 +44,12 @@ fn public_service(
     let mut proxy = pingora::proxy::http_proxy(conf, edge);
     let mut opts = pingora::apps::HttpServerOptions::default();
     opts.keepalive_request_limit = Some(limits.keepalive_requests);
-    opts.h2_idle_timeout = Some(limits.keepalive_timeout);
+    // HTTP/2's idle deadline is linkedge's own, with HTTP/1's (crate::limits).
     proxy.server_options = Some(opts);
-    let mut h2 = pingora::protocols::http::v2::server::H2Options::new();
+    // From Pingora's bounded defaults: a builder made from scratch would drop them.
+    let mut h2 = pingora::protocols::http::v2::server::default_h2_options();
     h2.max_concurrent_streams(limits.h2_max_streams);
+    h2.max_header_list_size(limits.max_header_bytes as u32);
     proxy.h2_options = Some(h2);
     let nofile = limits::raise_nofile_limit();
     let max = limits
@@ -222,7 +224,8 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         WellKnown::new(state.clone()),
         Arc::new(agents),
         s.client_ip.clone(),
-    );
+    )
+    .with_limits(s.limits.clone());
     let edge = match &s.access_log {
         None => edge,
         Some(to) => {

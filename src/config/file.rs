@@ -773,10 +773,24 @@ pub struct Limits {
     /// it passes. Default `10s`.
     #[serde(deserialize_with = "de_duration")]
     pub handshake_timeout: Duration,
-    /// Longest idle time between requests on a kept-alive connection (HTTP/1 and HTTP/2)
-    /// before it is closed. Default `60s`.
+    /// Longest idle time between requests on a kept-alive connection (HTTP/1, and HTTP/2 with
+    /// no stream open) before it is closed. Default `60s`.
     #[serde(deserialize_with = "de_duration")]
     pub keepalive_timeout: Duration,
+    /// Longest time a response write may make no progress (a client that stopped reading, or
+    /// an HTTP/2 stream whose flow-control window stays closed): the HTTP/2 stream is reset,
+    /// and an HTTP/1 connection (or an HTTP/2 connection whose socket is blocked) closed.
+    /// Default `30s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub send_timeout: Duration,
+    /// Header fields one request may carry, over HTTP/1 and HTTP/2; more are answered `431`.
+    /// At most 256 (Pingora's HTTP/1 parser stops there). Default 256.
+    pub max_headers: usize,
+    /// Size of one request's header: the bytes of an HTTP/1 head, or the decoded HTTP/2 header
+    /// list as HTTP/2 counts it (each field's name and value plus 32), advertised to HTTP/2
+    /// clients as `SETTINGS_MAX_HEADER_LIST_SIZE`; larger is answered `431`. Default `64KiB`.
+    #[serde(deserialize_with = "de_size")]
+    pub max_header_bytes: u64,
     /// Requests served on one HTTP/1 connection before it is closed (the client reconnects);
     /// frees per-connection memory on long-lived connections. Default 10000.
     pub keepalive_requests: u32,
@@ -795,6 +809,9 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+            max_headers: 256,
+            max_header_bytes: 64 * 1024,
             keepalive_requests: 10_000,
             h2_max_streams: 128,
             max_connections: None,

@@ -21,6 +21,12 @@ use crate::token::{Keyring, Secret};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+/// Most header fields `limits.max_headers` may allow: Pingora's HTTP/1 parser refuses a request
+/// with more (`400`) before linkedge sees it.
+pub const MAX_HEADERS_CEILING: usize = 256;
+/// Largest `limits.max_header_bytes`: Pingora's HTTP/1 parser refuses a larger head (`400`).
+pub const MAX_HEADER_BYTES_CEILING: u64 = 1_048_575;
 use std::time::Duration;
 
 /// The Redis key prefix when the config names none.
@@ -445,6 +451,7 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
         ("limits.header_timeout", l.header_timeout),
         ("limits.handshake_timeout", l.handshake_timeout),
         ("limits.keepalive_timeout", l.keepalive_timeout),
+        ("limits.send_timeout", l.send_timeout),
     ] {
         if d < Duration::from_secs(1) {
             return Err(invalid(field, "must be at least 1s"));
@@ -454,6 +461,24 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
         return Err(invalid(
             "limits",
             "keepalive_requests, h2_max_streams and max_connections_per_ip must be at least 1",
+        ));
+    }
+    if l.max_headers == 0 || l.max_headers > MAX_HEADERS_CEILING {
+        return Err(invalid(
+            "limits.max_headers",
+            format!(
+                "expected 1 to {} (Pingora's HTTP/1 parser refuses more with its own 400)",
+                MAX_HEADERS_CEILING
+            ),
+        ));
+    }
+    if !(1024..=MAX_HEADER_BYTES_CEILING).contains(&l.max_header_bytes) {
+        return Err(invalid(
+            "limits.max_header_bytes",
+            format!(
+                "expected 1KiB to {} bytes (Pingora's HTTP/1 parser refuses more with its own 400)",
+                MAX_HEADER_BYTES_CEILING
+            ),
         ));
     }
     if l.max_connections == Some(0) {

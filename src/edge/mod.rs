@@ -47,6 +47,8 @@ pub struct Edge {
     privacy: Privacy,
     /// `access_log.to`; `None`: off.
     access: Option<access::AccessLog>,
+    /// `limits`: the header limits and send timeout applied per request.
+    limits: crate::config::Limits,
 }
 
 impl Edge {
@@ -70,7 +72,15 @@ impl Edge {
             agents,
             privacy,
             access: None,
+            limits: crate::config::Limits::default(),
         }
+    }
+
+    /// Applies `limits`' per-request settings (header limits, send timeout) instead of the
+    /// defaults.
+    pub fn with_limits(mut self, limits: crate::config::Limits) -> Edge {
+        self.limits = limits;
+        self
     }
 
     /// Logs every request to `access` (see [`access`]).
@@ -100,11 +110,19 @@ pub struct Ctx {
     start: Option<Instant>,
     /// Which answer it got (the access log's `route`).
     route: Option<Served>,
+    /// The request holds its connection busy (no head or idle deadline) until dropped.
+    busy: Option<crate::limits::Busy>,
 }
 
 /// Header names looked up per request, parsed once.
 const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// A response write to the client timed out (`limits.send_timeout`): Pingora's HTTP/2 write
+/// timeout leaves the source unset, an upstream one is marked as such.
+fn send_timed_out(e: &Error) -> bool {
+    e.etype() == &ErrorType::WriteTimedout && e.esource() != &ErrorSource::Upstream
+}
 
 /// The Host the client asked for: the `Host` header, or the HTTP/2 `:authority`.
 fn raw_host(req: &RequestHeader) -> Option<&str> {
@@ -362,6 +380,10 @@ impl ProxyHttp for Edge {
     /// A failed proxied request: logged with its detail, answered through
     /// [`Reply::proxy_error`] (502 when no backend could be reached, 504 on a timeout).
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        if send_timed_out(e) {
+            // Pingora's write timeout, set on HTTP/2 streams only: the stream is reset.
+            metrics::stream_reset("send_timeout").inc();
+        }
         let reply = Reply::proxy_error(e, &ctx.request_id);
         let code = reply.as_ref().map_or(0, |r| r.status);
         if let Some(reply) = reply {
@@ -381,17 +403,30 @@ impl ProxyHttp for Edge {
         }
     }
 
-    /// The request head is complete: the connection's header deadline stops, and pipelined
-    /// requests are answered in order (Pingora keeps the next request's bytes).
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
-        crate::limits::request_started(session);
-        session.set_pipelining_enabled(true);
+    /// The request head is complete: the connection's header deadline stops (until the
+    /// request ends), its writes get `limits.send_timeout`, and pipelined requests are
+    /// answered in order (Pingora keeps the next request's bytes).
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        ctx.busy = crate::limits::request_started(session);
+        if session.is_http2() {
+            // A stream whose window stays shut is reset after this; HTTP/1 writes are bounded
+            // by the connection's send deadline (crate::limits).
+            session.set_write_timeout(Some(self.limits.send_timeout));
+        } else {
+            session.set_pipelining_enabled(true);
+            // The idle deadline between requests is linkedge's (`limits.keepalive_timeout`,
+            // any length); Pingora's own would close at 60 s.
+            if session.get_keepalive().is_some_and(|s| s > 0) {
+                session.set_keepalive(Some(0));
+            }
+        }
         Ok(())
     }
 
-    /// Metrics for proxied requests; the connection's idle deadline starts.
+    /// Metrics for proxied requests; the connection's idle deadline starts (when this was its
+    /// last request in progress).
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        crate::limits::request_finished(session);
+        drop(ctx.busy.take());
         if let Some(log) = &self.access {
             self.access_line(log, session, ctx);
         }
@@ -408,6 +443,12 @@ impl ProxyHttp for Edge {
         if e.is_none() {
             tracing::debug!(request_id = %ctx.request_id, region = %region.name, status, "proxied");
         }
+    }
+
+    /// A client that stopped taking its response (`limits.send_timeout`) is counted, not
+    /// logged: one attacker connection could otherwise write a log line per stream.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        send_timed_out(e)
     }
 
     /// What Pingora's error logs say about a request: method, redacted path, Host.
@@ -437,6 +478,18 @@ impl ProxyHttp for Edge {
             .and_then(|d| d.ssl_digest.as_ref())
             .and_then(|d| d.extension.get::<Handshake>())
             .and_then(|h| h.sni.as_ref());
+        // HTTP/2 header lists over max_header_bytes never get here (its codec answers 431),
+        // nor do first HTTP/1 heads over either limit (crate::limits answers 431); a header
+        // with too many fields over HTTP/2, or a pipelined HTTP/1 head, is refused here.
+        if let Some(limit) = crate::limits::header_excess(&self.limits, req) {
+            let protocol = if session.is_http2() { "http2" } else { "http1" };
+            metrics::header_refused(protocol, limit).inc();
+            let reply = Reply::header_too_large();
+            let status = reply.status;
+            reply.write(session, head).await?;
+            metrics::served(Served::Other).observe(status, start.elapsed().as_secs_f64());
+            return Ok(true);
+        }
         let decision = route::decide(
             &route::Request {
                 method: &req.method,

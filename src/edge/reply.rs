@@ -120,6 +120,15 @@ impl Reply {
         }
     }
 
+    /// `431`: the request's header is over `limits.max_headers` or `limits.max_header_bytes`
+    /// (the same body as when the connection layer refuses an HTTP/1 head).
+    pub fn header_too_large() -> Reply {
+        Reply::text(
+            431,
+            Bytes::from_static(crate::limits::HEADER_TOO_LARGE_BODY),
+        )
+    }
+
     /// The answer to a proxied request that failed with `e`, naming only its request id; `None`
     /// when the client is gone (nothing to write).
     pub fn proxy_error(e: &Error, request_id: &str) -> Option<Reply> {
@@ -164,9 +173,16 @@ impl Reply {
     pub async fn write(self, session: &mut Session, head: bool) -> Result<()> {
         let h = self.header()?;
         let end = head || self.body.is_empty();
-        session.write_response_header(Box::new(h), end).await?;
+        // Failing to write is the client's doing (gone, or not reading: send_timeout).
+        session
+            .write_response_header(Box::new(h), end)
+            .await
+            .map_err(|e| e.into_down())?;
         if !end {
-            session.write_response_body(Some(self.body), true).await?;
+            session
+                .write_response_body(Some(self.body), true)
+                .await
+                .map_err(|e| e.into_down())?;
         }
         Ok(())
     }
@@ -191,6 +207,10 @@ impl Reply {
 /// The status for a failed proxied request: 502 when no backend could be reached, 504 on a
 /// timeout, 400 for a malformed request, 0 when the client is gone.
 fn proxy_error_status(e: &Error) -> u16 {
+    if e.esource() != &ErrorSource::Upstream && e.etype() == &ErrorType::WriteTimedout {
+        // The client stopped taking the response: nothing more can reach it.
+        return 0;
+    }
     match e.etype() {
         ErrorType::HTTPStatus(code) => *code,
         ErrorType::ConnectTimedout

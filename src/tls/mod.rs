@@ -115,7 +115,11 @@ impl TlsAccept for Certificates {
             .servername(NameType::HOST_NAME)
             .and_then(normalize_host)
             .map(Sni);
-        Some(Arc::new(Handshake { sni, resumed }))
+        Some(Arc::new(Handshake {
+            sni,
+            resumed,
+            connection: std::sync::OnceLock::new(),
+        }))
     }
 }
 

@@ -6,10 +6,13 @@
 pub struct Sni(pub String);
 
 /// What the HTTP phase learns of a connection's TLS handshake, attached to its digest.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Handshake {
     /// The SNI name, if the client sent a valid one.
     pub sni: Option<Sni>,
     /// The session was resumed (no full handshake).
     pub resumed: bool,
+    /// The connection's deadline bookkeeping (`crate::limits`), set once after the handshake:
+    /// an HTTP/2 request reaches its connection only through the digest its streams share.
+    pub connection: std::sync::OnceLock<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
