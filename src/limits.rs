@@ -585,20 +585,23 @@ pub fn request_started(session: &pingora::protocols::http::ServerSession) -> Opt
     Some(Busy(s))
 }
 
-/// The answer to a request whose header is over `limits.max_headers` or
-/// `limits.max_header_bytes`, as counted for HTTP/2 (name + value + 32 per field), whatever
-/// the protocol: `Some("fields" | "bytes")` names the limit exceeded.
+/// Whether a request's header is over `limits.max_headers` or `limits.max_header_bytes`:
+/// `Some("fields" | "bytes")` names the limit exceeded. Bytes are counted as each protocol
+/// counts them: a field's name and value plus 32 over HTTP/2 (its header-list size), plus the
+/// 4 bytes of `: ` and CRLF over HTTP/1.
 pub fn header_excess(
     limits: &config::Limits,
     req: &pingora::http::RequestHeader,
+    http2: bool,
 ) -> Option<&'static str> {
     if req.headers.len() > limits.max_headers {
         return Some("fields");
     }
+    let overhead = if http2 { 32 } else { 4 };
     let bytes: u64 = req
         .headers
         .iter()
-        .map(|(n, v)| (n.as_str().len() + v.len() + 32) as u64)
+        .map(|(n, v)| (n.as_str().len() + v.len() + overhead) as u64)
         .sum();
     (bytes > limits.max_header_bytes).then_some("bytes")
 }

@@ -481,8 +481,9 @@ impl ProxyHttp for Edge {
         // HTTP/2 header lists over max_header_bytes never get here (its codec answers 431),
         // nor do first HTTP/1 heads over either limit (crate::limits answers 431); a header
         // with too many fields over HTTP/2, or a pipelined HTTP/1 head, is refused here.
-        if let Some(limit) = crate::limits::header_excess(&self.limits, req) {
-            let protocol = if session.is_http2() { "http2" } else { "http1" };
+        let http2 = session.is_http2();
+        if let Some(limit) = crate::limits::header_excess(&self.limits, req, http2) {
+            let protocol = if http2 { "http2" } else { "http1" };
             metrics::header_refused(protocol, limit).inc();
             let reply = Reply::header_too_large();
             let status = reply.status;
