@@ -282,18 +282,14 @@ impl Conns {
     fn evict_idle(&self) -> bool {
         let victim = {
             let mut t = self.table();
-            let fronts = [t.ends[L_HEAD].0, t.ends[L_IDLE].0];
             // The older of the two fronts (each list is in order of entry).
-            let Some((i, list)) = fronts
-                .iter()
-                .zip([L_HEAD, L_IDLE])
-                .filter(|(i, _)| **i != NIL)
-                .min_by_key(|(i, _)| t.nodes[**i as usize].since)
-                .map(|(i, l)| (*i, l))
+            let Some(i) = [t.ends[L_HEAD].0, t.ends[L_IDLE].0]
+                .into_iter()
+                .filter(|i| *i != NIL)
+                .min_by_key(|i| t.nodes[*i as usize].since)
             else {
                 return false;
             };
-            let _ = list;
             t.unlink(i, 0);
             t.nodes[i as usize].conn.upgrade()
         };
@@ -1094,6 +1090,88 @@ mod tests {
             client_key("0.0.0.1".parse().unwrap()),
             client_key("::1".parse().unwrap())
         );
+    }
+
+    /// Node ids on `list`, front to back.
+    fn order(t: &Table, list: usize) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut i = t.ends[list].0;
+        while i != NIL {
+            out.push(i);
+            i = t.nodes[i as usize].links[link_of(list)].next;
+        }
+        out
+    }
+
+    #[test]
+    fn lists_keep_entry_order_and_pop_only_what_is_due() {
+        let mut t = Table::new();
+        let ids: Vec<u32> = (0..4).map(|n| t.insert(Weak::new(), n * 10)).collect();
+        for &i in &ids {
+            t.push_back(i, L_HEAD);
+        }
+        // Node 1 gets a request, then idles at 50; node 2 idles at 60.
+        t.unlink(ids[1], 0);
+        t.enter(ids[1], L_IDLE, 50);
+        t.enter(ids[2], L_IDLE, 60);
+        assert_eq!(order(&t, L_HEAD), vec![ids[0], ids[3]]);
+        assert_eq!(order(&t, L_IDLE), vec![ids[1], ids[2]]);
+        // At 65 with a wait of 10: node 1 (idle since 50) is due, node 2 (since 60) is not.
+        assert_eq!(t.pop_due(L_IDLE, 65, 10), Some(ids[1]));
+        assert_eq!(t.pop_due(L_IDLE, 65, 10), None);
+        assert_eq!(order(&t, L_IDLE), vec![ids[2]]);
+        // Blocked writes live on their own link: a node can be in a phase and blocked.
+        t.nodes[ids[3] as usize].blocked_since = 70;
+        t.push_back(ids[3], L_BLOCKED);
+        assert_eq!(order(&t, L_HEAD), vec![ids[0], ids[3]]);
+        assert_eq!(t.pop_due(L_BLOCKED, 75, 10), None);
+        assert_eq!(t.pop_due(L_BLOCKED, 80, 10), Some(ids[3]));
+        // A removed node leaves every list and its slot is reused.
+        t.remove(ids[0]);
+        assert_eq!(order(&t, L_HEAD), vec![ids[3]]);
+        assert_eq!(t.insert(Weak::new(), 90), ids[0]);
+    }
+
+    fn feed_all(chunks: &[&[u8]], fields: usize, bytes: u64) -> Scan {
+        let mut s = HeadScan::default();
+        let mut last = Scan::Ok;
+        for c in chunks {
+            last = s.feed(c, fields, bytes);
+            if last != Scan::Ok {
+                break;
+            }
+        }
+        last
+    }
+
+    #[test]
+    fn a_head_is_counted_across_reads() {
+        let head: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n\r\n";
+        assert_eq!(feed_all(&[head], 2, 1024), Scan::Done);
+        assert_eq!(feed_all(&[head], 1, 1024), Scan::Over("fields"));
+        assert_eq!(feed_all(&[head], 2, 20), Scan::Over("bytes"));
+        // Split anywhere, even between \r and \n of the blank line: the same verdicts.
+        for cut in 1..head.len() {
+            let (a, b) = head.split_at(cut);
+            assert_eq!(feed_all(&[a, b], 2, 1024), Scan::Done, "cut at {cut}");
+            assert_eq!(
+                feed_all(&[a, b], 1, 1024),
+                Scan::Over("fields"),
+                "cut at {cut}"
+            );
+        }
+        // Bare \n line ends, and blank lines before the request line, as httparse takes them.
+        assert_eq!(
+            feed_all(&[b"\r\nGET / HTTP/1.1\nHost: a\n\n"], 1, 1024),
+            Scan::Done
+        );
+        // What follows the head (a body, a pipelined request) is not counted.
+        let mut s = HeadScan::default();
+        assert_eq!(
+            s.feed(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nA: b\r\n", 0, 1024),
+            Scan::Done
+        );
+        assert_eq!(s.feed(b"B: c\r\n", 0, 1024), Scan::Ok);
     }
 
     #[tokio::test]
