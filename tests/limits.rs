@@ -339,3 +339,17 @@ async fn http2_connections_get_the_stream_cap_and_the_idle_timeout() {
     );
     drop(send);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keepalive_timeout_above_pingoras_60s_is_honoured() {
+    let (_redis, le) = start("  keepalive_timeout: 75s\n", "");
+    let mut s = connect_from("127.0.0.2", le.http).await;
+    assert_eq!(get_on(&mut s, "/health").await, 200);
+    // Pingora on its own closes a keep-alive connection idle for 60 s.
+    tokio::time::sleep(Duration::from_secs(64)).await;
+    assert_eq!(
+        get_on(&mut s, "/health").await,
+        200,
+        "the connection was closed before keepalive_timeout"
+    );
+}
