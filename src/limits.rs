@@ -112,6 +112,8 @@ const NIL: u32 = u32::MAX;
 const L_HEAD: usize = 0;
 const L_IDLE: usize = 1;
 const L_BLOCKED: usize = 2;
+/// Request bodies being received, one node per request (its connection's), on the phase link.
+const L_BODY: usize = 3;
 
 /// A node's place in one list.
 #[derive(Clone, Copy)]
@@ -139,6 +141,8 @@ struct Node {
     blocked_since: u64,
     /// Requests in progress (HTTP/2: streams being served).
     active: u32,
+    /// A request body's node (on [`L_BODY`]), not a connection's.
+    body: bool,
 }
 
 /// Every connection's phase and deadlines, under one lock. Each list is in the order its
@@ -150,7 +154,7 @@ struct Table {
     nodes: Vec<Node>,
     free: Vec<u32>,
     /// Front and back of each list.
-    ends: [(u32, u32); 3],
+    ends: [(u32, u32); 4],
 }
 
 fn link_of(list: usize) -> usize {
@@ -162,17 +166,18 @@ impl Table {
         Table {
             nodes: Vec::new(),
             free: Vec::new(),
-            ends: [(NIL, NIL); 3],
+            ends: [(NIL, NIL); 4],
         }
     }
 
-    fn insert(&mut self, conn: Weak<Shared>, now: u64) -> u32 {
+    fn insert(&mut self, conn: Weak<Shared>, now: u64, body: bool) -> u32 {
         let node = Node {
             conn,
             links: [UNLINKED; 2],
             since: now,
             blocked_since: 0,
             active: 0,
+            body,
         };
         match self.free.pop() {
             Some(i) => {
@@ -326,6 +331,7 @@ impl Conns {
             (L_HEAD, l.header_timeout, HEADER_TIMEOUT),
             (L_IDLE, l.keepalive_timeout, IDLE_TIMEOUT),
             (L_BLOCKED, l.send_timeout, SEND_TIMEOUT),
+            (L_BODY, l.body_timeout, BODY_TIMEOUT),
         ] {
             let wait = wait.as_millis() as u64;
             while let Some(i) = t.pop_due(list, now, wait) {
@@ -352,7 +358,7 @@ impl Conns {
             let mut seen = Vec::new();
             {
                 let t = self.table();
-                for n in &t.nodes {
+                for n in t.nodes.iter().filter(|n| !n.body) {
                     let Some(s) = n.conn.upgrade() else { continue };
                     let idle_long =
                         n.links[0].on == Some(L_IDLE) && now.saturating_sub(n.since) >= idle;
@@ -407,13 +413,14 @@ impl Conns {
         let now = self.now_ms();
         let mut t = self.table();
         let shared = Arc::new_cyclic(|w| {
-            let slot = t.insert(w.clone(), now);
+            let slot = t.insert(w.clone(), now, false);
             Shared {
                 conns: self.clone(),
                 slot,
                 h2,
                 phase: AtomicU8::new(HEAD),
                 kill: AtomicU8::new(ALIVE),
+                close_when_idle: std::sync::atomic::AtomicBool::new(false),
                 read_waker: AtomicWaker::new(),
                 write_waker: AtomicWaker::new(),
             }
@@ -455,6 +462,8 @@ const IDLE_TIMEOUT: u8 = 3;
 const SHUTDOWN: u8 = 4;
 /// Closed: a write made no progress for `limits.send_timeout` (closed even while busy).
 const SEND_TIMEOUT: u8 = 5;
+/// Closed: a request body made no progress for `limits.body_timeout` (closed while busy).
+const BODY_TIMEOUT: u8 = 6;
 
 /// What the deadlines of one connection need, shared with the table (reaper, eviction) and
 /// with the request hooks.
@@ -469,6 +478,8 @@ pub struct Shared {
     /// Why the connection is to be closed at its next read or blocked write ([`ALIVE`]: it
     /// is not).
     kill: AtomicU8,
+    /// Evicted just as a request began: closed once it has none left, so the cap holds.
+    close_when_idle: std::sync::atomic::AtomicBool,
     read_waker: AtomicWaker,
     write_waker: AtomicWaker,
 }
@@ -477,7 +488,7 @@ impl Shared {
     fn close(&self, why: u8) {
         if self
             .kill
-            .compare_exchange(ALIVE, why, Ordering::Relaxed, Ordering::Relaxed)
+            .compare_exchange(ALIVE, why, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
             self.read_waker.wake();
@@ -492,36 +503,42 @@ impl Shared {
         n.active += 1;
         if n.active == 1 {
             t.unlink(self.slot, 0);
-            self.phase.store(BUSY, Ordering::Relaxed);
+            self.phase.store(BUSY, Ordering::Release);
         }
     }
 
-    /// A request ended: with none left, the idle deadline starts.
+    /// A request ended: with none left, the idle deadline starts (the clock is read under the
+    /// lock, so each list stays in order of entry).
     fn finish(&self) {
-        let now = self.conns.now_ms();
         let mut t = self.conns.table();
+        let now = self.conns.now_ms();
         let n = &mut t.nodes[self.slot as usize];
         n.active = n.active.saturating_sub(1);
         if n.active == 0 {
             t.enter(self.slot, L_IDLE, now);
-            self.phase.store(IDLE, Ordering::Relaxed);
+            self.phase.store(IDLE, Ordering::Release);
+            drop(t);
+            if self.close_when_idle.load(Ordering::Acquire) {
+                // Evicted while a request began: it was served, now it goes.
+                self.close(EVICTED);
+            }
         }
     }
 
     /// HTTP/1: the first byte of the next head arrived on an idle connection.
     fn head_begins(&self) {
-        let now = self.conns.now_ms();
         let mut t = self.conns.table();
+        let now = self.conns.now_ms();
         if t.nodes[self.slot as usize].active == 0 {
             t.enter(self.slot, L_HEAD, now);
-            self.phase.store(HEAD, Ordering::Relaxed);
+            self.phase.store(HEAD, Ordering::Release);
         }
     }
 
     /// A write could not proceed: the send deadline starts.
     fn blocked(&self) {
-        let now = self.conns.now_ms();
         let mut t = self.conns.table();
+        let now = self.conns.now_ms();
         if t.nodes[self.slot as usize].links[1].on.is_none() {
             t.nodes[self.slot as usize].blocked_since = now;
             t.push_back(self.slot, L_BLOCKED);
@@ -542,12 +559,39 @@ impl Drop for Shared {
 
 /// A request in progress on its connection, held in the request's context: while any is held
 /// the connection has no head or idle deadline and cannot be evicted; dropping the last one
-/// (the request is done, however it ended) starts the idle deadline.
-pub struct Busy(Arc<Shared>);
+/// (the request is done, however it ended) starts the idle deadline. While its body is being
+/// received, the request is on the body list (`limits.body_timeout` without progress closes
+/// the connection).
+pub struct Busy {
+    shared: Arc<Shared>,
+    /// Its node on the body list, or [`NIL`].
+    body: u32,
+}
+
+impl Busy {
+    /// A piece of the request body arrived (`end`: the last): its deadline starts again, or
+    /// stops.
+    pub fn body_progress(&mut self, end: bool) {
+        if self.body == NIL {
+            return;
+        }
+        let mut t = self.shared.conns.table();
+        if end {
+            t.remove(self.body);
+            self.body = NIL;
+        } else {
+            let now = self.shared.conns.now_ms();
+            t.enter(self.body, L_BODY, now);
+        }
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.finish();
+        if self.body != NIL {
+            self.shared.conns.table().remove(self.body);
+        }
+        self.shared.finish();
     }
 }
 
@@ -574,11 +618,21 @@ fn shared_of(session: &pingora::protocols::http::ServerSession) -> Option<Arc<Sh
 }
 
 /// A request head arrived whole: the connection's header deadline stops until the returned
-/// guard is dropped. `None` for a connection not under the table (none on these listeners).
-pub fn request_started(session: &pingora::protocols::http::ServerSession) -> Option<Busy> {
+/// guard is dropped, and a request with a body is put under `limits.body_timeout`. `None`
+/// for a connection not under the table (none on these listeners).
+pub fn request_started(session: &mut pingora::protocols::http::ServerSession) -> Option<Busy> {
     let s = shared_of(session)?;
     s.start();
-    Some(Busy(s))
+    let body = if session.is_body_empty() {
+        NIL
+    } else {
+        let mut t = s.conns.table();
+        let now = s.conns.now_ms();
+        let i = t.insert(Arc::downgrade(&s), now, true);
+        t.push_back(i, L_BODY);
+        i
+    };
+    Some(Busy { shared: s, body })
 }
 
 /// Whether a request's header is over `limits.max_headers` or `limits.max_header_bytes`:
@@ -594,11 +648,18 @@ pub fn header_excess(
         return Some("fields");
     }
     let overhead = if http2 { 32 } else { 4 };
-    let bytes: u64 = req
-        .headers
-        .iter()
-        .map(|(n, v)| (n.as_str().len() + v.len() + overhead) as u64)
-        .sum();
+    // HTTP/1 counts the request line too (`GET /path HTTP/1.1\r\n`), as the head's bytes do.
+    let line = if http2 {
+        0
+    } else {
+        req.method.as_str().len() + req.raw_path().len() + 12
+    };
+    let bytes: u64 = line as u64
+        + req
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().len() + v.len() + overhead) as u64)
+            .sum::<u64>();
     (bytes > limits.max_header_bytes).then_some("bytes")
 }
 
@@ -639,11 +700,14 @@ enum Scan {
 }
 
 impl HeadScan {
+    /// Counts `data`, the next bytes of the connection. The whole chunk is scanned even past a
+    /// limit, so the head's end is found (a refused head is discarded up to it).
     fn feed(&mut self, data: &[u8], max_fields: usize, max_bytes: u64) -> Scan {
         if self.done {
             return Scan::Ok;
         }
         let mut start = 0;
+        let mut end = data.len();
         for p in memchr::memchr_iter(b'\n', data) {
             let len = self.line + (p - start);
             let before = if p > start { data[p - 1] } else { self.last };
@@ -651,28 +715,28 @@ impl HeadScan {
             self.line = 0;
             start = p + 1;
             if blank && self.lines > 0 {
-                self.bytes += start as u64;
+                end = start;
                 self.done = true;
-                return if self.bytes > max_bytes {
-                    Scan::Over("bytes")
-                } else {
-                    Scan::Done
-                };
+                break;
             }
             if !blank {
                 self.lines += 1;
-                if self.lines > max_fields + 1 {
-                    return Scan::Over("fields");
-                }
             }
         }
-        self.line += data.len() - start;
-        self.last = *data.last().unwrap_or(&self.last);
-        self.bytes += data.len() as u64;
-        if self.bytes > max_bytes {
-            return Scan::Over("bytes");
+        if !self.done {
+            self.line += data.len() - start;
+            self.last = *data.last().unwrap_or(&self.last);
         }
-        Scan::Ok
+        self.bytes += end as u64;
+        if self.lines > max_fields.saturating_add(1) {
+            Scan::Over("fields")
+        } else if self.bytes > max_bytes {
+            Scan::Over("bytes")
+        } else if self.done {
+            Scan::Done
+        } else {
+            Scan::Ok
+        }
     }
 }
 
@@ -702,16 +766,27 @@ impl Conn {
     /// The error to end the connection with, when it is to be closed: counted once. A
     /// connection that became busy after an idle-side decision is kept (its request is served).
     fn killed(&mut self) -> Option<std::io::Error> {
-        let why = self.shared.kill.load(Ordering::Relaxed);
+        let why = self.shared.kill.load(Ordering::Acquire);
         if why == ALIVE {
             return None;
         }
-        if why != SEND_TIMEOUT && self.shared.phase.load(Ordering::Relaxed) == BUSY {
-            // A request began after the decision: it is served.
+        if why != SEND_TIMEOUT
+            && why != BODY_TIMEOUT
+            && self.shared.phase.load(Ordering::Acquire) == BUSY
+        {
+            // A request began after the decision: it is served (an evicted connection then
+            // goes once it is idle, so the count comes back under the cap).
+            if why == EVICTED {
+                self.shared.close_when_idle.store(true, Ordering::Release);
+            }
             let _ =
                 self.shared
                     .kill
-                    .compare_exchange(why, ALIVE, Ordering::Relaxed, Ordering::Relaxed);
+                    .compare_exchange(why, ALIVE, Ordering::AcqRel, Ordering::Acquire);
+            if why == EVICTED && self.shared.phase.load(Ordering::Acquire) != BUSY {
+                // It went idle meanwhile (its finish saw no flag yet): close it now.
+                self.shared.close(EVICTED);
+            }
             return None;
         }
         let (reason, kind) = match why {
@@ -719,6 +794,7 @@ impl Conn {
             HEADER_TIMEOUT => ("header_timeout", std::io::ErrorKind::TimedOut),
             SHUTDOWN => ("shutdown", std::io::ErrorKind::ConnectionAborted),
             SEND_TIMEOUT => ("send_timeout", std::io::ErrorKind::TimedOut),
+            BODY_TIMEOUT => ("body_timeout", std::io::ErrorKind::TimedOut),
             _ => ("idle_timeout", std::io::ErrorKind::TimedOut),
         };
         if !std::mem::replace(&mut self.counted, true) {
@@ -950,8 +1026,8 @@ impl Peek for Conn {
 }
 
 /// A listener application under the caps and deadlines: admits or refuses each connection,
-/// terminates TLS on the HTTPS address within `limits.handshake_timeout`, wraps HTTP/1
-/// connections in a [`Conn`], and hands them to `inner`.
+/// terminates TLS on the HTTPS address within `limits.handshake_timeout`, wraps every
+/// connection (HTTP/1 and HTTP/2) in a [`Conn`], and hands it to `inner`.
 pub struct Guarded<A> {
     inner: Arc<A>,
     conns: Arc<Conns>,
@@ -1047,11 +1123,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         if h2 {
             // HTTP/2 requests find their connection through the digest their streams share.
             let handshake = stream.get_ssl_digest();
-            if let Some(h) = handshake
+            match handshake
                 .as_ref()
                 .and_then(|d| d.extension.get::<crate::tls::Handshake>())
             {
-                let _ = h.connection.set(shared.clone());
+                Some(h) => {
+                    let _ = h.connection.set(shared.clone());
+                }
+                // Its streams could not mark it busy: it would be closed while serving.
+                None => {
+                    tracing::error!("HTTP/2 connection without handshake details: closed");
+                    return None;
+                }
             }
         }
         let conn = Conn {
@@ -1106,7 +1189,9 @@ mod tests {
     #[test]
     fn lists_keep_entry_order_and_pop_only_what_is_due() {
         let mut t = Table::new();
-        let ids: Vec<u32> = (0..4).map(|n| t.insert(Weak::new(), n * 10)).collect();
+        let ids: Vec<u32> = (0..4)
+            .map(|n| t.insert(Weak::new(), n * 10, false))
+            .collect();
         for &i in &ids {
             t.push_back(i, L_HEAD);
         }
@@ -1129,7 +1214,7 @@ mod tests {
         // A removed node leaves every list and its slot is reused.
         t.remove(ids[0]);
         assert_eq!(order(&t, L_HEAD), vec![ids[3]]);
-        assert_eq!(t.insert(Weak::new(), 90), ids[0]);
+        assert_eq!(t.insert(Weak::new(), 90, false), ids[0]);
     }
 
     fn feed_all(chunks: &[&[u8]], fields: usize, bytes: u64) -> Scan {

@@ -384,6 +384,7 @@ static CERT_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         Opts::new(
             "linkedge_cert_lookups_total",
             "Handshake certificate look-ups by source: memory, redis, issued (ordered on demand), \
+             pending (an on-demand order still running after acme.on_demand_wait), \
              negative (a cached miss), \
              miss (not in Redis either), unregistered (a name the registry does not know, decided \
              from memory), no_cert (registered, without a certificate, decided from memory), \
@@ -616,7 +617,8 @@ static CONNECTIONS_CLOSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
             "linkedge_connections_closed_total",
             "Connections the edge closed, by reason: handshake_timeout, handshake_failed, \
              header_timeout, idle_timeout, send_timeout (no write progress for \
-             limits.send_timeout), header_too_large (an HTTP/1 head over limits.max_headers or \
+             limits.send_timeout), body_timeout (no request-body progress for \
+             limits.body_timeout), header_too_large (an HTTP/1 head over limits.max_headers or \
              max_header_bytes, answered 431), shutdown (idle while the process stops), evicted \
              (the longest-idle one, to make room at limits.max_connections)."
         ),

@@ -99,7 +99,7 @@ fn certificates(
     }
     if let Some(a) = &settings.acme {
         let acme = Acme::new(settings.db("acme")?, a.clone(), c.sealer.clone());
-        selector = selector.with_on_demand(Box::new(acme));
+        selector = selector.with_on_demand(Arc::new(acme), a.on_demand_wait);
     }
     let invalidator = Invalidator::new(cache, settings.db("pubsub")?);
     Ok((Certificates::Store(selector), Some(invalidator)))

@@ -490,3 +490,125 @@ async fn with_rsa_on_both_an_ecdsa_and_an_rsa_certificate_are_ordered() {
         "{fields:?}"
     );
 }
+
+/// Relays each connection accepted on `listener` to `to` after holding it `delay`, on loopback:
+/// the CA's HTTP-01 validation through it, and so the whole order, takes longer than `delay`.
+async fn slow_relay(listener: tokio::net::TcpListener, to: std::net::SocketAddr, delay: Duration) {
+    while let Ok((mut inbound, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
+/// An on-demand order slower than `limits.handshake_timeout` is not dropped with the handshake
+/// that started it: handshakes meanwhile give up after `acme.on_demand_wait` without ordering
+/// again, the order completes in the background and releases its lock, and the next handshake
+/// gets the certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_on_demand_order_slower_than_the_handshake_completes_in_the_background() {
+    let redis = Redis::start();
+    // pebble validates through the relay, which holds each connection 4 s: longer than a
+    // handshake may take (2 s) and than it waits for the order (1 s).
+    let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_port = relay.local_addr().unwrap().port();
+    let ca = Ca::start(relay_port);
+    let mut o = Options::new(redis.url());
+    o.extra_yaml = format!(
+        "{}limits:\n  handshake_timeout: 2s\n",
+        yaml(
+            &ca,
+            relay_port,
+            "60m",
+            "  max_failures: 1\n  on_demand_wait: 1s\n"
+        )
+    );
+    let le = Linkedge::start(&o);
+    tokio::spawn(slow_relay(relay, le.http, Duration::from_secs(4)));
+    let host = "link.customer-twelve.test";
+    // Loaded once, so subscribed to the change feed: both changes below arrive as messages.
+    assert!(eventually(Duration::from_secs(10), || le
+        .metric("linkedge_registry_loads_total")
+        >= 1.0));
+    let changes = "linkedge_registry_changes_total";
+    let before = le.metric(changes);
+    let (ok, out) = cli(
+        &le,
+        "domain",
+        &["add", host, "--workspace", "22", "--region", "us"],
+    );
+    assert!(ok, "{out}");
+    mark_verified(&redis, host);
+    // The mirror must know the name as verified, or the handshake orders nothing.
+    assert!(
+        eventually(Duration::from_secs(5), || le.metric(changes)
+            >= before + 2.0),
+        "the registry mirror did not apply the changes to {host}"
+    );
+    let pebble_pem = client()
+        .get(format!("https://127.0.0.1:{}/roots/0", ca.acme_mgmt))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+
+    // The handshake that starts the order, then one while it runs: each gets no certificate
+    // (no fallback) after on_demand_wait, well before the handshake's own deadline.
+    let lock = format!("linkedge:acme:lock:{host}");
+    for attempt in ["first", "second"] {
+        let started = Instant::now();
+        let r = tls_serial(&le, host, &pebble_pem).await;
+        let took = started.elapsed();
+        assert!(
+            r.is_err(),
+            "{attempt} handshake got {r:?} before the order could finish"
+        );
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_millis(1900),
+            "{attempt} handshake took {took:?}: not ended by acme.on_demand_wait (1s)"
+        );
+        // The order holds the lock, for its own bound: order_timeout (30s) plus 30 s.
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&lock)
+            .query(&mut redis.conn())
+            .unwrap();
+        assert!(
+            (1..=60).contains(&ttl),
+            "lock TTL {ttl} after the {attempt} handshake"
+        );
+    }
+    assert_eq!(
+        le.metric("linkedge_cert_lookups_total{source=\"pending\"}"),
+        2.0
+    );
+
+    // The order goes on past both handshakes and ends issued, its lock released.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while domain(&redis, host)["state"] != "issued" {
+        assert!(
+            Instant::now() < deadline,
+            "not issued: {}\n{}",
+            domain(&redis, host),
+            le.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let held: i64 = redis::cmd("EXISTS")
+        .arg(&lock)
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(held, 0, "the lock outlived the order");
+
+    let serial = tls_serial(&le, host, &pebble_pem).await;
+    assert!(serial.is_ok(), "after the order: {serial:?}\n{}", le.log());
+    assert_eq!(
+        le.metric("linkedge_acme_orders_total{outcome=\"placed\"}"),
+        1.0,
+        "one order, though two handshakes found none"
+    );
+}

@@ -470,3 +470,130 @@ async fn an_http1_client_that_stops_reading_is_closed_at_the_send_timeout() {
     }
     assert!(total < 1_000_000_000, "the whole response arrived");
 }
+
+fn proxied(limits: &str, us: &Upstream) -> (Redis, Linkedge) {
+    start(
+        limits,
+        &format!(
+            "regions:\n  us:\n    backends: [{{ addr: \"{}\" }}]\n    health_check: {{ interval: 200ms, timeout: 500ms, failures: 1, successes: 1 }}\nrouting:\n  default_region: us\n",
+            us.addr
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_body_that_stalls_closes_its_connection_at_the_body_timeout() {
+    let us = Upstream::start("us-1", false).await;
+    let (_redis, le) = proxied("  body_timeout: 2s\n", &us);
+    // HTTP/2: 128 proxied streams whose bodies never come.
+    let (send, ended) = h2_client(
+        tls_h2("127.0.0.2", le.https).await,
+        &h2::client::Builder::new(),
+    )
+    .await;
+    let start = Instant::now();
+    let mut held = Vec::new();
+    for _ in 0..128 {
+        let mut s = send.clone().ready().await.unwrap();
+        let req = http::Request::post(format!(
+            "https://link.example.com:{}/upload",
+            le.https.port()
+        ))
+        .body(())
+        .unwrap();
+        let (resp, body) = s.send_request(req, false).unwrap();
+        held.push((resp, body));
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("stalled request bodies held the connection 10 s")
+        .unwrap();
+    let at = ended - start;
+    assert!(
+        at >= Duration::from_millis(1700) && at < Duration::from_secs(5),
+        "closed after {at:?}, body_timeout 2 s"
+    );
+    // HTTP/1: ten bytes of a hundred, then nothing.
+    let mut s = TcpStream::connect(le.http).await.unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: link.example.com\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    let at = closed_within(&mut s, Duration::from_secs(10))
+        .await
+        .expect("a stalled HTTP/1 body held its connection 10 s");
+    assert!(at < Duration::from_secs(5), "{at:?}");
+    assert!(le.metric("linkedge_connections_closed_total{reason=\"body_timeout\"}") >= 2.0);
+    // A body that keeps coming, slower than the deadline in all but never stalling, is served.
+    let mut s = TcpStream::connect(le.http).await.unwrap();
+    s.write_all(b"POST /upload HTTP/1.1\r\nHost: link.example.com\r\nContent-Length: 4\r\n\r\n")
+        .await
+        .unwrap();
+    for b in b"abcd" {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        s.write_all(&[*b]).await.unwrap();
+    }
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_the_edge_does_not_read_is_never_counted_as_a_head() {
+    let (_redis, le) = start("  header_timeout: 2s\n", "");
+    // A POST to /health (405) with a 200 KiB body of short lines, then a request: the edge
+    // answers without reading the body and closes (Pingora does not reuse a connection whose
+    // body is unread); the body's lines are never counted as a head.
+    let body = "x\r\n".repeat(70_000);
+    let mut s = TcpStream::connect(le.http).await.unwrap();
+    let req = format!(
+        "POST /health HTTP/1.1\r\nHost: {LOCAL}\r\nContent-Length: {}\r\n\r\n{body}GET /health HTTP/1.1\r\nHost: {LOCAL}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&got);
+    assert!(closed, "{text}");
+    assert!(text.starts_with("HTTP/1.1 405"), "{text}");
+    assert!(!text.contains("431"), "{text}");
+    let counted = |r: &str| {
+        le.metric(&format!(
+            "linkedge_connections_closed_total{{reason=\"{r}\"}}"
+        ))
+    };
+    assert_eq!(counted("header_too_large"), 0.0);
+    // A head over the limits sent in one write (its end in the same read) is refused at once,
+    // not left to the header deadline.
+    let mut s = TcpStream::connect(le.http).await.unwrap();
+    let mut head = format!("GET /health HTTP/1.1\r\nHost: {LOCAL}\r\n");
+    for i in 0..300 {
+        head.push_str(&format!("x-{i}: y\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let at = closed_within(&mut s, Duration::from_secs(5))
+        .await
+        .expect("a refused head's connection stayed open");
+    assert!(
+        at < Duration::from_secs(1),
+        "closed after {at:?}, not at once"
+    );
+    assert_eq!(counted("header_timeout"), 0.0);
+    assert_eq!(counted("header_too_large"), 1.0);
+}

@@ -206,20 +206,32 @@ impl Acme {
             .arg(&self.node)
             .arg("NX")
             .arg("EX")
-            .arg(300)
+            .arg(self.lock_expiry().as_secs())
             .query_async(&mut conn)
             .await?;
         if got.is_none() {
             return Err(AcmeError::Locked(host.to_string()));
         }
-        let mut result = self.order(host, renewal).await;
-        if let Err(AcmeError::Ca(why)) = &result
-            && why.contains("accountDoesNotExist")
-        {
-            tracing::warn!(directory = %self.cfg.directory, "the CA no longer knows our account; creating a new one");
-            self.forget_account().await;
-            result = self.order(host, renewal).await;
-        }
+        // The whole order ends before the lock expires, so no other node orders meanwhile
+        // (an order waits up to order_timeout for validation and again for the certificate).
+        let bound = self.lock_expiry().saturating_sub(Duration::from_secs(15));
+        let ordered = tokio::time::timeout(bound, async {
+            let mut result = self.order(host, renewal).await;
+            if let Err(AcmeError::Ca(why)) = &result
+                && why.contains("accountDoesNotExist")
+            {
+                tracing::warn!(directory = %self.cfg.directory, "the CA no longer knows our account; creating a new one");
+                self.forget_account().await;
+                result = self.order(host, renewal).await;
+            }
+            result
+        })
+        .await;
+        let result = ordered.unwrap_or_else(|_| {
+            Err(AcmeError::Ca(format!(
+                "the order did not complete within {bound:?} (acme.order_timeout)"
+            )))
+        });
         // Release only our own lock, on a fresh connection: the order took a while.
         if let Ok(mut conn) = self.db.conn().await {
             let _: redis::RedisResult<i64> = redis::Script::new(
@@ -232,6 +244,14 @@ impl Acme {
         }
         metrics::acme_order(if result.is_ok() { "issued" } else { "failed" });
         result
+    }
+
+    /// How long a domain's lock outlives a node that dies holding it: the order's own bound
+    /// (`order_timeout`, twice with `rsa`: two orders in a row) and a margin for the requests
+    /// around it, so the name is free again about when the order would have ended.
+    fn lock_expiry(&self) -> Duration {
+        let orders = if self.cfg.rsa { 2 } else { 1 };
+        self.cfg.order_timeout * orders + Duration::from_secs(30)
     }
 
     /// Events in the sliding window `key` of `window_s` seconds, after dropping older ones.

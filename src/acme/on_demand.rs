@@ -12,7 +12,9 @@ use std::time::Duration;
 #[async_trait]
 impl OnDemand for Acme {
     /// Issues only for a registered domain in state `verified` and not backing off. Waits for
-    /// another node's order when that node holds the lock. Returns the new certificate, opened.
+    /// another node's order when that node holds the lock (up to `order_timeout`). Returns the
+    /// new certificate, opened. Runs in the selector's background task, not in the handshake,
+    /// so it is never dropped halfway and the lock is always released.
     async fn issue(&self, host: &str) -> Option<Loaded> {
         let registry = Registry::new(self.db.clone(), Vec::new());
         let d = registry.get(host).await.ok()??;

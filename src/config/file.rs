@@ -88,6 +88,11 @@ pub struct Acme {
     /// Longest wait for the CA to validate and issue one order. Default `90s`.
     #[serde(default = "default_order_timeout", deserialize_with = "de_duration")]
     pub order_timeout: Duration,
+    /// Longest time a handshake waits for an on-demand order of its name (the order itself
+    /// goes on in the background, up to `order_timeout`); after it the handshake gets the
+    /// fallback, if any. Must be below `limits.handshake_timeout`. Default `5s`.
+    #[serde(default = "default_on_demand_wait", deserialize_with = "de_duration")]
+    pub on_demand_wait: Duration,
     /// First wait after a failed order for a domain; doubles per failure. Default `60s`.
     #[serde(default = "default_backoff_base", deserialize_with = "de_duration")]
     pub backoff_base: Duration,
@@ -136,6 +141,9 @@ fn default_scan() -> Duration {
 }
 fn default_order_timeout() -> Duration {
     Duration::from_secs(90)
+}
+fn default_on_demand_wait() -> Duration {
+    Duration::from_secs(5)
 }
 fn default_backoff_base() -> Duration {
     Duration::from_secs(60)
@@ -783,6 +791,10 @@ pub struct Limits {
     /// Default `30s`.
     #[serde(deserialize_with = "de_duration")]
     pub send_timeout: Duration,
+    /// Longest time a request body may make no progress while it is being received (HTTP/1,
+    /// and each HTTP/2 stream): the connection is closed. Default `60s`.
+    #[serde(deserialize_with = "de_duration")]
+    pub body_timeout: Duration,
     /// Header fields one request may carry, over HTTP/1 and HTTP/2; more are answered `431`.
     /// At most 256 (Pingora's HTTP/1 parser stops there). Default 256.
     pub max_headers: usize,
@@ -810,6 +822,7 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
             max_headers: 256,
             max_header_bytes: 64 * 1024,
             keepalive_requests: 10_000,

@@ -452,6 +452,7 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
         ("limits.handshake_timeout", l.handshake_timeout),
         ("limits.keepalive_timeout", l.keepalive_timeout),
         ("limits.send_timeout", l.send_timeout),
+        ("limits.body_timeout", l.body_timeout),
     ] {
         if d < Duration::from_secs(1) {
             return Err(invalid(field, "must be at least 1s"));
@@ -530,6 +531,19 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
             return Err(invalid(
                 "acme.directory",
                 "expected an https:// directory URL",
+            ));
+        }
+        if a.on_demand_wait.is_zero() {
+            return Err(invalid("acme.on_demand_wait", "must be above 0"));
+        }
+        // A handshake closed by its own deadline first would never get the fallback.
+        if a.on_demand_wait >= l.handshake_timeout {
+            return Err(invalid(
+                "acme.on_demand_wait",
+                format!(
+                    "must be below limits.handshake_timeout ({:?})",
+                    l.handshake_timeout
+                ),
             ));
         }
     }
@@ -1146,6 +1160,42 @@ mod tests {
             e.starts_with("redis.password: cannot read /nonexistent/pw"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn on_demand_wait_is_above_zero_and_below_the_handshake_timeout() {
+        let acme = |extra: &str| {
+            minimal(&format!(
+                "certs:\n  master_key: 1\n  master_keys: [{{ id: 1, secret_env: M1 }}]\nacme:\n  directory: https://ca.test/dir\n{extra}"
+            ))
+        };
+        let file = checked(&acme(""), Path::new("/etc"), &env).unwrap();
+        assert_eq!(file.acme.unwrap().on_demand_wait, Duration::from_secs(5));
+        let e = |y: &str| checked(y, Path::new("/etc"), &env).unwrap_err().to_string();
+        assert_eq!(
+            e(&acme("  on_demand_wait: 0s\n")),
+            "acme.on_demand_wait: must be above 0"
+        );
+        assert_eq!(
+            e(&acme("  on_demand_wait: 10s\n")),
+            "acme.on_demand_wait: must be below limits.handshake_timeout (10s)"
+        );
+        assert_eq!(
+            e(&format!(
+                "{}limits:\n  handshake_timeout: 2s\n",
+                acme("  on_demand_wait: 3s\n")
+            )),
+            "acme.on_demand_wait: must be below limits.handshake_timeout (2s)"
+        );
+        checked(
+            &format!(
+                "{}limits:\n  handshake_timeout: 2s\n",
+                acme("  on_demand_wait: 1s\n")
+            ),
+            Path::new("/etc"),
+            &env,
+        )
+        .unwrap();
     }
 
     #[test]

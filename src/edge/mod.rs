@@ -423,10 +423,9 @@ impl ProxyHttp for Edge {
         Ok(())
     }
 
-    /// Metrics for proxied requests; the connection's idle deadline starts (when this was its
-    /// last request in progress).
+    /// Metrics for proxied requests. (The connection's idle deadline starts when the context
+    /// is dropped, after Pingora has read what is left of the request body.)
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        drop(ctx.busy.take());
         if let Some(log) = &self.access {
             self.access_line(log, session, ctx);
         }
@@ -443,6 +442,20 @@ impl ProxyHttp for Edge {
         if e.is_none() {
             tracing::debug!(request_id = %ctx.request_id, region = %region.name, status, "proxied");
         }
+    }
+
+    /// Each piece of a proxied request's body restarts its `limits.body_timeout`.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(b) = &mut ctx.busy {
+            b.body_progress(end_of_stream);
+        }
+        Ok(())
     }
 
     /// A client that stopped taking its response (`limits.send_timeout`) is counted, not

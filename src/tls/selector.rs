@@ -4,22 +4,64 @@
 //! fallback.
 //!
 //! How certificates are obtained is not this module's business: on-demand issuance comes in
-//! through the [`OnDemand`] trait, which the ACME client implements.
+//! through the [`OnDemand`] trait, which the ACME client implements. An order runs in a task of
+//! its own, one per name at a time, so it outlives the handshake that started it; handshakes
+//! wait for it only briefly (`acme.on_demand_wait`), and its certificate goes into the cache for
+//! the next one.
 
 use super::cache::Cache;
 use super::store::{CertStore, Loaded};
 use crate::metrics;
 use crate::registry::{Mirror, State};
 use async_trait::async_trait;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// Issues a certificate during a name's first handshake (on-demand issuance).
 #[async_trait]
 pub trait OnDemand: Send + Sync {
-    /// A new certificate for `host`, or `None` when it may not be, or could not be, issued now
-    /// (the handshake then continues with the fallback, if any).
+    /// A new certificate for `host`, or `None` when it may not be, or could not be, issued now.
+    /// Runs in a background task, not in the handshake, so it may take as long as the order
+    /// does; handshakes meanwhile get the fallback, if any, after `acme.on_demand_wait`.
     async fn issue(&self, host: &str) -> Option<Loaded>;
+}
+
+/// An on-demand order running in the background: `None` until it ends, then its certificate
+/// (`None` inside when it produced none).
+type Pending = watch::Receiver<Option<Option<Arc<Loaded>>>>;
+
+/// The orders running on this node, by name: at most one per name.
+type InFlight = Arc<Mutex<HashMap<String, Pending>>>;
+
+/// On-demand issuance: the issuer, how long a handshake waits for an order, and the orders
+/// running.
+struct Issuing {
+    issuer: Arc<dyn OnDemand>,
+    wait: Duration,
+    in_flight: InFlight,
+}
+
+impl Issuing {
+    /// The orders running (a panic while it was held does not leave it locked for good).
+    fn orders(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Removes a name's entry from the orders running when its task ends, even by a panic, so a
+/// failed task never leaves the name waiting for an order that no longer runs.
+struct Running {
+    in_flight: InFlight,
+    host: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        m.remove(&self.host);
+    }
 }
 
 /// Chooses the certificate for each handshake by SNI; see the module documentation.
@@ -27,7 +69,7 @@ pub struct Selector {
     cache: Arc<Cache>,
     store: CertStore,
     fallback: Option<Arc<Loaded>>,
-    on_demand: Option<Box<dyn OnDemand>>,
+    on_demand: Option<Issuing>,
     registry: Option<Arc<Mirror>>,
 }
 
@@ -53,15 +95,21 @@ impl Selector {
         self
     }
 
-    /// Orders a certificate during the first handshake of a name that has none yet (the
-    /// handshake waits for it, up to the issuer's own bound).
-    pub fn with_on_demand(mut self, issuer: Box<dyn OnDemand>) -> Selector {
-        self.on_demand = Some(issuer);
+    /// Orders a certificate during the first handshake of a name that has none yet, in a
+    /// background task (one per name at a time) that runs to the issuer's own bound and puts
+    /// the result in the cache. Handshakes wait for it at most `wait` (`acme.on_demand_wait`),
+    /// then go on with the fallback, if any.
+    pub fn with_on_demand(mut self, issuer: Arc<dyn OnDemand>, wait: Duration) -> Selector {
+        self.on_demand = Some(Issuing {
+            issuer,
+            wait,
+            in_flight: Arc::default(),
+        });
         self
     }
 
-    /// The certificate for `host`: from memory, else from Redis (then cached), else `None`
-    /// (remembered for the negative TTL).
+    /// The certificate for `host`: from memory, else from Redis (then cached), else from an
+    /// on-demand order (waited for briefly), else `None` (remembered for the negative TTL).
     pub async fn lookup(&self, host: &str) -> Option<Arc<Loaded>> {
         match self.cache.get(host) {
             Some(Ok(c)) => {
@@ -74,9 +122,17 @@ impl Selector {
             }
             None => {}
         }
+        // An order for the name is running here: Redis has nothing yet, wait for the order.
+        if let Some(o) = &self.on_demand {
+            // Its own statement, so the map's lock is released before the wait.
+            let pending = o.orders().get(host).cloned();
+            if let Some(pending) = pending {
+                return Self::wait(o, pending).await;
+            }
+        }
         let (found, source) = match (self.store.load(host).await, &self.on_demand) {
             (Ok(Some(l)), _) => (Some(l), "redis"),
-            (Ok(None), Some(issuer)) => (issuer.issue(host).await, "issued"),
+            (Ok(None), Some(o)) => return Self::wait(o, self.order(host, o)).await,
             (Ok(None), None) => (None, "miss"),
             (Err(e), _) => {
                 metrics::cert_lookup("error").inc();
@@ -99,6 +155,55 @@ impl Selector {
                 None
             }
         }
+    }
+
+    /// The order for `host` running on this node, started here unless one is. The order runs
+    /// in a task of its own, which no handshake's deadline drops (so the issuer always
+    /// releases the name's fleet-wide lock), and puts its result in the cache before it ends.
+    fn order(&self, host: &str, o: &Issuing) -> Pending {
+        let (tx, pending) = {
+            let mut m = o.orders();
+            if let Some(pending) = m.get(host) {
+                return pending.clone();
+            }
+            let (tx, rx) = watch::channel(None);
+            m.insert(host.to_string(), rx.clone());
+            (tx, rx)
+        };
+        let issuer = o.issuer.clone();
+        let cache = self.cache.clone();
+        let running = Running {
+            in_flight: o.in_flight.clone(),
+            host: host.to_string(),
+        };
+        tokio::spawn(async move {
+            let host = &running.host;
+            let found = issuer.issue(host).await.map(Arc::new);
+            // Cached before the entry goes, so no handshake finds neither.
+            match &found {
+                Some(l) => cache.found(host, l.clone()),
+                None => cache.missing(host, cache.negative_ttl()),
+            }
+            tx.send_replace(Some(found));
+            drop(running);
+        });
+        pending
+    }
+
+    /// The certificate `pending` produces, if it does within `o.wait`; else `None` at once
+    /// (the order goes on, and a later handshake finds its certificate in the cache).
+    async fn wait(o: &Issuing, mut pending: Pending) -> Option<Arc<Loaded>> {
+        let done = match tokio::time::timeout(o.wait, pending.wait_for(|r| r.is_some())).await {
+            Ok(Ok(r)) => (*r).clone().flatten(),
+            // The task ended without a result (it panicked): as if it found nothing.
+            Ok(Err(_)) => None,
+            Err(_) => {
+                metrics::cert_lookup("pending").inc();
+                return None;
+            }
+        };
+        metrics::cert_lookup(if done.is_some() { "issued" } else { "miss" }).inc();
+        done
     }
 
     /// Whether `name` may have a certificate in the store, as far as memory can tell: false for
