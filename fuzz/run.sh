@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one fuzz target on the stable toolchain (libFuzzer with SanitizerCoverage, no sanitizer;
 # cargo-fuzz on nightly adds AddressSanitizer), starting from and adding to its corpus.
-#   fuzz/run.sh TARGET [SECONDS]       targets: token_decode forwarded_for host verify_response
+#   fuzz/run.sh TARGET [SECONDS]       targets: token_decode forwarded_for host verify_response head_scan
 set -euo pipefail
 cd "$(dirname "$0")"
 target=${1:?target}

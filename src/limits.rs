@@ -673,9 +673,9 @@ Content-Length: 36\r\n\r\n431 Request Header Fields Too Large\n";
 
 /// Counts an HTTP/1 head's lines and bytes as they arrive, so a head over the limits is
 /// refused before Pingora parses it (Pingora's own parser refuses over 256 fields or 1 MiB
-/// with a `400`, and would buffer up to that much).
-#[derive(Default)]
-struct HeadScan {
+/// with a `400`, and would buffer up to that much). Public for its fuzz target.
+#[derive(Debug, Default)]
+pub struct HeadScan {
     /// Lines seen, the request line included (blank lines before it not counted).
     lines: usize,
     /// Bytes of the head seen.
@@ -690,7 +690,7 @@ struct HeadScan {
 
 /// What a [`HeadScan`] concluded from the bytes it saw.
 #[derive(Debug, PartialEq, Eq)]
-enum Scan {
+pub enum Scan {
     /// Within the limits so far.
     Ok,
     /// The head ended.
@@ -700,9 +700,16 @@ enum Scan {
 }
 
 impl HeadScan {
-    /// Counts `data`, the next bytes of the connection. The whole chunk is scanned even past a
+    /// Bytes of the head counted so far (the whole head, its blank line included, once
+    /// [`Scan::Done`]).
+    pub fn consumed(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Counts `data`, the next bytes of the connection, against at most `max_fields` header
+    /// fields (after the request line) and `max_bytes`. The whole chunk is scanned even past a
     /// limit, so the head's end is found (a refused head is discarded up to it).
-    fn feed(&mut self, data: &[u8], max_fields: usize, max_bytes: u64) -> Scan {
+    pub fn feed(&mut self, data: &[u8], max_fields: usize, max_bytes: u64) -> Scan {
         if self.done {
             return Scan::Ok;
         }
