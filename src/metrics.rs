@@ -388,7 +388,8 @@ static CERT_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
              negative (a cached miss), \
              miss (not in Redis either), unregistered (a name the registry does not know, decided \
              from memory), no_cert (registered, without a certificate, decided from memory), \
-             fallback (tls.cert served), error (Redis failed)."
+             own (tls.cert served to no SNI or a name it covers), \
+             fallback (tls.cert served to another name), error (Redis failed)."
         ),
         &["source"]
     )

@@ -10,10 +10,11 @@ use crate::edge::{Edge, WellKnown, access};
 use crate::events::spool::Spool;
 use crate::events::writer::{Writer, WriterConfig};
 use crate::events::{Recorder, Sinks};
+use crate::host::normalize_host;
 use crate::limits::{self, Conns, Guarded};
 use crate::registry::{Follower, Mirror};
 use crate::store::Db;
-use crate::tls::{Cache, CertStore, Certificates, Invalidator, Selector, Terminator};
+use crate::tls::{Cache, CertStore, Certificates, Invalidator, Own, Selector, Terminator};
 use crate::{metrics, tls, upstream};
 use pingora::prelude::*;
 use pingora::server::RunArgs;
@@ -79,21 +80,29 @@ fn public_service(
 }
 
 /// The HTTPS listener's certificates as `settings` configure them: the `tls` files for every
-/// name, or per SNI from the store (with ACME issuing on demand, when configured), plus the
-/// service that keeps every node's cache current. `state` is the store's Redis.
+/// name, or per SNI from the store (with ACME issuing on demand, when configured) and the `tls`
+/// files for the edge's own names, plus the service that keeps every node's cache current.
+/// `state` is the store's Redis.
 fn certificates(
     settings: &Settings,
     state: &Db,
     registry: Option<Arc<Mirror>>,
 ) -> anyhow::Result<(Certificates, Option<Invalidator>)> {
-    let pair = || tls::load_pair(&settings.tls.cert, &settings.tls.key);
+    let own = Own::new(tls::load_pair(&settings.tls.cert, &settings.tls.key)?);
+    let names: Vec<String> = own.names().collect();
+    tracing::info!(names = ?names, "tls.cert: the edge's own names");
+    // Customers CNAME to verify.target, and their proxies in front connect to it by that name.
+    if let Some(target) = settings.verify.target.as_deref().and_then(normalize_host)
+        && own.covers(&target).is_none()
+    {
+        tracing::warn!(verify_target = %target, names = ?names, "tls.cert does not cover verify.target: customers' own proxies connecting to it by name will be refused");
+    }
     let Some(c) = &settings.certs else {
-        return Ok((Certificates::Static(pair()?), None));
+        return Ok((Certificates::Static(own), None));
     };
     let cache = Arc::new(Cache::new(c.cache_size, c.negative_ttl));
-    let fallback = if c.fallback { Some(pair()?) } else { None };
     let store = CertStore::new(state.clone(), c.sealer.clone());
-    let mut selector = Selector::new(cache.clone(), store, fallback);
+    let mut selector = Selector::new(cache.clone(), store, own, c.fallback);
     if let Some(m) = registry {
         selector = selector.with_registry(m);
     }

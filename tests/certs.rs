@@ -7,6 +7,8 @@ use openssl::ssl::{SslConnector, SslMethod};
 use openssl::x509::X509;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use tokio::net::TcpStream;
+use tokio_openssl::SslStream;
 
 fn leaf(dir: &Path, name: &str) -> (PathBuf, PathBuf, String) {
     dev_leaf(dir, name, 0, 30)
@@ -26,6 +28,73 @@ certs:\n  master_key: 1\n  master_keys: [{{ id: 1, secret_file: master-key }}]\n
 /// A TLS handshake with `sni`, verifying against the development CA; the served leaf's serial.
 async fn handshake(le: &Linkedge, sni: &str) -> Result<String, String> {
     tls_serial(le, sni, &std::fs::read(dev_ca()).unwrap()).await
+}
+
+/// A TLS connection to `le` sending `sni` (no SNI when `None`), its chain verified against the
+/// development CA but not its name, as a proxy in front may connect.
+async fn connect(le: &Linkedge, sni: Option<&str>) -> Result<SslStream<TcpStream>, String> {
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(dev_ca()).unwrap();
+    let ssl = b
+        .build()
+        .configure()
+        .unwrap()
+        .use_server_name_indication(sni.is_some())
+        .verify_hostname(false)
+        .into_ssl(sni.unwrap_or("localhost"))
+        .unwrap();
+    let tcp = TcpStream::connect(le.https).await.unwrap();
+    let mut s = SslStream::new(ssl, tcp).unwrap();
+    Pin::new(&mut s)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+/// The serial of the leaf `s` was served.
+fn served_serial(s: &SslStream<TcpStream>) -> String {
+    let cert = s.ssl().peer_certificate().expect("a certificate");
+    cert.serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The serial of `tls.cert` (the development certificate).
+fn dev_serial() -> String {
+    let pem = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev/leaf.pem"));
+    let dev = X509::from_pem(&pem.unwrap()).unwrap();
+    dev.serial_number()
+        .to_bn()
+        .unwrap()
+        .to_hex_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `GET path` with `Host: host` over `s` (HTTP/1.1, closed after): the response as text.
+async fn get(mut s: SslStream<TcpStream>, path: &str, host: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                // The server closed (without close_notify, an error here: the end too).
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("the response within 10 s");
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -51,8 +120,9 @@ async fn certificate_per_sni_from_redis_replaced_without_restart() {
     assert!(!sealed.contains("PRIVATE KEY"));
     assert!(!std::fs::read_to_string(&key).unwrap().contains(&sealed));
 
-    // No certificate for the name, no fallback: the handshake fails cleanly.
-    assert!(handshake(&le, "c.linkedge.test").await.is_err());
+    // No certificate for the name, no fallback: the handshake fails cleanly. (A name under
+    // *.linkedge.test would be one of the edge's own names, which tls.cert covers.)
+    assert!(connect(&le, Some("c.customer.test")).await.is_err());
 
     // A new certificate is served at the next handshake, no restart.
     let (cert2, key2, serial2) = leaf(le.dir.path(), "a.linkedge.test");
@@ -184,39 +254,164 @@ fn rand_u64(i: u64) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn fallback_certificate_and_sni_host_mismatch() {
     let (_redis, le) = start(true);
-    // Unknown name with fallback on: the tls.cert (dev certificate) is served.
-    let serial = handshake(&le, "x.linkedge.test").await.unwrap();
-    let dev = X509::from_pem(
-        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev/leaf.pem")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        serial,
-        dev.serial_number()
-            .to_bn()
-            .unwrap()
-            .to_hex_str()
-            .unwrap()
-            .to_string()
-    );
+    // Unknown name tls.cert does not cover, with fallback on: tls.cert (the dev certificate)
+    // is served all the same.
+    let s = connect(&le, Some("x.customer.test")).await.unwrap();
+    assert_eq!(served_serial(&s), dev_serial());
+    assert!(le.metric("linkedge_cert_lookups_total{source=\"fallback\"}") >= 1.0);
 
-    // A link for x.linkedge.test requested with Host y.linkedge.test on a connection made for
-    // x.linkedge.test: the Host-mismatch answer.
-    let t = click("y.linkedge.test", "https://example.com/", 1);
+    // A link for y.customer.test requested with Host y.customer.test on a connection made for
+    // x.customer.test: the Host-mismatch answer (a name served the fallback is no own name).
+    let t = click("y.customer.test", "https://example.com/", 1);
+    let r = get(s, &format!("/c/{t}"), "y.customer.test").await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    assert!(r.ends_with("Invalid link security token"), "{r}");
+    assert!(le.metric("linkedge_tls_handshakes_total{resumed=\"false\"}") >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn own_names_get_tls_cert_from_memory_whatever_fallback() {
+    let (redis, le) = start(false);
+    let dev = dev_serial();
+    // A customer domain under tls.cert's *.linkedge.test keeps its own certificate.
+    let (cert, key, serial) = leaf(le.dir.path(), "a.linkedge.test");
+    import_cert(&le, "a.linkedge.test", &cert, &key);
+    assert_eq!(handshake(&le, "a.linkedge.test").await.unwrap(), serial);
+    // One without a certificate yet gets tls.cert, which covers it.
+    let changes = le.metric("linkedge_registry_changes_total");
+    let (ok, out) = cli(
+        &le,
+        "domain",
+        &[
+            "add",
+            "p.linkedge.test",
+            "--workspace",
+            "1",
+            "--region",
+            "us",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(eventually(std::time::Duration::from_secs(5), || {
+        le.metric("linkedge_registry_changes_total") > changes
+    }));
+    assert_eq!(handshake(&le, "p.linkedge.test").await.unwrap(), dev);
+
+    // The development certificate's names: *.linkedge.test, linkedge.test, localhost.
+    let before = lookup_calls(&redis);
+    let no_sni = connect(&le, None).await.unwrap();
+    assert_eq!(served_serial(&no_sni), dev, "no SNI");
+    for own in [
+        "linkedge.test",
+        "LinkEdge.Test",
+        "localhost",
+        "track.linkedge.test",
+    ] {
+        assert_eq!(handshake(&le, own).await.unwrap(), dev, "{own}");
+    }
+    // 1,000 random names no one registered, and 1,000 random names under *.linkedge.test,
+    // 8 handshakes at a time.
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..8u64 {
+        let (root, https, dev) = (std::fs::read(dev_ca()).unwrap(), le.https, dev.clone());
+        tasks.spawn(async move {
+            let (mut refused, mut own) = (0, 0);
+            for i in 0..125u64 {
+                let r = rand_u64(7_000_000 + w * 1_000 + i);
+                let scan = format!("scan{r:x}.example.org");
+                refused += u32::from(tls_serial_at(https, &scan, &root).await.is_err());
+                let ours = format!("t{r:x}.linkedge.test");
+                own += u32::from(tls_serial_at(https, &ours, &root).await.as_ref() == Ok(&dev));
+            }
+            (refused, own)
+        });
+    }
+    let (mut refused, mut own) = (0, 0);
+    while let Some(r) = tasks.join_next().await {
+        let (r, o) = r.unwrap();
+        refused += r;
+        own += o;
+    }
+    let reads = lookup_calls(&redis) - before;
+    println!(
+        "1000 random SNI names and 1000 random names under the edge's *. name, no SNI, exact \
+         own names, fallback off: {reads} registry or certificate reads"
+    );
+    assert_eq!(refused, 1_000, "a name no one registered got a certificate");
+    assert_eq!(
+        own, 1_000,
+        "a name under *.linkedge.test did not get tls.cert"
+    );
+    assert_eq!(reads, 0, "own or unknown names reached Redis");
+    assert!(le.metric("linkedge_cert_lookups_total{source=\"own\"}") >= 1_005.0);
+    assert_eq!(
+        le.metric("linkedge_cert_lookups_total{source=\"fallback\"}"),
+        0.0
+    );
+}
+
+/// What a customer's own proxy in front sends: no SNI (nginx's `proxy_pass https://…`) or the
+/// edge's name (Fastly), with the customer's Host. The link's signature binds the Host.
+#[tokio::test(flavor = "multi_thread")]
+async fn own_names_and_no_sni_are_judged_by_host_alone() {
+    let (_redis, le) = start(false);
+    // Another customer's domain, with its certificate.
+    let (cert, key, _) = leaf(le.dir.path(), "shop.customer.test");
+    import_cert(&le, "shop.customer.test", &cert, &key);
+    let host = "link.example.com";
+    let path = format!("/c/{}", click(host, "https://example.com/welcome", 1));
+    let before = le.metric("linkedge_host_mismatch_total");
+
+    // No SNI: the Host alone decides.
+    let r = get(connect(&le, None).await.unwrap(), &path, host).await;
+    assert!(r.starts_with("HTTP/1.1 302"), "{r}");
+    assert!(
+        r.to_ascii_lowercase()
+            .contains("\r\nlocation: https://example.com/welcome\r\n"),
+        "{r}"
+    );
+    let r = get(connect(&le, None).await.unwrap(), "/health", host).await;
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("{}"), "{r}");
+
+    // The edge's own names, exact and under *.linkedge.test, verified as a client would.
+    for own in ["linkedge.test", "track.linkedge.test"] {
+        let c = client_builder()
+            .resolve(own, le.https)
+            .http1_only()
+            .build()
+            .unwrap();
+        let url = format!("https://{own}:{}{path}", le.https.port());
+        let r = c.get(&url).header("Host", host).send().await.unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::FOUND, "SNI {own}");
+        assert_eq!(r.headers()["location"], "https://example.com/welcome");
+        // A proxy that rewrites the Host (to the edge's name) breaks the link's signature.
+        let r = c.get(&url).header("Host", own).send().await.unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN, "SNI {own}");
+        assert_eq!(r.text().await.unwrap(), "Invalid link security token");
+    }
+
+    // Another customer's name as SNI: its connection may not carry link.example.com's links.
     let c = client_builder()
-        .resolve("x.linkedge.test", le.https)
+        .resolve("shop.customer.test", le.https)
         .http1_only()
         .build()
         .unwrap();
     let r = c
-        .get(format!("https://x.linkedge.test:{}/c/{t}", le.https.port()))
-        .header("Host", "y.linkedge.test")
+        .get(format!(
+            "https://shop.customer.test:{}{path}",
+            le.https.port()
+        ))
+        .header("Host", host)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN);
     assert_eq!(r.text().await.unwrap(), "Invalid link security token");
-    assert!(le.metric("linkedge_tls_handshakes_total{resumed=\"false\"}") >= 2.0);
+    assert_eq!(
+        le.metric("linkedge_token_failures_total{reason=\"sni_mismatch\"}"),
+        1.0
+    );
+    assert_eq!(le.metric("linkedge_host_mismatch_total"), before + 3.0);
 }
 
 /// The key type of the leaf served to a client offering only `sigalgs` (TLS 1.2 for RSA-only).

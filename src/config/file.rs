@@ -189,8 +189,9 @@ pub struct Certs {
     /// reach Redis on every handshake. Default `60s`.
     #[serde(default = "default_negative_ttl", deserialize_with = "de_duration")]
     pub negative_ttl: Duration,
-    /// Serve `tls.cert` when the SNI has no certificate (or there is no SNI); otherwise such
-    /// handshakes fail. Default false.
+    /// Serve `tls.cert` when the SNI has no certificate; otherwise such handshakes fail.
+    /// Handshakes without SNI, or for a name `tls.cert` covers (the edge's own names), get
+    /// `tls.cert` either way. Default false.
     #[serde(default)]
     pub fallback: bool,
 }
@@ -488,7 +489,9 @@ pub struct Listen {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
-    /// Certificate chain, leaf first.
+    /// Certificate chain, leaf first: the edge's own certificate, for its own names (such as
+    /// `verify.target`). With `certs`, served to handshakes without SNI and to the names it
+    /// covers; without, to every handshake.
     pub cert: PathBuf,
     /// Private key of the leaf.
     pub key: PathBuf,

@@ -153,7 +153,7 @@ pub struct CertSettings {
     pub cache_size: usize,
     /// How long a name without a certificate is remembered.
     pub negative_ttl: Duration,
-    /// Serve `tls.cert` to names without a certificate.
+    /// Serve `tls.cert` to every name without a certificate, not only the edge's own.
     pub fallback: bool,
 }
 

@@ -486,11 +486,10 @@ impl ProxyHttp for Edge {
         let start = Instant::now();
         let req = session.req_header();
         let head = req.method == http::Method::HEAD;
-        let sni = session
+        let handshake = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|d| d.extension.get::<Handshake>())
-            .and_then(|h| h.sni.as_ref());
+            .and_then(|d| d.extension.get::<Handshake>());
         // HTTP/2 header lists over max_header_bytes never get here (its codec answers 431),
         // nor do first HTTP/1 heads over either limit (crate::limits answers 431); a header
         // with too many fields over HTTP/2, or a pipelined HTTP/1 head, is refused here.
@@ -509,7 +508,8 @@ impl ProxyHttp for Edge {
                 method: &req.method,
                 path: req.uri.path(),
                 host: raw_host(req),
-                sni: sni.map(|s| s.0.as_str()),
+                sni: handshake.and_then(|h| h.sni.as_ref()).map(|s| s.0.as_str()),
+                own_name: handshake.is_some_and(|h| h.own_name),
                 proxying: !self.regions.is_empty(),
             },
             &self.keyring,

@@ -1,14 +1,15 @@
 //! The routing decision for a public request, as a pure function of what arrived: method, path,
-//! Host, the TLS connection's SNI name, and whether any region is configured. No I/O: the link's
-//! signature is checked here (CPU only); recording, shared-state look-ups and proxying are the
-//! caller's.
+//! Host, the TLS connection's SNI name and whether it is one of the edge's own, and whether any
+//! region is configured. No I/O: the link's signature is checked here (CPU only); recording,
+//! shared-state look-ups and proxying are the caller's.
 //!
 //! | request | decision |
 //! |---|---|
 //! | `GET`/`HEAD /health` | 200 `{}` |
 //! | `GET`/`HEAD /c/<token>` valid for the Host | record, 302 to the destination |
 //! | `GET`/`HEAD /o/<token>` valid for the Host | record, 200 pixel |
-//! | link over TLS whose Host is not the SNI name | 403 Invalid link security token |
+//! | link over TLS without SNI, or whose SNI is one of the edge's own names | judged by its Host alone, as over plain HTTP |
+//! | link over TLS whose Host is not the SNI name (a customer's) | 403 Invalid link security token |
 //! | link minted for another Host | 403 Invalid link security token |
 //! | link in a token format this edge does not know | proxied (the backends decode it) |
 //! | link with a bad signature, or a click token on `/o/` | 404 |
@@ -64,8 +65,13 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// The `Host` header (or HTTP/2 `:authority`) as sent.
     pub host: Option<&'a str>,
-    /// The SNI name of the TLS connection, normalised; `None` on plain HTTP.
+    /// The SNI name of the TLS connection, normalised; `None` on plain HTTP and without SNI.
     pub sni: Option<&'a str>,
+    /// The connection's SNI is absent or one of the edge's own names (`tls.cert`'s, not a
+    /// registered customer's; [`crate::tls::Handshake::own_name`]): how a proxy or CDN the
+    /// customer runs in front connects, keeping the customer's Host. Such a request is judged
+    /// by its Host alone, which the link's signature binds.
+    pub own_name: bool,
     /// True when at least one region is configured to proxy to.
     pub proxying: bool,
 }
@@ -143,8 +149,9 @@ pub fn decide(req: &Request<'_>, keyring: &Keyring) -> Decision {
         return refuse(Refusal::BadHost, None);
     };
     // Over TLS, the Host must be the name the handshake was for (SNI): a request on one
-    // customer's connection may not borrow another's Host.
-    if req.sni.is_some_and(|sni| sni != host) {
+    // customer's connection may not borrow another's Host. A connection to the edge's own name
+    // belongs to no customer: the Host alone decides, as over plain HTTP.
+    if !req.own_name && req.sni.is_some_and(|sni| sni != host) {
         return refuse(Refusal::HostMismatch, Some("sni_mismatch"));
     }
     match keyring.verify(&host, token) {
@@ -176,6 +183,8 @@ mod tests {
     use crate::token::Secret;
 
     const HOST: &str = "link.example.com";
+    /// The edge's own name, as a customer's proxy in front connects to it.
+    const OWN: &str = "track.linkedge.example";
 
     fn ring() -> Keyring {
         Keyring::new(vec![(1, Secret::new(vec![7; 32]).unwrap())], 1).unwrap()
@@ -218,7 +227,8 @@ mod tests {
         });
         let (get, head, post) = (Method::GET, Method::HEAD, Method::POST);
         let tls_other = Some("link.other.example");
-        /// Method, path, Host, SNI, proxying, the decision in words.
+        /// Method, path, Host, SNI (`OWN` is the edge's own name), proxying, the decision in
+        /// words.
         type Row<'a> = (
             &'a Method,
             &'a str,
@@ -240,6 +250,8 @@ mod tests {
             (&get,  &c, None, None, true, "refuse BadHost -"),
             (&get,  &c, Some("a b"), None, true, "refuse BadHost -"),
             (&get,  &c, Some(HOST), tls_other, true, "refuse HostMismatch sni_mismatch"),
+            (&get,  &c, Some(HOST), Some(OWN), true, "link click"),
+            (&get,  &c_other, Some(HOST), Some(OWN), true, "refuse HostMismatch wrong_host"),
             (&get,  &c_other, Some(HOST), None, true, "refuse HostMismatch wrong_host"),
             (&get,  &c_on_o, Some(HOST), None, true, "refuse NotFound kind"),
             (&get,  &tampered, Some(HOST), None, true, "refuse NotFound bad_signature"),
@@ -259,6 +271,7 @@ mod tests {
                 path,
                 host,
                 sni,
+                own_name: sni == Some(OWN),
                 proxying,
             };
             let got = summary(&decide(&req, &ring()));
@@ -269,6 +282,36 @@ mod tests {
                 redact_path(path)
             );
         }
+    }
+
+    /// Over TLS, a connection without SNI or to the edge's own name (a customer's proxy in
+    /// front) is judged by its Host alone; one customer's connection may not carry another's
+    /// Host.
+    #[test]
+    fn own_names_are_judged_by_host_alone() {
+        let (get, path) = (Method::GET, format!("/c/{}", mint(Kind::Click, HOST)));
+        let decide_for = |sni: Option<&str>, own_name: bool| {
+            let req = Request {
+                method: &get,
+                path: &path,
+                host: Some(HOST),
+                sni,
+                own_name,
+                proxying: true,
+            };
+            summary(&decide(&req, &ring()))
+        };
+        assert_eq!(decide_for(None, true), "link click", "no SNI");
+        assert_eq!(
+            decide_for(Some(OWN), true),
+            "link click",
+            "the edge's own name"
+        );
+        assert_eq!(
+            decide_for(Some("link.other.example"), false),
+            "refuse HostMismatch sni_mismatch",
+            "another customer's name"
+        );
     }
 
     /// `/c/` and `token` with its decoded bytes changed by `f`.

@@ -5,13 +5,15 @@
 //!   connection caps from the accept on; Pingora 0.9's own TLS listener allows every handshake
 //!   60 s and counts nothing before it ends).
 //! - [`Certificates`]: where each handshake's certificate comes from: one pair of files
-//!   (`tls.cert`), or per SNI from the store with `tls.cert` as the optional fallback.
+//!   (`tls.cert`), or per SNI from the store, with `tls.cert` for the edge's own names ([`own`])
+//!   and as the optional fallback.
 //! - [`store`] (Redis, sealed keys by [`seal`]), [`cache`] (memory), [`selector`] (the choice per
 //!   SNI, with on-demand issuance behind a trait), [`invalidate`] (every node drops a changed
 //!   certificate), [`sni`] (the name, carried into the HTTP phase).
 
 pub mod cache;
 pub mod invalidate;
+pub mod own;
 pub mod seal;
 pub mod selector;
 pub mod sni;
@@ -19,6 +21,7 @@ pub mod store;
 
 pub use cache::Cache;
 pub use invalidate::Invalidator;
+pub use own::{Cover, Own};
 pub use seal::Sealer;
 pub use selector::{OnDemand, Selector};
 pub use sni::{Handshake, Sni};
@@ -63,9 +66,29 @@ pub fn load_pair(cert: &Path, key: &Path) -> anyhow::Result<Arc<Loaded>> {
 /// Where the HTTPS listener's certificates come from.
 pub enum Certificates {
     /// One certificate for every name: `tls.cert` and `tls.key`, without a `certs` section.
-    Static(Arc<Loaded>),
+    Static(Own),
     /// Per SNI from the certificate store, through the cache (`certs`).
     Store(Selector),
+}
+
+impl Certificates {
+    /// Whether a handshake for `sni` (normalised; `None`: the client sent none) reached the
+    /// edge by one of its own names: see [`Handshake::own_name`]. Decided from memory.
+    pub fn own_name(&self, sni: Option<&str>) -> bool {
+        match self {
+            // No registry: every name `tls.cert` covers is the edge's.
+            Certificates::Static(own) => sni.is_none_or(|name| own.covers(name).is_some()),
+            Certificates::Store(selector) => selector.own_name(sni),
+        }
+    }
+}
+
+/// The SNI name the ClientHello asked for, normalised: `Ok(None)` when it sent none, `Err(())`
+/// when what it sent is not a host name (no one's name, so not one of the edge's own either).
+fn asked(ssl: &TlsRef) -> Result<Option<String>, ()> {
+    ssl.servername(NameType::HOST_NAME)
+        .map(|raw| normalize_host(raw).ok_or(()))
+        .transpose()
 }
 
 /// Sets the certificate (and the RSA one, if any) on the connection. OpenSSL keeps one
@@ -87,14 +110,12 @@ fn use_cert(ssl: &mut TlsRef, c: &Loaded) -> Result<(), openssl::error::ErrorSta
 #[async_trait]
 impl TlsAccept for Certificates {
     /// Sets the certificate for the ClientHello's SNI; sets none (the handshake fails) when the
-    /// name has none and no fallback is configured.
+    /// name has none, is not one of the edge's own, and no fallback is configured.
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
-        let chosen = match self {
-            Certificates::Static(c) => Some(c.clone()),
-            Certificates::Store(selector) => {
-                let sni = ssl.servername(NameType::HOST_NAME).and_then(normalize_host);
-                selector.choose(sni.as_deref()).await
-            }
+        let chosen = match (self, asked(ssl)) {
+            (Certificates::Static(own), _) => Some(own.cert()),
+            (Certificates::Store(selector), Ok(sni)) => selector.choose(sni.as_deref()).await,
+            (Certificates::Store(selector), Err(())) => selector.fallback(),
         };
         if let Some(c) = chosen
             && let Err(e) = use_cert(ssl, &c)
@@ -103,20 +124,23 @@ impl TlsAccept for Certificates {
         }
     }
 
-    /// Carries the SNI name and whether the session was resumed into the HTTP phase (see
-    /// [`Handshake`]).
+    /// Carries the SNI name, whether it is one of the edge's own names, and whether the session
+    /// was resumed into the HTTP phase (see [`Handshake`]). Whether the name is the edge's own
+    /// is decided here again, from memory, rather than remembered from the certificate callback:
+    /// a resumed session skips that callback.
     async fn handshake_complete_callback(
         &self,
         ssl: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
         let resumed = ssl.session_reused();
         metrics::tls_handshake(resumed);
-        let sni = ssl
-            .servername(NameType::HOST_NAME)
-            .and_then(normalize_host)
-            .map(Sni);
+        let asked = asked(ssl);
+        let own_name = asked
+            .as_ref()
+            .is_ok_and(|sni| self.own_name(sni.as_deref()));
         Some(Arc::new(Handshake {
-            sni,
+            sni: asked.ok().flatten().map(Sni),
+            own_name,
             resumed,
             connection: std::sync::OnceLock::new(),
         }))

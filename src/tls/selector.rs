@@ -1,7 +1,18 @@
-//! The certificate for each handshake by SNI, for the certificate store's listener: names the
-//! registry mirror does not know (or knows without a certificate) are decided from memory;
-//! the others from the cache, else Redis (then cached), else issued on demand, else the
-//! fallback.
+//! The certificate for each handshake by SNI, for the certificate store's listener:
+//!
+//! | SNI | certificate |
+//! |---|---|
+//! | none, or a name `tls.cert` names exactly | `tls.cert`, from memory |
+//! | a name under a `*.` name of `tls.cert` that the registry does not know | `tls.cert`, from memory |
+//! | a registered name (under a `*.` name of `tls.cert` too) | its own (below), else `tls.cert` if it covers the name, else the fallback |
+//! | any other name | the fallback, if any, from memory |
+//!
+//! A registered name's own certificate comes from the cache, else Redis (then cached), else is
+//! issued on demand; a registered name without one (that on-demand issuance may not order) is
+//! decided from memory. The edge's own names come first so that a customer's proxy in front
+//! (which connects by the edge's name, or without SNI) always gets through, whatever
+//! `certs.fallback` says; the registry comes before `*.` names so that a customer domain under
+//! one keeps its own certificate.
 //!
 //! How certificates are obtained is not this module's business: on-demand issuance comes in
 //! through the [`OnDemand`] trait, which the ACME client implements. An order runs in a task of
@@ -10,6 +21,7 @@
 //! the next one.
 
 use super::cache::Cache;
+use super::own::{Cover, Own};
 use super::store::{CertStore, Loaded};
 use crate::metrics;
 use crate::registry::{Mirror, State};
@@ -68,18 +80,22 @@ impl Drop for Running {
 pub struct Selector {
     cache: Arc<Cache>,
     store: CertStore,
-    fallback: Option<Arc<Loaded>>,
+    /// `tls.cert`, for the edge's own names.
+    own: Own,
+    /// `certs.fallback`: `own` also goes to every other name without a certificate.
+    fallback: bool,
     on_demand: Option<Issuing>,
     registry: Option<Arc<Mirror>>,
 }
 
 impl Selector {
-    /// A selector reading `store` on a cache miss, and serving `fallback` (when set) to names
-    /// without a certificate.
-    pub fn new(cache: Arc<Cache>, store: CertStore, fallback: Option<Arc<Loaded>>) -> Selector {
+    /// A selector reading `store` on a cache miss, serving `own` (`tls.cert`) to the edge's own
+    /// names and, when `fallback`, to every other name without a certificate.
+    pub fn new(cache: Arc<Cache>, store: CertStore, own: Own, fallback: bool) -> Selector {
         Selector {
             cache,
             store,
+            own,
             fallback,
             on_demand: None,
             registry: None,
@@ -226,18 +242,63 @@ impl Selector {
         }
     }
 
-    /// The certificate to present for the ClientHello's SNI (`None` when it sent none): the
-    /// name's own, else the fallback, else none (the handshake fails).
+    /// Whether the registry mirror knows `name`; `None` when there is no mirror, or it has not
+    /// loaded yet.
+    fn registered(&self, name: &str) -> Option<bool> {
+        let m = self.registry.as_ref().filter(|m| m.ready())?;
+        Some(m.get(name).is_some())
+    }
+
+    /// Whether `sni` (`None`: the client sent none) is one of the edge's own names: none, a
+    /// name `tls.cert` names exactly, or one under its `*.` names that the registry does not
+    /// know. Until the mirror has loaded, a name under a `*.` name is taken for a customer's
+    /// (the stricter answer). Memory only.
+    pub fn own_name(&self, sni: Option<&str>) -> bool {
+        let Some(name) = sni else {
+            return true;
+        };
+        match self.own.covers(name) {
+            Some(Cover::Exact) => true,
+            Some(Cover::Wildcard) => self.registered(name) == Some(false),
+            None => false,
+        }
+    }
+
+    /// `tls.cert` when `certs.fallback` is on (for a name without a certificate that is not
+    /// one of the edge's own), else none (the handshake fails).
+    pub fn fallback(&self) -> Option<Arc<Loaded>> {
+        self.fallback.then(|| {
+            metrics::cert_lookup("fallback").inc();
+            self.own.cert()
+        })
+    }
+
+    /// The certificate to present for the ClientHello's SNI (`None` when it sent none): see
+    /// the module documentation.
     pub async fn choose(&self, sni: Option<&str>) -> Option<Arc<Loaded>> {
-        let found = match sni {
-            Some(name) if self.stored(name) => self.lookup(name).await,
-            _ => None,
+        let name = match sni {
+            Some(name) if !self.own_name(sni) => name,
+            _ => return Some(self.own_cert()),
+        };
+        let found = if self.stored(name) {
+            self.lookup(name).await
+        } else {
+            None
         };
         found.or_else(|| {
-            if self.fallback.is_some() {
-                metrics::cert_lookup("fallback").inc();
+            // A registered name under one of tls.cert's `*.` names, without a certificate of
+            // its own: tls.cert is valid for it.
+            if self.own.covers(name).is_some() {
+                Some(self.own_cert())
+            } else {
+                self.fallback()
             }
-            self.fallback.clone()
         })
+    }
+
+    /// `tls.cert`, counted as served to one of the names it covers.
+    fn own_cert(&self) -> Arc<Loaded> {
+        metrics::cert_lookup("own").inc();
+        self.own.cert()
     }
 }
