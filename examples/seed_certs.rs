@@ -108,7 +108,7 @@ fn main() {
             tasks.spawn(async move {
                 for i in chunk {
                     let name = format!("d{i}.{suffix}");
-                    registry.add(&name, 1, &region).await.unwrap();
+                    registry.add(&name, 1, &region, false).await.unwrap();
                     if i < count {
                         registry.set_state(&name, State::Issued, "").await.unwrap();
                     }

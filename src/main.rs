@@ -124,9 +124,15 @@ enum DomainCommand {
         /// Its data region, one of the configured regions (us, eu).
         #[arg(long)]
         region: String,
+        /// The customer's own proxy or CDN terminates TLS for HOST with its own certificate:
+        /// no certificate is ordered, and `verify` checks through that proxy. Adding an existing
+        /// domain sets the flag to what this says (a change makes it pending again).
+        #[arg(long)]
+        fronted: bool,
     },
     /// Check HOST's DNS and proxy setup; on success mark it verified and, with `acme`
-    /// configured, order its certificate at once. On failure, say what is wrong.
+    /// configured, order its certificate at once. A fronted domain is checked through the
+    /// customer's proxy (HTTPS, then HTTP) and never ordered one. On failure, say what is wrong.
     Verify {
         #[command(flatten)]
         config: ConfigArg,
@@ -140,7 +146,8 @@ enum DomainCommand {
         /// The tracking host.
         host: String,
     },
-    /// List every domain, one per line: host, state, region, workspace, last error.
+    /// List every domain, one per line: host, state, region, workspace, `fronted` or `-`, last
+    /// error.
     List {
         #[command(flatten)]
         config: ConfigArg,
@@ -292,7 +299,8 @@ fn main() -> ExitCode {
                 host,
                 workspace,
                 region,
-            } => domain::add(&config.config, host, *workspace, region),
+                fronted,
+            } => domain::add(&config.config, host, *workspace, region, *fronted),
             DomainCommand::Verify { config, host } => domain::verify(&config.config, host),
             DomainCommand::Show { config, host } => domain::get(&config.config, host),
             DomainCommand::List { config } => domain::list(&config.config),

@@ -389,6 +389,7 @@ static CERT_LOOKUPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
              miss (not in Redis either), unregistered (a name the registry does not know, decided \
              from memory), no_cert (registered, without a certificate, decided from memory), \
              own (tls.cert served to no SNI or a name it covers), \
+             fronted (tls.cert served to a domain fronted by the customer's own proxy), \
              fallback (tls.cert served to another name), error (Redis failed)."
         ),
         &["source"]

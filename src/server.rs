@@ -116,7 +116,7 @@ fn certificates(
 
 /// Loads everything `run` loads before it serves, through the same functions, without binding,
 /// connecting or starting anything: certificate files, Redis settings, backend names (resolved)
-/// and CA files. What `linkedge check` runs.
+/// and CA files (`domain verify`'s too). What `linkedge check` runs.
 pub fn check(settings: &Settings) -> anyhow::Result<()> {
     let state = settings.db("state")?;
     if settings.listen.https.is_some() {
@@ -124,6 +124,7 @@ pub fn check(settings: &Settings) -> anyhow::Result<()> {
         Terminator::new(certs)?;
     }
     upstream::build(&settings.regions, &settings.routing, None)?;
+    crate::control::verify::connector(&settings.verify)?;
     Ok(())
 }
 

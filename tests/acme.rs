@@ -612,3 +612,161 @@ async fn an_on_demand_order_slower_than_the_handshake_completes_in_the_backgroun
         "one order, though two handshakes found none"
     );
 }
+
+/// `le`'s config as `domain verify` sees a domain behind a customer's own proxy: the edge's
+/// addresses are elsewhere (127.0.0.2, while every name resolves to 127.0.0.1 unless told
+/// otherwise), and the HTTPS check goes to `le`'s HTTPS listener trusting the development CA.
+/// `le` itself stands in for the customer's proxy: any linkedge node answers the nonce from
+/// Redis, over HTTPS (here) and HTTP (`verify.http_port`, its plain listener).
+fn behind_a_proxy(le: &Linkedge) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(&le.config).unwrap();
+    let verify = format!(
+        "  target_addrs: [127.0.0.2]\n  https_port: {}\n  ca_file: {}\n",
+        le.https.port(),
+        dev_ca().display()
+    );
+    let text = text.replace("  target_addrs: [127.0.0.1]\n", &verify);
+    assert!(text.contains("https_port"), "{text}");
+    let path = le.dir.path().join("behind-a-proxy.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Domains fronted by the customer's own proxy: `domain verify` checks the nonce through the
+/// proxy over HTTPS, else HTTP, though the name does not resolve to the edge; verified, they are
+/// never ordered a certificate, by verify, the background issuer or a handshake, while a domain
+/// that is not fronted is.
+#[tokio::test(flavor = "multi_thread")]
+async fn fronted_domains_are_verified_through_their_proxy_and_never_ordered() {
+    let e = env(1);
+    let le = &e.nodes[0];
+    let config = behind_a_proxy(le);
+    let config = config.as_path();
+    let verify = |host: &str| {
+        run(std::process::Command::new(env!("CARGO_BIN_EXE_linkedge"))
+            .args(["domain", "verify", "--config"])
+            .arg(config)
+            .arg(host))
+    };
+    let add = |host: &str, fronted: bool| {
+        let mut args = vec!["add", host, "--workspace", "21", "--region", "us"];
+        if fronted {
+            args.push("--fronted");
+        }
+        let (ok, out) = cli(le, "domain", &args);
+        assert!(ok, "{out}");
+    };
+    // tls.cert (*.linkedge.test) covers the first, not the second.
+    let (over_https, over_http) = ("shop.linkedge.test", "link.fronted.test");
+    let (nowhere, direct, proxied) = ("link.nowhere.test", "link.direct.test", "link.proxied.test");
+    let changes = le.metric("linkedge_registry_changes_total");
+    for (host, fronted) in [
+        (over_https, true),
+        (over_http, true),
+        (nowhere, true),
+        (direct, false),
+        (proxied, false),
+    ] {
+        add(host, fronted);
+    }
+    e.ca.set_a(nowhere, &["127.0.0.2"]);
+    e.ca.set_a(proxied, &["104.16.1.1"]);
+    assert!(eventually(Duration::from_secs(5), || le
+        .metric("linkedge_registry_changes_total")
+        >= changes + 5.0));
+
+    let (ok, out) = verify(over_https);
+    assert!(ok, "{out}\n{}", le.log());
+    assert!(
+        out.contains(&format!(
+            "{over_https} verified through the customer's proxy over HTTPS\n"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "no certificate is ordered: the customer's proxy serves {over_https}'s certificate"
+        )),
+        "{out}"
+    );
+    assert!(!out.contains("warning"), "{out}");
+    let (ok, out) = verify(over_http);
+    assert!(ok, "{out}\n{}", le.log());
+    assert!(
+        out.contains(&format!(
+            "{over_http} verified through the customer's proxy over HTTP\n"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("warning: HTTPS did not pass")
+            && out.contains(&format!("not valid for {over_http}")),
+        "{out}"
+    );
+    // Fronted, but nothing answers where the name resolves: both reasons, still pending.
+    let (ok, out) = verify(nowhere);
+    assert!(!ok);
+    assert!(
+        out.contains(&format!("HTTPS check: cannot reach https://{nowhere}:"))
+            && out.contains(&format!("HTTP check: cannot reach http://{nowhere}:")),
+        "{out}"
+    );
+    assert_eq!(domain(&e.redis, nowhere)["state"], "pending");
+    // Not fronted, the same setup fails: the name does not resolve to the edge.
+    let (ok, out) = verify(direct);
+    assert!(!ok);
+    assert!(
+        out.contains(&format!(
+            "{direct} resolves to 127.0.0.1, not to {TARGET} (127.0.0.2)"
+        )),
+        "{out}"
+    );
+    // Not fronted, behind Cloudflare: both ways out.
+    let (ok, out) = verify(proxied);
+    assert!(!ok);
+    assert!(
+        out.contains("\"DNS only\"")
+            && out.contains(&format!(
+                "linkedge domain add {proxied} --workspace <id> --region <region> --fronted"
+            )),
+        "{out}"
+    );
+
+    // A handshake for a verified fronted domain with no certificate orders nothing.
+    let c = client_builder()
+        .tls_danger_accept_invalid_hostnames(true)
+        .resolve(over_http, le.https)
+        .build()
+        .unwrap();
+    let r = c
+        .get(format!("https://{over_http}:{}/health", le.https.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    // A domain that is not fronted, verified, is ordered by the background issuer.
+    let control = "link.control.test";
+    add(control, false);
+    mark_verified(&e.redis, control);
+    assert!(
+        eventually(
+            Duration::from_secs(30),
+            || domain(&e.redis, control)["state"] == "issued"
+        ),
+        "not issued: {}\n{}",
+        domain(&e.redis, control),
+        le.log()
+    );
+    // Three more passes of the issuer (every second).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        le.metric("linkedge_acme_orders_total{outcome=\"placed\"}"),
+        1.0
+    );
+    assert_eq!(le.metric("linkedge_domains{state=\"verified\"}"), 2.0);
+    for host in [over_https, over_http] {
+        assert_eq!(domain(&e.redis, host)["state"], "verified");
+        let (ok, out) = cli(le, "cert", &["show", host]);
+        assert!(!ok && out.contains("no certificate stored"), "{out}");
+    }
+}

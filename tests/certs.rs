@@ -453,3 +453,61 @@ async fn rsa_certificate_for_clients_without_ecdsa() {
         openssl::pkey::Id::RSA
     );
 }
+
+/// A domain fronted by the customer's own proxy, which forwards the domain as SNI (CloudFront
+/// with "Headers: All", Cloudflare "Full"): `tls.cert`, decided from memory with fallback off,
+/// even over a certificate imported for it; over such a connection the Host must still be the
+/// SNI name.
+#[tokio::test(flavor = "multi_thread")]
+async fn fronted_domains_get_tls_cert_from_memory_whatever_fallback() {
+    let (redis, le) = start(false);
+    let dev = dev_serial();
+    let host = "link.fronted.test";
+    let (cert, key, serial) = leaf(le.dir.path(), host);
+    import_cert(&le, host, &cert, &key);
+    assert_eq!(handshake(&le, host).await.unwrap(), serial);
+    let changes = le.metric("linkedge_registry_changes_total");
+    let (ok, out) = cli(
+        &le,
+        "domain",
+        &[
+            "add",
+            host,
+            "--workspace",
+            "1",
+            "--region",
+            "us",
+            "--fronted",
+        ],
+    );
+    assert!(ok && out.contains("\"fronted\": true"), "{out}");
+    assert!(eventually(std::time::Duration::from_secs(5), || {
+        le.metric("linkedge_registry_changes_total") > changes
+    }));
+
+    let before = lookup_calls(&redis);
+    for _ in 0..200 {
+        let s = connect(&le, Some(host)).await.unwrap();
+        assert_eq!(served_serial(&s), dev);
+    }
+    let reads = lookup_calls(&redis) - before;
+    println!(
+        "200 handshakes for a fronted domain, fallback off: {reads} registry or certificate reads"
+    );
+    assert_eq!(reads, 0, "a fronted domain's handshake reached Redis");
+    assert!(le.metric("linkedge_cert_lookups_total{source=\"fronted\"}") >= 200.0);
+    assert_eq!(
+        le.metric("linkedge_cert_lookups_total{source=\"fallback\"}"),
+        0.0
+    );
+
+    // Its own links, with its Host, redirect; another domain's Host on its connection is refused.
+    let path = format!("/c/{}", click(host, "https://example.com/welcome", 1));
+    let r = get(connect(&le, Some(host)).await.unwrap(), &path, host).await;
+    assert!(r.starts_with("HTTP/1.1 302"), "{r}");
+    let other = "link.example.com";
+    let path = format!("/c/{}", click(other, "https://example.com/welcome", 2));
+    let r = get(connect(&le, Some(host)).await.unwrap(), &path, other).await;
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    assert!(r.ends_with("Invalid link security token"), "{r}");
+}

@@ -274,3 +274,153 @@ async fn verify_says_unavailable_when_redis_is_down_and_not_registered_when_unkn
         "no internal detail to the client: {msg}"
     );
 }
+
+/// A domain fronted by the customer's own proxy or CDN: registered with `--fronted` or
+/// `"fronted": true`, shown as such; adding it again sets the flag, and a change makes it
+/// pending again; records written before the flag existed read as not fronted.
+#[tokio::test(flavor = "multi_thread")]
+async fn fronted_domains_are_registered_shown_and_switched() {
+    let (redis, le) = started();
+    let (ok, out) = cli(
+        &le,
+        "domain",
+        &[
+            "add",
+            "Link.CDN.example",
+            "--workspace",
+            "7",
+            "--region",
+            "eu",
+            "--fronted",
+        ],
+    );
+    assert!(ok, "{out}");
+    let d: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(d["host"], "link.cdn.example");
+    assert_eq!(d["fronted"], true);
+    assert_eq!(d["state"], "pending");
+    let (ok, out) = cli(&le, "domain", &["show", "link.cdn.example"]);
+    assert!(ok && out.contains("\"fronted\": true"), "{out}");
+    // A bad name gets the same error with --fronted as without, and nothing is registered.
+    let (ok, out) = cli(
+        &le,
+        "domain",
+        &[
+            "add",
+            "bad_name.example",
+            "--workspace",
+            "7",
+            "--region",
+            "eu",
+            "--fronted",
+        ],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("may hold only letters, digits and hyphens"),
+        "{out}"
+    );
+
+    let base = format!("http://{}/v1/domains", le.metrics);
+    let c = client();
+    let put = |host: &str, body: Value| {
+        c.put(format!("{base}/{host}"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let r = put(
+        "link.api.example",
+        serde_json::json!({"workspace": 8, "region": "us", "fronted": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["fronted"], true);
+    let r = put(
+        "-bad-.example.com",
+        serde_json::json!({"workspace": 8, "region": "us", "fronted": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(
+        e["error"],
+        "label \"-bad-\" may not start or end with a hyphen"
+    );
+    let r = put(
+        "link.x.example",
+        serde_json::json!({"workspace": 8, "region": "us", "fronted": "yes"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = c
+        .get(format!("{base}/link.api.example"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["fronted"], true);
+
+    let (ok, out) = cli(&le, "domain", &["list"]);
+    assert!(ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("link.api.example\tpending\tus\t8\tfronted\t"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("link.cdn.example\tpending\teu\t7\tfronted\t"),
+        "{out}"
+    );
+
+    // Adding it again without the flag: no longer fronted, and pending again (verified before).
+    set_domain_state(&mut redis.conn(), "link.api.example", "verified");
+    let r = put(
+        "link.api.example",
+        serde_json::json!({"workspace": 8, "region": "eu"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["fronted"], false);
+    assert_eq!(d["region"], "eu");
+    assert_eq!(d["state"], "pending");
+    // The same flag again keeps the state.
+    set_domain_state(&mut redis.conn(), "link.api.example", "verified");
+    let (ok, out) = cli(
+        &le,
+        "domain",
+        &[
+            "add",
+            "link.api.example",
+            "--workspace",
+            "8",
+            "--region",
+            "us",
+        ],
+    );
+    assert!(ok, "{out}");
+    let d: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (d["fronted"].as_bool(), d["state"].as_str()),
+        (Some(false), Some("verified"))
+    );
+
+    // A record written before the flag existed.
+    let old = r#"{"host":"link.old.example","workspace":9,"region":"us","state":"issued","error":"","created_ms":1,"updated_ms":1,"verified_ms":1}"#;
+    let _: () = redis::cmd("HSET")
+        .arg("linkedge:domains")
+        .arg("link.old.example")
+        .arg(old)
+        .query(&mut redis.conn())
+        .unwrap();
+    let (ok, out) = cli(&le, "domain", &["show", "link.old.example"]);
+    assert!(ok && out.contains("\"fronted\": false"), "{out}");
+}

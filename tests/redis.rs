@@ -55,7 +55,7 @@ fn store(section: &str) -> Stores {
 /// the library.
 async fn put_cert(store: &Stores, dir: &Path, name: &str) -> String {
     let (cert, key, serial) = dev_leaf(dir, name, 0, 30);
-    store.registry.add(name, 1, "us").await.unwrap();
+    store.registry.add(name, 1, "us", false).await.unwrap();
     store
         .certs
         .put(

@@ -1,5 +1,8 @@
 //! The background issuer: one pass over the registry every `acme.scan_interval`, ordering
 //! certificates for verified domains, renewing, and backing off per domain after failures.
+//! Domains fronted by the customer's own proxy are skipped: never ordered, never renewed (a
+//! certificate imported for one by hand is left to expire), and not counted in the earliest
+//! expiry, so they raise no renewal alarm.
 
 use super::{Acme, AcmeError};
 use crate::config;
@@ -94,7 +97,7 @@ impl Issuer {
             metrics::domains(st.as_str())
                 .set(domains.iter().filter(|d| d.state == st).count() as i64);
         }
-        for d in domains {
+        for d in domains.iter().filter(|d| !d.fronted) {
             let info = acme.store().info(&d.host).await?;
             if let Some(i) = &info {
                 earliest = Some(earliest.map_or(i.not_after, |e| e.min(i.not_after)));

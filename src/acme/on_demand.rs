@@ -1,6 +1,7 @@
 //! On-demand issuance: a certificate ordered during the first handshake of a registered,
-//! verified domain that has none yet. The ACME client implements the certificate selector's
-//! [`OnDemand`] trait, so the TLS layer does not depend on ACME.
+//! verified domain that has none yet (never for one fronted by the customer's own proxy). The
+//! ACME client implements the certificate selector's [`OnDemand`] trait, so the TLS layer does
+//! not depend on ACME.
 
 use super::{Acme, AcmeError};
 use crate::metrics;
@@ -11,14 +12,15 @@ use std::time::Duration;
 
 #[async_trait]
 impl OnDemand for Acme {
-    /// Issues only for a registered domain in state `verified` and not backing off. Waits for
-    /// another node's order when that node holds the lock (up to `order_timeout`). Returns the
-    /// new certificate, opened. Runs in the selector's background task, not in the handshake,
-    /// so it is never dropped halfway and the lock is always released.
+    /// Issues only for a registered domain in state `verified`, not fronted by the customer's
+    /// own proxy, and not backing off. Waits for another node's order when that node holds the
+    /// lock (up to `order_timeout`). Returns the new certificate, opened. Runs in the
+    /// selector's background task, not in the handshake, so it is never dropped halfway and
+    /// the lock is always released.
     async fn issue(&self, host: &str) -> Option<Loaded> {
         let registry = Registry::new(self.db.clone(), Vec::new());
         let d = registry.get(host).await.ok()??;
-        if d.state != State::Verified {
+        if d.state != State::Verified || d.fronted {
             return None;
         }
         if self.backoff(host).await.ok()?.waiting() {

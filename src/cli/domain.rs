@@ -10,15 +10,17 @@ fn show(d: &Domain) -> String {
     serde_json::to_string_pretty(d).expect("domains serialize")
 }
 
-/// Registers `host` for `workspace` in `region` (pending) and prints it.
-pub fn add(config: &Path, host: &str, workspace: u64, region: &str) -> Outcome {
+/// Registers `host` for `workspace` in `region` (pending), fronted by the customer's own proxy
+/// when `fronted`, and prints it.
+pub fn add(config: &Path, host: &str, workspace: u64, region: &str, fronted: bool) -> Outcome {
     let (_, c) = control(config)?;
-    let d = block_on(c.add_domain(host, workspace, region))?.map_err(|e| e.to_string())?;
+    let d = block_on(c.add_domain(host, workspace, region, fronted))?.map_err(|e| e.to_string())?;
     println!("{}", show(&d));
     Ok(true)
 }
 
-/// Checks `host`'s setup; verified, orders its certificate when ACME is configured.
+/// Checks `host`'s setup; verified, orders its certificate when ACME is configured (never for
+/// a fronted domain, whose check goes through the customer's proxy).
 pub fn verify(config: &Path, host: &str) -> Outcome {
     let (_, c) = control(config)?;
     let host = crate::host::normalize_domain(host).map_err(|e| e.to_string())?;
@@ -33,6 +35,16 @@ pub fn verify(config: &Path, host: &str) -> Outcome {
                 info.not_after
             );
         }
+        Verified::Fronted(through) => {
+            let over = through.over.as_str().to_ascii_uppercase();
+            println!("{host} verified through the customer's proxy over {over}");
+            if let Some(why) = &through.https_error {
+                println!(
+                    "warning: HTTPS did not pass ({why}): https:// links through the proxy fail until it does"
+                );
+            }
+            println!("no certificate is ordered: the customer's proxy serves {host}'s certificate");
+        }
     }
     Ok(true)
 }
@@ -45,16 +57,18 @@ pub fn get(config: &Path, host: &str) -> Outcome {
     Ok(true)
 }
 
-/// Prints every domain, one per line: host, state, region, workspace, last error.
+/// Prints every domain, one per line: host, state, region, workspace, `fronted` or `-`, last
+/// error.
 pub fn list(config: &Path) -> Outcome {
     let (_, c) = control(config)?;
     for d in block_on(c.domains())?.map_err(|e| e.to_string())? {
         println!(
-            "{}\t{}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{}\t{}",
             d.host,
             d.state.as_str(),
             d.region,
             d.workspace,
+            if d.fronted { "fronted" } else { "-" },
             d.error
         );
     }

@@ -168,6 +168,12 @@ pub struct Verify {
     pub nameservers: Vec<SocketAddr>,
     /// Port of the HTTP check to the domain. Default 80.
     pub http_port: Option<u16>,
+    /// Port of the HTTPS check to a domain fronted by the customer's own proxy, which is tried
+    /// before the HTTP check. Default 443.
+    pub https_port: Option<u16>,
+    /// PEM file of CA certificates trusted by the HTTPS check, on top of the system roots (a
+    /// test CA). Relative to the config file's directory. Default: the system roots only.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The certificate store: per-domain certificates in Redis (private keys encrypted with

@@ -378,6 +378,7 @@ fn resolve_paths(mut file: File, base: &Path) -> File {
     if let Some(a) = &mut file.acme {
         a.extra_root.as_mut().map(resolve);
     }
+    file.verify.ca_file.as_mut().map(resolve);
     file.admin.token_file.as_mut().map(resolve);
     file.bots.scanner_networks.as_mut().map(resolve);
     if !matches!(file.access_log.to.as_str(), "off" | "stdout") {

@@ -6,6 +6,9 @@
 //! ```sh
 //! curl -s -X PUT -H "Authorization: Bearer $TOKEN" -d '{"workspace":7,"region":"us"}' \
 //!   http://127.0.0.1:9090/v1/domains/link.example.com
+//! # Fronted by the customer's own proxy or CDN, which serves its certificate:
+//! curl -s -X PUT -H "Authorization: Bearer $TOKEN" -d '{"workspace":7,"region":"eu","fronted":true}' \
+//!   http://127.0.0.1:9090/v1/domains/link.example.com
 //! ```
 
 use super::{Control, ControlError, Verified};
@@ -57,11 +60,15 @@ fn bearer(value: &[u8]) -> Option<&[u8]> {
     scheme.eq_ignore_ascii_case(b"bearer ").then_some(rest)
 }
 
+/// The body of `PUT /v1/domains/<host>`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AddDomain {
     workspace: u64,
     region: String,
+    /// Fronted by the customer's own proxy; default false.
+    #[serde(default)]
+    fronted: bool,
 }
 
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
@@ -115,6 +122,14 @@ impl Admin {
                 Ok(Verified::Issued(info)) => {
                     ok(serde_json::json!({ "host": host, "verified": true, "certificate": info }))
                 }
+                Ok(Verified::Fronted(through)) => ok(serde_json::json!({
+                    "host": host,
+                    "verified": true,
+                    "fronted": true,
+                    "over": through.over.as_str(),
+                    "https_error": through.https_error,
+                    "note": format!("no certificate is ordered: the customer's proxy serves {host}'s certificate"),
+                })),
                 Err(e) => failed(e),
             };
         }
@@ -131,9 +146,12 @@ impl Admin {
                     Err(r) => return r,
                 };
                 match serde_json::from_slice::<AddDomain>(&body) {
-                    Ok(add) => c.add_domain(host, add.workspace, &add.region).await.map(ok),
+                    Ok(add) => c
+                        .add_domain(host, add.workspace, &add.region, add.fronted)
+                        .await
+                        .map(ok),
                     Err(e) => Err(ControlError::Invalid(format!(
-                        "expected {{\"workspace\": <number>, \"region\": \"us\"}}: {e}"
+                        "expected {{\"workspace\": <number>, \"region\": \"us\", \"fronted\": <true|false, optional>}}: {e}"
                     ))),
                 }
             }

@@ -12,7 +12,7 @@ use crate::config::{self, Settings};
 use crate::registry::{Domain, Registry, RegistryError};
 use crate::store::Db;
 use crate::tls::{CertError, CertStore, Info};
-pub use verify::Verified;
+pub use verify::{Scheme, ThroughProxy, Verified};
 
 /// Why an operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -117,14 +117,17 @@ impl Control {
         }
     }
 
-    /// Registers `host` for `workspace` in `region` (pending), or moves it to `region`.
+    /// Registers `host` for `workspace` in `region` (pending), fronted by the customer's own
+    /// proxy when `fronted`; for a domain already registered to `workspace`, sets its region and
+    /// fronted flag (a changed flag makes it pending again: see [`Registry::add`]).
     pub async fn add_domain(
         &self,
         host: &str,
         workspace: u64,
         region: &str,
+        fronted: bool,
     ) -> Result<Domain, ControlError> {
-        Ok(self.registry.add(host, workspace, region).await?)
+        Ok(self.registry.add(host, workspace, region, fronted).await?)
     }
 
     /// One registered domain.
@@ -146,7 +149,8 @@ impl Control {
     }
 
     /// Checks `host`'s DNS and proxy setup; verified, orders its certificate at once when ACME
-    /// is configured. [`ControlError::Unprocessable`] says what the customer must change.
+    /// is configured, unless the domain is fronted (checked through the customer's proxy, no
+    /// certificate ordered). [`ControlError::Unprocessable`] says what the customer must change.
     pub async fn verify(&self, host: &str) -> Result<Verified, ControlError> {
         verify::verify_and_issue(&self.registry, &self.verify, self.acme.as_ref(), host).await
     }

@@ -1,6 +1,7 @@
 //! The registry mirror: every registered domain in memory on every node (region, state, whether
-//! a certificate is stored), so routing and the TLS handshake decide from memory, and a name the
-//! registry does not know costs no Redis command.
+//! a certificate is stored, whether it is fronted by the customer's own proxy), so routing and
+//! the TLS handshake decide from memory, and a name the registry does not know costs no Redis
+//! command.
 //!
 //! Kept current three ways: a full load when the node starts and whenever its change-feed
 //! subscription is (re)established (messages sent meanwhile are lost), the change feed itself
@@ -36,6 +37,9 @@ pub struct Entry {
     pub state: State,
     /// A certificate is stored for it.
     pub has_cert: bool,
+    /// Fronted by the customer's own proxy or CDN ([`Domain::fronted`]): its handshakes get
+    /// `tls.cert`, and no certificate is ordered for it.
+    pub fronted: bool,
 }
 
 /// The in-memory registry; see the module documentation.
@@ -108,6 +112,7 @@ impl Mirror {
             region,
             state: d.state,
             has_cert,
+            fronted: d.fronted,
         }
     }
 
@@ -323,6 +328,7 @@ mod tests {
             created_ms: 0,
             updated_ms: 0,
             verified_ms: None,
+            fronted: false,
         }
     }
 
@@ -351,5 +357,13 @@ mod tests {
         m.apply("link.ap.example", Some((&ap, false)));
         assert!(m.get("link.ap.example").is_some());
         assert_eq!(m.registered_region("link.ap.example").flatten(), None);
+        // Fronted by the customer's own proxy, then not.
+        let mut fronted = domain("link.cdn.example", "us", State::Verified);
+        fronted.fronted = true;
+        m.apply("link.cdn.example", Some((&fronted, false)));
+        assert!(m.get("link.cdn.example").unwrap().fronted);
+        fronted.fronted = false;
+        m.apply("link.cdn.example", Some((&fronted, false)));
+        assert!(!m.get("link.cdn.example").unwrap().fronted);
     }
 }

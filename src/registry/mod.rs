@@ -5,6 +5,11 @@
 //! [`Domain`] as JSON. Host names are validated and normalised by
 //! [`crate::host::normalize_domain`], a pure function. Each change is announced on the change
 //! feed that keeps every node's [`mirror`] current.
+//!
+//! A domain is either served with its own certificate (ordered by ACME once verified), or
+//! *fronted*: the customer's own proxy or CDN terminates TLS for it with the customer's
+//! certificate and connects to the edge, so linkedge never orders one for it and answers its
+//! handshakes with `tls.cert`.
 
 pub mod mirror;
 
@@ -21,7 +26,8 @@ use serde::{Deserialize, Serialize};
 pub enum State {
     /// Added, not verified yet.
     Pending,
-    /// DNS and HTTP checks passed; a certificate may be ordered.
+    /// DNS and HTTP checks passed; a certificate may be ordered (never for a fronted domain,
+    /// which stays here).
     Verified,
     /// A certificate is being served.
     Issued,
@@ -62,6 +68,12 @@ pub struct Domain {
     /// Unix milliseconds when it last passed verification.
     #[serde(default)]
     pub verified_ms: Option<u64>,
+    /// Fronted by the customer: their proxy or CDN (Cloudflare "Proxied", CloudFront, Fastly,
+    /// their own nginx) terminates TLS with its own certificate in front of the edge. No
+    /// certificate is ordered for it, its handshakes get `tls.cert`, and `domain verify` checks
+    /// it through that proxy. Records written before the field existed read as not fronted.
+    #[serde(default)]
+    pub fronted: bool,
 }
 
 /// A registry operation that could not be done.
@@ -120,13 +132,17 @@ impl Registry {
         &self.db
     }
 
-    /// Adds `host` for `workspace` in `region`, as pending. Adding it again for the same
-    /// workspace updates the region and keeps the rest.
+    /// Adds `host` for `workspace` in `region`, as pending, fronted by the customer's own proxy
+    /// when `fronted`. Adding it again for the same workspace sets the region and the fronted
+    /// flag to these and keeps the rest, except that a change of the fronted flag makes the
+    /// domain pending again (with no error): what `verify` checks, and whether a certificate
+    /// is ordered, depend on it.
     pub async fn add(
         &self,
         host: &str,
         workspace: u64,
         region: &str,
+        fronted: bool,
     ) -> Result<Domain, RegistryError> {
         let host = normalize_domain(host)?;
         if !self.regions.iter().any(|r| r == region) {
@@ -145,6 +161,11 @@ impl Registry {
             }
             Some(mut d) => {
                 d.region = region.to_string();
+                if d.fronted != fronted {
+                    d.fronted = fronted;
+                    d.state = State::Pending;
+                    d.error.clear();
+                }
                 d.updated_ms = now;
                 d
             }
@@ -157,6 +178,7 @@ impl Registry {
                 created_ms: now,
                 updated_ms: now,
                 verified_ms: None,
+                fronted,
             },
         };
         self.put(&domain).await?;
@@ -230,5 +252,21 @@ impl Registry {
         }
         self.put(&d).await?;
         Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_written_before_the_fronted_flag_read_as_not_fronted() {
+        let old = r#"{"host":"link.example.com","workspace":7,"region":"eu","state":"issued",
+            "error":"","created_ms":1,"updated_ms":2,"verified_ms":2}"#;
+        let d: Domain = serde_json::from_str(old).unwrap();
+        assert!(!d.fronted);
+        assert_eq!(d.state, State::Issued);
+        let json = serde_json::to_value(Domain { fronted: true, ..d }).unwrap();
+        assert_eq!(json["fronted"], true);
     }
 }

@@ -6,7 +6,7 @@
 //!   60 s and counts nothing before it ends).
 //! - [`Certificates`]: where each handshake's certificate comes from: one pair of files
 //!   (`tls.cert`), or per SNI from the store, with `tls.cert` for the edge's own names ([`own`])
-//!   and as the optional fallback.
+//!   and the domains fronted by the customer's own proxy, and as the optional fallback.
 //! - [`store`] (Redis, sealed keys by [`seal`]), [`cache`] (memory), [`selector`] (the choice per
 //!   SNI, with on-demand issuance behind a trait), [`invalidate`] (every node drops a changed
 //!   certificate), [`sni`] (the name, carried into the HTTP phase).

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | none, or a name `tls.cert` names exactly | `tls.cert`, from memory |
 //! | a name under a `*.` name of `tls.cert` that the registry does not know | `tls.cert`, from memory |
+//! | a registered name fronted by the customer's own proxy | `tls.cert`, from memory |
 //! | a registered name (under a `*.` name of `tls.cert` too) | its own (below), else `tls.cert` if it covers the name, else the fallback |
 //! | any other name | the fallback, if any, from memory |
 //!
@@ -13,6 +14,16 @@
 //! (which connects by the edge's name, or without SNI) always gets through, whatever
 //! `certs.fallback` says; the registry comes before `*.` names so that a customer domain under
 //! one keeps its own certificate.
+//!
+//! A fronted domain ([`crate::registry::Domain::fronted`]) is one whose customer terminates TLS
+//! in front of the edge with their own certificate; when their proxy forwards the domain as SNI
+//! (CloudFront with "Headers: All", Cloudflare "Full"), it gets `tls.cert` whatever
+//! `certs.fallback` says, since linkedge never orders a certificate for it. Such a proxy does not
+//! need `tls.cert` to cover the customer's name (CloudFront accepts the origin's name, the
+//! edge's; Cloudflare "Full" verifies nothing; "Full (strict)" needs the edge's own name as
+//! SNI). Unlike the edge's own names, its requests are still judged as any customer name's:
+//! their Host must be the SNI name. Until the mirror has loaded once, a fronted domain is
+//! looked up as any registered name.
 //!
 //! How certificates are obtained is not this module's business: on-demand issuance comes in
 //! through the [`OnDemand`] trait, which the ACME client implements. An order runs in a task of
@@ -104,8 +115,8 @@ impl Selector {
 
     /// Decides from the registry mirror, without Redis, the handshakes of names it does not
     /// know and of registered names without a certificate (unless on-demand issuance may order
-    /// one): both get the fallback, or no certificate. Until the mirror has loaded once, every
-    /// name is looked up as without it.
+    /// one): both get the fallback, or no certificate; and those of fronted domains, which get
+    /// `tls.cert`. Until the mirror has loaded once, every name is looked up as without it.
     pub fn with_registry(mut self, mirror: Arc<Mirror>) -> Selector {
         self.registry = Some(mirror);
         self
@@ -242,6 +253,15 @@ impl Selector {
         }
     }
 
+    /// Whether `name` is a registered domain fronted by the customer's own proxy, as the
+    /// registry mirror says (false until it has loaded once). Memory only.
+    fn fronted(&self, name: &str) -> bool {
+        let Some(m) = self.registry.as_ref().filter(|m| m.ready()) else {
+            return false;
+        };
+        m.get(name).is_some_and(|e| e.fronted)
+    }
+
     /// Whether the registry mirror knows `name`; `None` when there is no mirror, or it has not
     /// loaded yet.
     fn registered(&self, name: &str) -> Option<bool> {
@@ -280,6 +300,10 @@ impl Selector {
             Some(name) if !self.own_name(sni) => name,
             _ => return Some(self.own_cert()),
         };
+        if self.fronted(name) {
+            metrics::cert_lookup("fronted").inc();
+            return Some(self.own.cert());
+        }
         let found = if self.stored(name) {
             self.lookup(name).await
         } else {

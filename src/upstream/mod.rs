@@ -475,6 +475,7 @@ mod tests {
             created_ms: 0,
             updated_ms: 0,
             verified_ms: None,
+            fronted: false,
         };
         for (host, region) in [
             ("link.eu.example", "eu"),

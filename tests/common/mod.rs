@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod ca;
+pub mod nginx;
 pub mod topology;
 
 use openssl::asn1::Asn1Time;
