@@ -511,3 +511,53 @@ async fn fronted_domains_get_tls_cert_from_memory_whatever_fallback() {
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
     assert!(r.ends_with("Invalid link security token"), "{r}");
 }
+
+/// A TLS connection like [`connect`], offering `session` for resumption.
+async fn resume(
+    le: &Linkedge,
+    sni: Option<&str>,
+    session: &openssl::ssl::SslSession,
+) -> Result<SslStream<TcpStream>, String> {
+    let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
+    b.set_ca_file(dev_ca()).unwrap();
+    let mut ssl = b
+        .build()
+        .configure()
+        .unwrap()
+        .use_server_name_indication(sni.is_some())
+        .verify_hostname(false)
+        .into_ssl(sni.unwrap_or("localhost"))
+        .unwrap();
+    // SAFETY: the session comes from a connection with the same connector settings.
+    unsafe { ssl.set_session(session).unwrap() };
+    let tcp = TcpStream::connect(le.https).await.unwrap();
+    let mut s = SslStream::new(ssl, tcp).unwrap();
+    Pin::new(&mut s)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_resumed_under_a_name_without_a_certificate_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_redis, le) = start(false);
+    // A session from a connection without SNI (the edge's own certificate), read to its end
+    // so that TLS 1.3's session ticket has arrived.
+    let mut s = connect(&le, None).await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let session = s.ssl().session().expect("a session").to_owned();
+    // Resumed as it was made: accepted, and resumed.
+    let again = resume(&le, None, &session).await.unwrap();
+    assert!(again.ssl().session_reused(), "the session was not resumed");
+    // Resumed under a name the edge has no certificate for (fallback off): refused, as a full
+    // handshake for that name is, not let through on the earlier session.
+    let refused = resume(&le, Some("stranger.example.test"), &session).await;
+    assert!(refused.is_err(), "a resumed session got around the refusal");
+    assert!(connect(&le, Some("stranger.example.test")).await.is_err());
+}

@@ -30,7 +30,9 @@ pub use store::{CertError, CertStore, Info, Loaded};
 use crate::host::normalize_host;
 use crate::metrics;
 use async_trait::async_trait;
-use openssl::ssl::{AlpnError, NameType, SslAcceptor, SslMethod, select_next_proto};
+use openssl::ssl::{
+    AlpnError, NameType, SniError, SslAcceptor, SslAlert, SslMethod, select_next_proto,
+};
 use pingora::listeners::TlsAccept;
 use pingora::protocols::Stream;
 use pingora::protocols::tls::TlsRef;
@@ -72,6 +74,18 @@ pub enum Certificates {
 }
 
 impl Certificates {
+    /// Whether a ClientHello asking for `asked` (see [`asked`]) is to be refused at once,
+    /// decided from memory: a name that would get no certificate. Asked on resumed handshakes
+    /// too, which skip the certificate callback.
+    fn refuses(&self, asked: &Result<Option<String>, ()>) -> bool {
+        match (self, asked) {
+            (Certificates::Static(_), _) => false,
+            (Certificates::Store(selector), Ok(sni)) => selector.refuses(sni.as_deref()),
+            // Not a host name: no one's, so only the fallback would take it.
+            (Certificates::Store(selector), Err(())) => !selector.falls_back(),
+        }
+    }
+
     /// Whether a handshake for `sni` (normalised; `None`: the client sent none) reached the
     /// edge by one of its own names: see [`Handshake::own_name`]. Decided from memory.
     pub fn own_name(&self, sni: Option<&str>) -> bool {
@@ -151,7 +165,7 @@ impl TlsAccept for Certificates {
 /// chosen by [`Certificates`], HTTP/2 preferred over HTTP/1.1 by ALPN.
 pub struct Terminator {
     acceptor: SslAcceptor,
-    certificates: Certificates,
+    certificates: Arc<Certificates>,
 }
 
 /// ALPN protocols in the server's order of preference, in wire format.
@@ -165,6 +179,19 @@ impl Terminator {
         b.set_alpn_select_callback(|_, offered| {
             // Clients offering nothing we speak fall back to HTTP/1.1 without ALPN.
             select_next_proto(ALPN_H2_H1, offered).ok_or(AlpnError::NOACK)
+        });
+        let certificates = Arc::new(certificates);
+        let decide = certificates.clone();
+        // Every ClientHello, resumed or not: a name that would get no certificate is refused
+        // here, so resuming a session made under another name does not get around it (a
+        // resumed handshake skips the certificate callback), and a flood of unknown names
+        // costs no more than this.
+        b.set_servername_callback(move |ssl, alert| {
+            if decide.refuses(&asked(ssl)) {
+                *alert = SslAlert::UNRECOGNIZED_NAME;
+                return Err(SniError::ALERT_FATAL);
+            }
+            Ok(())
         });
         Ok(Terminator {
             acceptor: b.build(),
@@ -187,7 +214,7 @@ impl Terminator {
         let tls = pingora::protocols::tls::server::handshake_with_callback(
             &self.acceptor,
             *l4,
-            &self.certificates,
+            &*self.certificates,
         )
         .await?;
         Ok(Box::new(tls))

@@ -293,6 +293,26 @@ impl Selector {
         })
     }
 
+    /// Whether the handshake for `sni` ends without a certificate, as far as memory can tell:
+    /// not one of the edge's own names, not fronted, not covered by `tls.cert`, no certificate
+    /// the store may hold, and no fallback. Asked on every ClientHello, resumed ones included,
+    /// so that a session resumed under another name is refused as a full handshake would be.
+    pub fn refuses(&self, sni: Option<&str>) -> bool {
+        let Some(name) = sni else {
+            return false;
+        };
+        !(self.fallback
+            || self.own_name(sni)
+            || self.fronted(name)
+            || self.own.covers(name).is_some()
+            || self.stored(name))
+    }
+
+    /// Whether names without a certificate get `tls.cert` (`certs.fallback`).
+    pub fn falls_back(&self) -> bool {
+        self.fallback
+    }
+
     /// The certificate to present for the ClientHello's SNI (`None` when it sent none): see
     /// the module documentation.
     pub async fn choose(&self, sni: Option<&str>) -> Option<Arc<Loaded>> {
