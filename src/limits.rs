@@ -486,11 +486,16 @@ pub struct Shared {
 
 impl Shared {
     fn close(&self, why: u8) {
-        if self
+        // A send or body timeout closes even a busy connection: it overrides a pending
+        // idle-side reason (which a request that began meanwhile would cancel).
+        let hard = matches!(why, SEND_TIMEOUT | BODY_TIMEOUT);
+        let set = self
             .kill
-            .compare_exchange(ALIVE, why, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now == ALIVE || hard && !matches!(now, SEND_TIMEOUT | BODY_TIMEOUT)).then_some(why)
+            })
+            .is_ok();
+        if set {
             self.read_waker.wake();
             self.write_waker.wake();
         }
@@ -566,7 +571,14 @@ pub struct Busy {
     shared: Arc<Shared>,
     /// Its node on the body list, or [`NIL`].
     body: u32,
+    /// When the body node was last moved, in ms since `Conns::epoch`.
+    moved: u64,
 }
+
+/// Body progress moves a request's node at most this often (ms): a client sending its body a
+/// byte at a time does not take the table's lock per byte, and the deadline is late by at
+/// most this.
+const BODY_MOVE_EVERY: u64 = 1000;
 
 impl Busy {
     /// A piece of the request body arrived (`end`: the last): its deadline starts again, or
@@ -575,14 +587,20 @@ impl Busy {
         if self.body == NIL {
             return;
         }
-        let mut t = self.shared.conns.table();
         if end {
-            t.remove(self.body);
+            self.shared.conns.table().remove(self.body);
             self.body = NIL;
-        } else {
-            let now = self.shared.conns.now_ms();
-            t.enter(self.body, L_BODY, now);
+            return;
         }
+        let now = self.shared.conns.now_ms();
+        if now.saturating_sub(self.moved) < BODY_MOVE_EVERY {
+            return;
+        }
+        self.moved = now;
+        let mut t = self.shared.conns.table();
+        // Read again under the lock, so the list stays in order.
+        let now = self.shared.conns.now_ms();
+        t.enter(self.body, L_BODY, now);
     }
 }
 
@@ -623,16 +641,22 @@ fn shared_of(session: &pingora::protocols::http::ServerSession) -> Option<Arc<Sh
 pub fn request_started(session: &mut pingora::protocols::http::ServerSession) -> Option<Busy> {
     let s = shared_of(session)?;
     s.start();
+    let mut moved = 0;
     let body = if session.is_body_empty() {
         NIL
     } else {
         let mut t = s.conns.table();
         let now = s.conns.now_ms();
+        moved = now;
         let i = t.insert(Arc::downgrade(&s), now, true);
         t.push_back(i, L_BODY);
         i
     };
-    Some(Busy { shared: s, body })
+    Some(Busy {
+        shared: s,
+        body,
+        moved,
+    })
 }
 
 /// Whether a request's header is over `limits.max_headers` or `limits.max_header_bytes`:
@@ -897,6 +921,16 @@ impl AsyncRead for Conn {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
+                // A send or body timeout closes a client that keeps the socket readable too
+                // (an idle-side reason waits for a read that waits: the data may be a request).
+                if matches!(
+                    this.shared.kill.load(Ordering::Acquire),
+                    SEND_TIMEOUT | BODY_TIMEOUT
+                ) && let Some(e) = this.killed()
+                {
+                    buf.set_filled(before);
+                    return Poll::Ready(Err(e));
+                }
                 if this.shared.h2 || buf.filled().len() == before {
                     return Poll::Ready(Ok(()));
                 }

@@ -373,6 +373,26 @@ async fn own_names_and_no_sni_are_judged_by_host_alone() {
     let r = get(connect(&le, None).await.unwrap(), "/health", host).await;
     assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("{}"), "{r}");
 
+    // Anyone may register the edge's name under its *. name; merely registered (pending), it
+    // stays the edge's own, or every proxy connecting by it would get 403.
+    let changes = le.metric("linkedge_registry_changes_total");
+    let (ok, out) = cli(
+        &le,
+        "domain",
+        &[
+            "add",
+            "track.linkedge.test",
+            "--workspace",
+            "9",
+            "--region",
+            "us",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(eventually(std::time::Duration::from_secs(5), || {
+        le.metric("linkedge_registry_changes_total") > changes
+    }));
+
     // The edge's own names, exact and under *.linkedge.test, verified as a client would.
     for own in ["linkedge.test", "track.linkedge.test"] {
         let c = client_builder()

@@ -100,8 +100,14 @@ impl Certificates {
 /// The SNI name the ClientHello asked for, normalised: `Ok(None)` when it sent none, `Err(())`
 /// when what it sent is not a host name (no one's name, so not one of the edge's own either).
 fn asked(ssl: &TlsRef) -> Result<Option<String>, ()> {
-    ssl.servername(NameType::HOST_NAME)
-        .map(|raw| normalize_host(raw).ok_or(()))
+    // The raw bytes: a name that is not UTF-8 is a bad name, not an absent one.
+    ssl.servername_raw(NameType::HOST_NAME)
+        .map(|raw| {
+            std::str::from_utf8(raw)
+                .ok()
+                .and_then(normalize_host)
+                .ok_or(())
+        })
         .transpose()
 }
 

@@ -262,26 +262,31 @@ impl Selector {
         m.get(name).is_some_and(|e| e.fronted)
     }
 
-    /// Whether the registry mirror knows `name`; `None` when there is no mirror, or it has not
-    /// loaded yet.
-    fn registered(&self, name: &str) -> Option<bool> {
-        let m = self.registry.as_ref().filter(|m| m.ready())?;
-        Some(m.get(name).is_some())
-    }
-
     /// Whether `sni` (`None`: the client sent none) is one of the edge's own names: none, a
-    /// name `tls.cert` names exactly, or one under its `*.` names that the registry does not
-    /// know. Until the mirror has loaded, a name under a `*.` name is taken for a customer's
-    /// (the stricter answer). Memory only.
+    /// name `tls.cert` names exactly, or one under its `*.` names that no customer has proven
+    /// (verified, issued, or with a certificate stored). A name merely registered, which
+    /// anyone may do, does not take the edge's name away from the proxies that connect by it;
+    /// nor does a mirror that has not loaded yet. Memory only.
     pub fn own_name(&self, sni: Option<&str>) -> bool {
         let Some(name) = sni else {
             return true;
         };
         match self.own.covers(name) {
             Some(Cover::Exact) => true,
-            Some(Cover::Wildcard) => self.registered(name) == Some(false),
+            Some(Cover::Wildcard) => !self.proven(name),
             None => false,
         }
+    }
+
+    /// Whether the registry mirror knows `name` as a customer's domain that passed
+    /// verification (or has a certificate); false when the mirror has not loaded.
+    fn proven(&self, name: &str) -> bool {
+        let Some(m) = self.registry.as_ref().filter(|m| m.ready()) else {
+            return false;
+        };
+        m.get(name).is_some_and(|e| {
+            e.has_cert || e.fronted || matches!(e.state, State::Verified | State::Issued)
+        })
     }
 
     /// `tls.cert` when `certs.fallback` is on (for a name without a certificate that is not
