@@ -152,7 +152,18 @@ enum DomainCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
-    /// Remove a domain from the registry.
+    /// Move a workspace's links to a new domain: register NEW (pending) for OLD's workspace,
+    /// region and fronted flag, and retire OLD. OLD's links keep redirecting and recording; no
+    /// new link may be minted on it; only `remove` removes it.
+    Move {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The domain being retired.
+        old: String,
+        /// The domain new links go on (not registered yet).
+        new: String,
+    },
+    /// Remove a domain from the registry (retired or not).
     Remove {
         #[command(flatten)]
         config: ConfigArg,
@@ -304,6 +315,7 @@ fn main() -> ExitCode {
             DomainCommand::Verify { config, host } => domain::verify(&config.config, host),
             DomainCommand::Show { config, host } => domain::get(&config.config, host),
             DomainCommand::List { config } => domain::list(&config.config),
+            DomainCommand::Move { config, old, new } => domain::move_to(&config.config, old, new),
             DomainCommand::Remove { config, host } => domain::remove(&config.config, host),
         },
         Command::Cert(cmd) => match cmd {

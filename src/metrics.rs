@@ -560,6 +560,17 @@ pub fn domains(state: &str) -> IntGauge {
     DOMAINS.with_label_values(&[state])
 }
 
+/// Retired domains whose certificate is no longer renewed because they stopped resolving to the
+/// edge (`domain move`), as of the issuer's last pass: expected, not a failure.
+pub static RETIRED_RENEWALS_STOPPED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "linkedge_retired_renewals_stopped",
+        "Retired domains no longer resolving to the edge, whose renewal stopped, as of the \
+         certificate issuer's last pass."
+    )
+    .expect("metric registers")
+});
+
 static REDIS_UP: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     prometheus::register_int_gauge_vec!(
         "linkedge_redis_up",

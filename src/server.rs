@@ -12,7 +12,7 @@ use crate::events::writer::{Writer, WriterConfig};
 use crate::events::{Recorder, Sinks};
 use crate::host::normalize_host;
 use crate::limits::{self, Conns, Guarded};
-use crate::registry::{Follower, Mirror};
+use crate::registry::{Follower, LastClicks, Mirror};
 use crate::store::Db;
 use crate::tls::{Cache, CertStore, Certificates, Invalidator, Own, Selector, Terminator};
 use crate::{metrics, tls, upstream};
@@ -198,6 +198,15 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         s.registry.resync_interval,
     );
     server.add_service(background_service("registry mirror", follower));
+    let last_clicks = LastClicks::new(
+        mirror.clone(),
+        s.db("registry")?,
+        s.registry.last_click_interval,
+    );
+    server.add_service(background_service(
+        "retired domains' last clicks",
+        last_clicks,
+    ));
     let regions = upstream::build(&s.regions, &s.routing, Some(mirror.clone()))?;
     let networks = match &s.bots.scanner_networks {
         Some(path) => {
@@ -235,7 +244,8 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         Arc::new(agents),
         s.client_ip.clone(),
     )
-    .with_limits(s.limits.clone());
+    .with_limits(s.limits.clone())
+    .with_registry(mirror.clone());
     let edge = match &s.access_log {
         None => edge,
         Some(to) => {
@@ -270,6 +280,7 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
             s.region_names(),
             acme.clone(),
             certs.sealer.clone(),
+            s.verify.clone(),
         );
         server.add_service(background_service("certificate issuer", issuer));
     }

@@ -1,4 +1,5 @@
-//! The domain registry through the CLI and the admin API, against a real Redis.
+//! The domain registry through the CLI and the admin API, against a real Redis; moving a
+//! domain keeps its links working.
 
 mod common;
 
@@ -423,4 +424,258 @@ async fn fronted_domains_are_registered_shown_and_switched() {
         .unwrap();
     let (ok, out) = cli(&le, "domain", &["show", "link.old.example"]);
     assert!(ok && out.contains("\"fronted\": false"), "{out}");
+}
+
+/// Registers `host` through the CLI, or panics.
+fn add(le: &Linkedge, host: &str, workspace: &str, region: &str, extra: &[&str]) {
+    let mut args = vec!["add", host, "--workspace", workspace, "--region", region];
+    args.extend(extra);
+    let (ok, out) = cli(le, "domain", &args);
+    assert!(ok, "{out}");
+}
+
+/// A click on `host` over plain HTTP: its status.
+async fn click_status(le: &Linkedge, host: &str, token: &str) -> StatusCode {
+    client()
+        .get(le.http_url(&format!("/c/{token}")))
+        .header("Host", host)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// The whole registry hash, to show that a refused command changed nothing.
+fn registry_raw(redis: &Redis) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg("linkedge:domains")
+        .query(&mut redis.conn())
+        .unwrap();
+    all.sort();
+    all
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_moved_domain_keeps_its_links_and_refuses_new_ones() {
+    let redis = Redis::start();
+    let mut o = Options::new(redis.url());
+    o.extra_yaml = format!("{}registry:\n  last_click_interval: 1s\n", regions_yaml());
+    let le = Linkedge::start(&o);
+    let (old, new) = ("link.old.example", "link.new.example");
+    add(&le, old, "7", "eu", &["--fronted"]);
+    set_domain_state(&mut redis.conn(), old, "issued");
+    add(&le, "link.other.example", "8", "us", &[]);
+    // A link sent before the move.
+    let sent = click(old, "https://shop.example/spring", 41);
+    assert_eq!(click_status(&le, old, &sent).await, StatusCode::FOUND);
+
+    let (ok, out) = cli(
+        &le,
+        "domain",
+        &["move", "Link.Old.Example", "Link.New.Example"],
+    );
+    assert!(ok, "{out}");
+    let moved: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(moved["retired"]["host"], old);
+    assert_eq!(moved["retired"]["state"], "retired");
+    assert_eq!(moved["retired"]["moved_to"], new);
+    let d = &moved["added"];
+    assert_eq!(
+        (
+            &d["host"],
+            &d["state"],
+            &d["workspace"],
+            &d["region"],
+            &d["fronted"]
+        ),
+        (
+            &Value::from(new),
+            &Value::from("pending"),
+            &Value::from(7),
+            &Value::from("eu"),
+            &Value::from(true)
+        )
+    );
+    let (ok, out) = cli(&le, "domain", &["list"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("{old}\tretired\teu\t7\tfronted\t")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{new}\tpending\teu\t7\tfronted\t")),
+        "{out}"
+    );
+
+    // The old link still answers, and is recorded with the Host it arrived on; the retired
+    // domain's last click shows up in `domain show` within the write interval.
+    let mut shown = Value::Null;
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(10) {
+        assert_eq!(click_status(&le, old, &sent).await, StatusCode::FOUND);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let (ok, out) = cli(&le, "domain", &["show", old]);
+        assert!(ok, "{out}");
+        shown = serde_json::from_str(&out).unwrap();
+        if shown["last_click_ms"].is_u64() {
+            break;
+        }
+    }
+    assert!(
+        shown["last_click_ms"].as_u64().unwrap() > 0,
+        "{shown}\n{}",
+        le.log()
+    );
+    assert_eq!(shown["moved_to"], new);
+    assert!(
+        eventually(std::time::Duration::from_secs(5), || {
+            redis
+                .entries(STREAM)
+                .iter()
+                .filter(|e| e["host"] == old)
+                .count()
+                >= 2
+        }),
+        "clicks on {old} after the move not recorded"
+    );
+    let (ok, out) = cli(&le, "domain", &["show", new]);
+    assert!(ok && !out.contains("last_click_ms"), "{out}");
+
+    // No new link on the retired domain, naming the new one; the new one mints.
+    for kind in ["mint", "pixel"] {
+        let mut args = vec![kind, "--host", old];
+        if kind == "mint" {
+            args.extend(["--url", "https://shop.example/"]);
+        }
+        let (ok, out) = cli(&le, "link", &args);
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains("link.old.example is retired: new links go on link.new.example"),
+            "{out}"
+        );
+    }
+    let (ok, out) = cli(
+        &le,
+        "link",
+        &["mint", "--host", new, "--url", "https://shop.example/"],
+    );
+    assert!(
+        ok && out.starts_with("https://link.new.example/c/"),
+        "{out}"
+    );
+
+    // Bad input: a clear error, and the registry unchanged.
+    let before = registry_raw(&redis);
+    for (args, want) in [
+        (
+            vec!["move", old, "link.newer.example"],
+            "link.old.example is retired: new links go on link.new.example",
+        ),
+        (
+            vec!["move", new, "link.other.example"],
+            "link.other.example is already registered to workspace 8",
+        ),
+        (
+            vec!["move", new, old],
+            "link.old.example is already registered to workspace 7",
+        ),
+        (
+            vec!["move", new, "LINK.NEW.EXAMPLE."],
+            "link.new.example cannot move to itself",
+        ),
+        (
+            vec!["move", "link.nobody.example", "link.x.example"],
+            "link.nobody.example is not registered",
+        ),
+        (
+            vec!["move", new, "bad_name.example"],
+            "may hold only letters, digits and hyphens",
+        ),
+        (
+            vec!["add", old, "--workspace", "7", "--region", "eu"],
+            "link.old.example is retired",
+        ),
+        (vec!["verify", old], "link.old.example is retired"),
+    ] {
+        let (ok, out) = cli(&le, "domain", &args);
+        assert!(!ok, "{args:?}: {out}");
+        assert!(out.contains(want), "{args:?}: want {want:?} in {out}");
+    }
+    let base = format!("http://{}/v1/domains", le.metrics);
+    let post = |host: &str, body: Value| {
+        client()
+            .post(format!("{base}/{host}/move"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    for (host, body, status) in [
+        (
+            old,
+            serde_json::json!({"to": "link.newer.example"}),
+            StatusCode::CONFLICT,
+        ),
+        (
+            new,
+            serde_json::json!({"to": "link.other.example"}),
+            StatusCode::CONFLICT,
+        ),
+        (new, serde_json::json!({"to": new}), StatusCode::BAD_REQUEST),
+        (
+            new,
+            serde_json::json!({"to": "-bad-.example"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            new,
+            serde_json::json!({"destination": "link.x.example"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "link.nobody.example",
+            serde_json::json!({"to": "link.x.example"}),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        let r = post(host, body.clone()).await.unwrap();
+        assert_eq!(r.status(), status, "{host} {body}");
+    }
+    assert_eq!(
+        registry_raw(&redis),
+        before,
+        "a refused move changed the registry"
+    );
+
+    // The admin API moves too, and shows the retired domain's last click.
+    let r = post(new, serde_json::json!({"to": "link.newest.example"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let moved: Value = r.json().await.unwrap();
+    assert_eq!(moved["retired"]["moved_to"], "link.newest.example");
+    assert_eq!(moved["added"]["workspace"], 7);
+    let r = client()
+        .get(format!("{base}/{new}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["state"], "retired");
+    assert!(
+        d.get("last_click_ms").is_some_and(Value::is_null),
+        "a retired domain never clicked shows null: {d}"
+    );
+
+    // Only remove removes a retired domain; its links then get what any unknown Host gets.
+    let (ok, out) = cli(&le, "domain", &["remove", old]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&le, "domain", &["show", old]);
+    assert!(!ok && out.contains("is not registered"), "{out}");
+    let left: Option<String> = redis::cmd("HGET")
+        .arg("linkedge:domains:last_click")
+        .arg(old)
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(left, None);
 }

@@ -3,11 +3,19 @@
 //! Domains fronted by the customer's own proxy are skipped: never ordered, never renewed (a
 //! certificate imported for one by hand is left to expire), and not counted in the earliest
 //! expiry, so they raise no renewal alarm.
+//!
+//! A retired domain (`domain move`) keeps its certificate renewed while it still resolves to
+//! the edge (checked with `verify`'s resolver settings when a renewal is due): its old links
+//! still arrive over HTTPS. Once it no longer does, renewal stops quietly: no order is placed
+//! (so nothing counts as a failed attempt), the domain's error says so, it leaves the earliest
+//! expiry, and `linkedge_retired_renewals_stopped` counts it. If it resolves to the edge again,
+//! renewal resumes.
 
 use super::{Acme, AcmeError};
 use crate::config;
+use crate::dns::Reach;
 use crate::metrics;
-use crate::registry::{Registry, State};
+use crate::registry::{Domain, Registry, State};
 use crate::store::Db;
 use crate::time::unix_s;
 use crate::tls::Sealer;
@@ -71,15 +79,69 @@ pub struct Issuer {
     acme: Acme,
     registry: Registry,
     cfg: config::Acme,
+    /// Where the edge is (`verify.target`, `verify.target_addrs`) and which DNS servers to ask.
+    verify: config::Verify,
 }
 
+/// What the issuer does with a domain this pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Renew {
+    /// Order (or renew) now.
+    Go,
+    /// Not due, or a retired domain whose DNS did not answer: nothing now.
+    Wait,
+    /// A retired domain no longer resolving to the edge: left to expire, without alarm.
+    Stopped,
+}
+
+/// A retired domain's error once it no longer resolves to the edge.
+pub const RENEWAL_STOPPED: &str = "no longer points at the edge; renewal stopped";
+
 impl Issuer {
-    /// An issuer for the domains registered in `db` (accepting `regions`).
-    pub fn new(db: Db, regions: Vec<String>, cfg: config::Acme, sealer: Sealer) -> Issuer {
+    /// An issuer for the domains registered in `db` (accepting `regions`), checking that
+    /// retired domains still lead to the edge as `verify` describes it.
+    pub fn new(
+        db: Db,
+        regions: Vec<String>,
+        cfg: config::Acme,
+        sealer: Sealer,
+        verify: config::Verify,
+    ) -> Issuer {
         Issuer {
             acme: Acme::new(db.clone(), cfg.clone(), sealer),
             registry: Registry::new(db, regions),
             cfg,
+            verify,
+        }
+    }
+
+    /// For a retired domain due for renewal: [`Renew::Go`] while it still resolves to the edge.
+    /// Once it does not, records [`RENEWAL_STOPPED`] (once) and says [`Renew::Stopped`]; when DNS
+    /// does not answer, [`Renew::Wait`] without recording anything (the next pass asks again).
+    async fn retired_renewal(&self, d: &Domain) -> Result<Renew, AcmeError> {
+        let resolver = match crate::dns::resolver(&self.verify.nameservers) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(host = %d.host, error = %e, "retired domain: no DNS resolver; renewal waits");
+                return Ok(Renew::Wait);
+            }
+        };
+        let v = &self.verify;
+        match crate::dns::reach(&resolver, &d.host, v.target.as_deref(), &v.target_addrs).await {
+            Reach::Edge => Ok(Renew::Go),
+            Reach::Unknown(why) => {
+                tracing::warn!(host = %d.host, error = %why, "retired domain: DNS did not answer; renewal waits");
+                Ok(Renew::Wait)
+            }
+            Reach::Elsewhere(why) => {
+                if d.error != RENEWAL_STOPPED {
+                    tracing::info!(host = %d.host, reason = %why, "retired domain {RENEWAL_STOPPED}");
+                    self.registry
+                        .set_state(&d.host, State::Retired, RENEWAL_STOPPED)
+                        .await?;
+                }
+                Ok(Renew::Stopped)
+            }
         }
     }
 
@@ -93,29 +155,40 @@ impl Issuer {
             State::Verified,
             State::Issued,
             State::Failed,
+            State::Retired,
         ] {
             metrics::domains(st.as_str())
                 .set(domains.iter().filter(|d| d.state == st).count() as i64);
         }
+        let mut stopped = 0;
         for d in domains.iter().filter(|d| !d.fronted) {
             let info = acme.store().info(&d.host).await?;
-            if let Some(i) = &info {
-                earliest = Some(earliest.map_or(i.not_after, |e| e.min(i.not_after)));
-            }
             let due = match (d.state, &info) {
                 (State::Verified, None) => true,
-                (State::Verified | State::Issued, Some(i)) => {
+                (State::Verified | State::Issued | State::Retired, Some(i)) => {
                     unix_s() >= acme.renew_at(&d.host, i).await
                 }
                 _ => false,
             };
-            if !due {
+            // A retired domain that no longer leads here is left to expire: no alarm for it.
+            let renew = match (due, d.state) {
+                (true, State::Retired) => self.retired_renewal(d).await?,
+                (true, _) => Renew::Go,
+                (false, _) => Renew::Wait,
+            };
+            if renew == Renew::Stopped {
+                stopped += 1;
+            } else if let Some(i) = &info {
+                earliest = Some(earliest.map_or(i.not_after, |e| e.min(i.not_after)));
+            }
+            if renew != Renew::Go {
                 continue;
             }
             self.attempt(acme, registry, &d.host, info.is_some())
                 .await?;
         }
         metrics::CERT_EARLIEST_EXPIRY_SECONDS.set(earliest.map_or(0, |e| e - unix_s()));
+        metrics::RETIRED_RENEWALS_STOPPED.set(stopped);
         Ok(())
     }
 

@@ -1,4 +1,4 @@
-//! `linkedge domain add|verify|show|list|remove`: the domain registry from the command line,
+//! `linkedge domain add|verify|show|list|move|remove`: the domain registry from the command line,
 //! through the same operations as the admin API.
 
 use super::{Outcome, block_on, control};
@@ -49,11 +49,26 @@ pub fn verify(config: &Path, host: &str) -> Outcome {
     Ok(true)
 }
 
-/// Prints one domain as JSON.
+/// Prints one domain as JSON (a retired one with `last_click_ms`).
 pub fn get(config: &Path, host: &str) -> Outcome {
     let (_, c) = control(config)?;
-    let d = block_on(c.domain(host))?.map_err(|e| e.to_string())?;
-    println!("{}", show(&d));
+    let d = block_on(c.show_domain(host))?.map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&d).expect("domains serialize")
+    );
+    Ok(true)
+}
+
+/// Registers `new` for `old`'s workspace and region (pending) and retires `old`, whose links
+/// keep working; prints both as JSON (`retired`, `added`).
+pub fn move_to(config: &Path, old: &str, new: &str) -> Outcome {
+    let (_, c) = control(config)?;
+    let moved = block_on(c.move_domain(old, new))?.map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&moved).expect("domains serialize")
+    );
     Ok(true)
 }
 
@@ -75,7 +90,7 @@ pub fn list(config: &Path) -> Outcome {
     Ok(true)
 }
 
-/// Removes `host` from the registry.
+/// Removes `host` from the registry (the only way a retired domain goes).
 pub fn remove(config: &Path, host: &str) -> Outcome {
     let (_, c) = control(config)?;
     block_on(c.remove_domain(host))?.map_err(|e| e.to_string())?;

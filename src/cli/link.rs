@@ -1,7 +1,8 @@
 //! `linkedge link mint|pixel|decode`: tracked URLs from the command line, with the config's
 //! keyring.
 
-use super::{Outcome, load};
+use super::{Outcome, block_on, control, load};
+use crate::control::ControlError;
 use crate::host::normalize_host;
 use crate::token::{Kind, Link, TokenError};
 use std::path::Path;
@@ -18,7 +19,9 @@ pub struct Ids {
 }
 
 /// Prints a tracked URL of `kind` for `host` (a click to `url`, a trap click when `trap`, or an
-/// open pixel).
+/// open pixel). A retired domain is refused, naming its successor. When the registry cannot be
+/// reached the link is minted anyway, with a warning on stderr: minting needs only the keys,
+/// and works without Redis for hosts the registry does not know.
 pub fn mint(
     config: &Path,
     host: &str,
@@ -26,8 +29,15 @@ pub fn mint(
     url: String,
     ids: Ids,
 ) -> Outcome {
-    let s = load(config)?;
+    let (s, c) = control(config)?;
     let host = normalize_host(host).ok_or_else(|| format!("--host {host:?}: not a host name"))?;
+    match block_on(c.mintable(&host))? {
+        Ok(()) => {}
+        Err(ControlError::Unavailable(why)) => {
+            eprintln!("warning: minted without checking that {host} is not retired: {why}");
+        }
+        Err(e) => return Err(e.to_string()),
+    }
     let link = Link {
         kind,
         key_id: s.keyring.mint_id(),

@@ -174,6 +174,53 @@ pub struct Verify {
     /// PEM file of CA certificates trusted by the HTTPS check, on top of the system roots (a
     /// test CA). Relative to the config file's directory. Default: the system roots only.
     pub ca_file: Option<PathBuf>,
+    /// The page named in the User-Agent of every request `domain verify` makes,
+    /// `linkedge-verify/<version> (+<this URL>)`: what customers allow through their firewall
+    /// (a Cloudflare WAF exception on `http.user_agent`), and where whoever reads their logs
+    /// learns what the requests are. An `http://` or `https://` URL of printable ASCII without
+    /// spaces or parentheses. Default [`DEFAULT_USER_AGENT_URL`].
+    pub user_agent_url: Option<String>,
+}
+
+/// The page the verifier's User-Agent names when `verify.user_agent_url` is not set.
+pub const DEFAULT_USER_AGENT_URL: &str = "https://linkedge.example/verify";
+
+impl Verify {
+    /// The User-Agent of every request `domain verify` makes:
+    /// `linkedge-verify/<version> (+<verify.user_agent_url>)`.
+    pub fn user_agent(&self) -> String {
+        let url = self
+            .user_agent_url
+            .as_deref()
+            .unwrap_or(DEFAULT_USER_AGENT_URL);
+        format!("linkedge-verify/{} (+{url})", env!("CARGO_PKG_VERSION"))
+    }
+}
+
+/// What is wrong with `url` as `verify.user_agent_url`, if anything: it is sent inside the
+/// User-Agent header's comment, so control characters, spaces, non-ASCII and parentheses would
+/// break the header or the comment.
+pub fn user_agent_url_problem(url: &str) -> Option<&'static str> {
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"));
+    if url.chars().any(char::is_control) {
+        Some("must not contain control characters (it is sent in the User-Agent header)")
+    } else if !url
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'(' && b != b')')
+    {
+        Some(
+            "expected printable ASCII without spaces or parentheses (it is sent in the User-Agent header)",
+        )
+    } else if rest.is_none_or(str::is_empty) {
+        Some("expected an http:// or https:// URL")
+    } else if url.len() > 512 {
+        Some("must be at most 512 characters")
+    } else {
+        None
+    }
 }
 
 /// The certificate store: per-domain certificates in Redis (private keys encrypted with
@@ -454,12 +501,17 @@ pub struct RegistryConfig {
     /// still arrives. Each load reads every domain (about 1,000 per round trip). Default `5m`.
     #[serde(deserialize_with = "de_duration")]
     pub resync_interval: Duration,
+    /// How often each node writes, to Redis, when the retired domains clicked meanwhile last
+    /// saw a click (`domain show`'s `last_click_ms`); noted in memory until then. Default `1m`.
+    #[serde(deserialize_with = "de_duration")]
+    pub last_click_interval: Duration,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             resync_interval: Duration::from_secs(300),
+            last_click_interval: Duration::from_secs(60),
         }
     }
 }

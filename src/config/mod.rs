@@ -511,6 +511,12 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
     if file.registry.resync_interval < Duration::from_secs(1) {
         return Err(invalid("registry.resync_interval", "must be at least 1s"));
     }
+    if file.registry.last_click_interval < Duration::from_secs(1) {
+        return Err(invalid(
+            "registry.last_click_interval",
+            "must be at least 1s",
+        ));
+    }
     if file.server.threads == Some(0) {
         return Err(invalid("server.threads", "must be at least 1"));
     }
@@ -521,6 +527,11 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
         "links.mint_key",
     )?;
     check_regions(file)?;
+    if let Some(u) = &file.verify.user_agent_url
+        && let Some(problem) = file::user_agent_url_problem(u)
+    {
+        return Err(invalid("verify.user_agent_url", problem));
+    }
     if let Some(a) = &file.acme {
         if file.certs.is_none() {
             return Err(invalid(
@@ -995,6 +1006,41 @@ mod tests {
         assert_eq!(s.events.spool.sync_interval, Duration::ZERO);
         let s = Settings::from_yaml(&minimal(""), Path::new("/etc"), &env).unwrap();
         assert_eq!(s.events.spool.sync_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_verifier_user_agent_names_its_page_or_the_field_at_fault() {
+        let s = Settings::from_yaml(&minimal(""), Path::new("/etc"), &env).unwrap();
+        assert_eq!(
+            s.verify.user_agent(),
+            format!(
+                "linkedge-verify/{} (+https://linkedge.example/verify)",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        let y = minimal("verify:\n  user_agent_url: https://track.example.net/about-verify\n");
+        let s = Settings::from_yaml(&y, Path::new("/etc"), &env).unwrap();
+        assert!(
+            s.verify
+                .user_agent()
+                .ends_with(" (+https://track.example.net/about-verify)"),
+            "{}",
+            s.verify.user_agent()
+        );
+        for bad in [
+            "\"https://a.example/\\r\\nX-Evil: 1\"",
+            "\"https://a.example/\\u0007\"",
+            "\"https://a.example/x y\"",
+            "\"https://a.example/(x)\"",
+            "ftp://a.example/",
+            "https://",
+        ] {
+            let y = minimal(&format!("verify:\n  user_agent_url: {bad}\n"));
+            let e = Settings::from_yaml(&y, Path::new("/etc"), &env)
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("verify.user_agent_url: "), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! # Fronted by the customer's own proxy or CDN, which serves its certificate:
 //! curl -s -X PUT -H "Authorization: Bearer $TOKEN" -d '{"workspace":7,"region":"eu","fronted":true}' \
 //!   http://127.0.0.1:9090/v1/domains/link.example.com
+//! # Moving to a new domain: link.example.com is retired, its links keep working:
+//! curl -s -X POST -H "Authorization: Bearer $TOKEN" -d '{"to":"link.example.net"}' \
+//!   http://127.0.0.1:9090/v1/domains/link.example.com/move
 //! ```
 
 use super::{Control, ControlError, Verified};
@@ -69,6 +72,14 @@ struct AddDomain {
     /// Fronted by the customer's own proxy; default false.
     #[serde(default)]
     fronted: bool,
+}
+
+/// The body of `POST /v1/domains/<host>/move`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveDomain {
+    /// The new domain.
+    to: String,
 }
 
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
@@ -133,13 +144,29 @@ impl Admin {
                 Err(e) => failed(e),
             };
         }
+        if let (&Method::POST, Some(host)) = (
+            &method,
+            rest.strip_prefix('/').and_then(|r| r.strip_suffix("/move")),
+        ) {
+            let body = match read_body(session).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let moved = match serde_json::from_slice::<MoveDomain>(&body) {
+                Ok(m) => c.move_domain(host, &m.to).await,
+                Err(e) => Err(ControlError::Invalid(format!(
+                    "expected {{\"to\": \"<the new domain>\"}}: {e}"
+                ))),
+            };
+            return moved.map(ok).unwrap_or_else(failed);
+        }
         let host = rest.strip_prefix('/').filter(|h| !h.is_empty());
         let result = match (method, host) {
             (Method::GET, None) if rest.is_empty() || rest == "/" => c
                 .domains()
                 .await
                 .map(|all| ok(serde_json::json!({ "domains": all }))),
-            (Method::GET, Some(host)) => c.domain(host).await.map(ok),
+            (Method::GET, Some(host)) => c.show_domain(host).await.map(ok),
             (Method::PUT, Some(host)) => {
                 let body = match read_body(session).await {
                     Ok(b) => b,
@@ -159,7 +186,10 @@ impl Admin {
                 .remove_domain(host)
                 .await
                 .map(|()| ok(serde_json::json!({ "removed": host }))),
-            (_, Some(_)) => Ok(Reply::json_error(405, "use GET, PUT or DELETE")),
+            (_, Some(_)) => Ok(Reply::json_error(
+                405,
+                "use GET, PUT or DELETE (POST for <host>/verify and <host>/move)",
+            )),
             _ => Ok(Reply::json_error(
                 404,
                 "no such admin endpoint; see /v1/domains",

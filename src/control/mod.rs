@@ -9,9 +9,10 @@ pub mod verify;
 
 use crate::acme::{Acme, AcmeError};
 use crate::config::{self, Settings};
-use crate::registry::{Domain, Registry, RegistryError};
+use crate::registry::{Domain, Registry, RegistryError, State};
 use crate::store::Db;
 use crate::tls::{CertError, CertStore, Info};
+use serde::Serialize;
 pub use verify::{Scheme, ThroughProxy, Verified};
 
 /// Why an operation did not happen.
@@ -57,7 +58,10 @@ impl From<RegistryError> for ControlError {
             RegistryError::Invalid(_) | RegistryError::UnknownRegion { .. } => {
                 ControlError::Invalid(e.to_string())
             }
-            RegistryError::Taken { .. } => ControlError::Conflict(e.to_string()),
+            RegistryError::SameName(_) => ControlError::Invalid(e.to_string()),
+            RegistryError::Taken { .. }
+            | RegistryError::Retired { .. }
+            | RegistryError::Raced { .. } => ControlError::Conflict(e.to_string()),
             RegistryError::NotFound(_) => ControlError::NotFound(e.to_string()),
             RegistryError::Redis(_) | RegistryError::Damaged(_) => {
                 ControlError::Unavailable(format!("the domain registry is unavailable: {e}"))
@@ -88,6 +92,28 @@ impl From<AcmeError> for ControlError {
             other => ControlError::Unprocessable(other.to_string()),
         }
     }
+}
+
+/// One domain as `domain show` and `GET /v1/domains/<host>` show it: its record and, for a
+/// retired domain, when it last saw a click (`null`: none since it was retired, as far as the
+/// nodes have written: they write at most once per `registry.last_click_interval`).
+#[derive(Debug, Serialize)]
+pub struct Shown {
+    /// The record.
+    #[serde(flatten)]
+    pub domain: Domain,
+    /// Unix milliseconds; only for a retired domain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_click_ms: Option<Option<u64>>,
+}
+
+/// What a move did: the retired domain and its successor.
+#[derive(Debug, Serialize)]
+pub struct Moved {
+    /// The old domain, now retired, naming its successor.
+    pub retired: Domain,
+    /// The new domain, pending, in the old one's workspace and region.
+    pub added: Domain,
 }
 
 /// The shared-state operations of one node, built once from its settings.
@@ -138,6 +164,39 @@ impl Control {
             .ok_or_else(|| ControlError::NotFound(format!("{host} is not registered")))
     }
 
+    /// One registered domain, with its last click when it is retired.
+    pub async fn show_domain(&self, host: &str) -> Result<Shown, ControlError> {
+        let domain = self.domain(host).await?;
+        let last_click_ms = match domain.state {
+            State::Retired => Some(self.registry.last_click_ms(&domain.host).await?),
+            _ => None,
+        };
+        Ok(Shown {
+            domain,
+            last_click_ms,
+        })
+    }
+
+    /// Moves `old`'s new links to `new` ([`Registry::move_to`]): `new` is registered pending in
+    /// `old`'s workspace and region (fronted if `old` is), `old` is retired and keeps serving its
+    /// links. Bad input changes nothing.
+    pub async fn move_domain(&self, old: &str, new: &str) -> Result<Moved, ControlError> {
+        let (retired, added) = self.registry.move_to(old, new).await?;
+        Ok(Moved { retired, added })
+    }
+
+    /// Whether a new link may be minted on `host`: refused for a retired domain, naming its
+    /// successor. A host the registry does not know is allowed (links do not require it).
+    pub async fn mintable(&self, host: &str) -> Result<(), ControlError> {
+        let Ok(host) = crate::host::normalize_domain(host) else {
+            return Ok(());
+        };
+        match self.registry.get(&host).await? {
+            Some(d) => Ok(d.accepts_new_links()?),
+            None => Ok(()),
+        }
+    }
+
     /// Every registered domain, sorted by host.
     pub async fn domains(&self) -> Result<Vec<Domain>, ControlError> {
         Ok(self.registry.list().await?)
@@ -152,6 +211,10 @@ impl Control {
     /// is configured, unless the domain is fronted (checked through the customer's proxy, no
     /// certificate ordered). [`ControlError::Unprocessable`] says what the customer must change.
     pub async fn verify(&self, host: &str) -> Result<Verified, ControlError> {
+        // A retired domain stays retired: there is nothing to verify for links already sent.
+        if let Some(d) = self.registry.get(host).await? {
+            d.accepts_new_links()?;
+        }
         verify::verify_and_issue(&self.registry, &self.verify, self.acme.as_ref(), host).await
     }
 

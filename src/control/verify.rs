@@ -13,10 +13,17 @@
 //! proxy): the same nonce request goes through the proxy over HTTPS (`verify.https_port`, the
 //! proxy's certificate verified for the name against the system roots and `verify.ca_file`),
 //! and over HTTP if HTTPS does not pass.
+//!
+//! Every request carries the User-Agent `linkedge-verify/<version> (+<verify.user_agent_url>)`,
+//! which a failed verify prints so the customer can let it through a firewall. What stands
+//! between the request and linkedge is named when it is recognised (see [`obstacle`]): a
+//! redirect to another host (a redirect rule, such as Cloudflare Bulk Redirects with "include
+//! subdomains"), and a `403`/`503` or challenge page that linkedge did not write (a firewall).
 
 use super::ControlError;
 use crate::acme::Acme;
 use crate::config;
+use crate::edge::reply::{HOST_MISMATCH_BODY, UNAVAILABLE_BODY};
 use crate::registry::{Registry, State};
 use crate::store::Db;
 use hickory_resolver::TokioResolver;
@@ -104,6 +111,8 @@ pub struct Verifier {
     cfg: config::Verify,
     db: Db,
     tls: SslConnector,
+    /// The User-Agent of every request: [`config::Verify::user_agent`].
+    user_agent: String,
 }
 
 fn list(addrs: &[IpAddr]) -> String {
@@ -162,6 +171,7 @@ impl Verifier {
         let tls = connector(&cfg)?;
         Ok(Verifier {
             resolver,
+            user_agent: cfg.user_agent(),
             cfg,
             db,
             tls,
@@ -326,14 +336,26 @@ impl Verifier {
         {
             return Err(proxied(host, "is proxied by Cloudflare"));
         }
+        if let Some(why) = obstacle(status, &headers, &body, host, &self.user_agent) {
+            return Err(format!("{check}: {why}"));
+        }
+        if status == 503 && body == UNAVAILABLE_BODY.as_bytes() {
+            return Err(format!(
+                "{check}: linkedge answered {sc}://{host}{path} with 503: its shared state (Redis) was unavailable; try again"
+            ));
+        }
         if status != 200 {
             let check_what = if fronted {
                 "that the proxy in front forwards it to linkedge"
             } else {
                 "the CNAME and any proxy in front"
             };
+            let to = match header("location") {
+                Some(l) if REDIRECTS.contains(&status) => format!(" (to {})", printable(l)),
+                _ => String::new(),
+            };
             return Err(format!(
-                "{check}: {sc}://{host}{path} answered {status}, so the request did not reach linkedge: check {check_what}"
+                "{check}: {sc}://{host}{path} answered {status}{to}, so the request did not reach linkedge: check {check_what}"
             ));
         }
         let seen = serde_json::from_slice::<serde_json::Value>(&body)
@@ -366,12 +388,12 @@ impl Verifier {
             .await
             .map_err(|e| format!("{check}: cannot reach {sc}://{host}:{port}/ ({e})"))?;
         let got = match scheme {
-            Scheme::Http => exchange(tcp, host, path).await,
+            Scheme::Http => exchange(tcp, host, path, &self.user_agent).await,
             Scheme::Https => {
                 let tls = self.handshake(tcp, host).await.map_err(|why| {
                     format!("{check}: the TLS handshake with {sc}://{host}:{port}/ failed: {why}")
                 })?;
-                exchange(tls, host, path).await
+                exchange(tls, host, path, &self.user_agent).await
             }
         };
         got.map_err(|e| format!("{check}: no HTTP answer from {sc}://{host}:{port}/ ({e})"))
@@ -443,8 +465,15 @@ pub async fn verify_and_issue(
         Ok(through) => through,
         Err(ControlError::Unprocessable(why)) => {
             reg.set_state(&d.host, State::Pending, &why).await?;
+            // Whatever failed, a firewall may be part of it: name what it must let through.
+            let ua = cfg.user_agent();
+            let allow = if why.contains(&ua) {
+                String::new()
+            } else {
+                format!(" (verify's requests carry the User-Agent '{ua}')")
+            };
             return Err(ControlError::Unprocessable(format!(
-                "{} is not verified: {why}",
+                "{} is not verified: {why}{allow}",
                 d.host
             )));
         }
@@ -474,15 +503,16 @@ pub async fn verify_and_issue(
     }
 }
 
-/// A plain HTTP/1.1 GET of `path` with `Host: host` over `s` (TCP, or TLS on it): (status,
-/// headers, body).
+/// A plain HTTP/1.1 GET of `path` with `Host: host` and `User-Agent: user_agent` over `s` (TCP,
+/// or TLS on it): (status, headers, body).
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     host: &str,
     path: &str,
+    user_agent: &str,
 ) -> std::io::Result<Response> {
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: linkedge-verify\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
@@ -498,6 +528,115 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     parse_response(&buf)
+}
+
+/// The statuses of a redirect.
+const REDIRECTS: [u16; 5] = [301, 302, 303, 307, 308];
+
+/// Words of the pages firewalls and bot protections answer with instead of the site (Cloudflare's
+/// "Attention Required!" and "Just a moment...", challenge and CAPTCHA pages), lowercase.
+const CHALLENGE_WORDS: [&str; 4] = [
+    "attention required",
+    "just a moment",
+    "challenge",
+    "captcha",
+];
+
+/// What stands between the nonce request for `host` and linkedge, judged from the answer (status,
+/// headers, body) when it is not linkedge's, in words for the customer; `None` when nothing is
+/// recognised (linkedge's own answers, and whatever the caller judges). Pure:
+///
+/// - a redirect to another host: a redirect rule sends the requests away;
+/// - a `403` or `503` linkedge did not write (its bodies are exact), or a challenge page (the
+///   header `cf-mitigated: challenge`, or a 403/429/503 page with a challenge's words): a firewall,
+///   and `user_agent` is what it must allow.
+pub fn obstacle(
+    status: u16,
+    headers: &[(String, String)],
+    body: &[u8],
+    host: &str,
+    user_agent: &str,
+) -> Option<String> {
+    let header = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.as_str())
+    };
+    if REDIRECTS.contains(&status) {
+        let to = header("location").unwrap_or("");
+        return location_host(to)
+            .filter(|h| !h.eq_ignore_ascii_case(host))
+            .map(|_| {
+                format!(
+                    "requests to {host} are redirected to {}: a redirect rule (for example Cloudflare Bulk Redirects with 'include subdomains') sends them away from linkedge; exclude {host} from it",
+                    printable(to)
+                )
+            });
+    }
+    // linkedge's own 403 and 503 have exact bodies; any other is someone else's.
+    let refused = match status {
+        403 => body != HOST_MISMATCH_BODY.as_bytes(),
+        503 => body != UNAVAILABLE_BODY.as_bytes(),
+        _ => false,
+    };
+    let text = String::from_utf8_lossy(&body[..body.len().min(16 << 10)]).to_ascii_lowercase();
+    let challenge = header("cf-mitigated").is_some_and(|v| v.eq_ignore_ascii_case("challenge"))
+        || (matches!(status, 403 | 429 | 503) && CHALLENGE_WORDS.iter().any(|w| text.contains(w)));
+    if !refused && !challenge {
+        return None;
+    }
+    let page = if challenge {
+        " with a challenge page"
+    } else {
+        ""
+    };
+    Some(format!(
+        "a firewall in front of linkedge answered {status}{page} to requests for {host}: allow the User-Agent '{user_agent}' (for example a Cloudflare WAF exception on http.user_agent)"
+    ))
+}
+
+/// The host a `Location` value points at (lowercase, without port or user), `None` for a
+/// relative one (the same host).
+fn location_host(location: &str) -> Option<String> {
+    let l = location.trim();
+    let lower = l.to_ascii_lowercase();
+    let rest = if let Some(r) = l.strip_prefix("//") {
+        r
+    } else {
+        let colon = lower.find("://")?;
+        // A scheme is letters, digits, "+", "-" and "."; anything else before "://" is a path.
+        if colon == 0
+            || !lower[..colon]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        {
+            return None;
+        }
+        &l[colon + 3..]
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let hostport = authority.rsplit('@').next().unwrap_or("");
+    let host = if let Some(v6) = hostport.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        hostport.split(':').next().unwrap_or("")
+    };
+    Some(host.trim_end_matches('.').to_ascii_lowercase())
+}
+
+/// `s`, from a server the customer points at, fit for a message: control characters replaced,
+/// at most 200 characters.
+fn printable(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .take(200)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if s.chars().nth(200).is_some() {
+        out.push_str("...");
+    }
+    out
 }
 
 /// A response as the verifier reads it: status, headers in order, body.
@@ -563,6 +702,93 @@ mod tests {
         let key = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev/leaf.key");
         let e = with(key).unwrap_err().to_string();
         assert!(e.starts_with("verify.ca_file: "), "{e}");
+    }
+
+    #[test]
+    fn obstacles_are_named_and_linkedge_answers_are_not() {
+        const UA: &str = "linkedge-verify/0.1.0 (+https://linkedge.example/verify)";
+        let h = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        let host = "link.example.com";
+        let away = obstacle(
+            301,
+            &h("Location", "https://www.example.com/"),
+            b"",
+            host,
+            UA,
+        )
+        .unwrap();
+        assert_eq!(
+            away,
+            "requests to link.example.com are redirected to https://www.example.com/: a redirect rule (for example Cloudflare Bulk Redirects with 'include subdomains') sends them away from linkedge; exclude link.example.com from it"
+        );
+        for to in [
+            "/elsewhere",
+            "https://LINK.example.com:8443/x",
+            "http://link.example.com.",
+        ] {
+            assert_eq!(
+                obstacle(308, &h("location", to), b"", host, UA),
+                None,
+                "{to}"
+            );
+        }
+        assert!(
+            obstacle(
+                302,
+                &h("location", "//www.example.com/\x1b[2J"),
+                b"",
+                host,
+                UA
+            )
+            .unwrap()
+            .contains("redirected to //www.example.com/?[2J:")
+        );
+        let wall = obstacle(
+            403,
+            &h("Server", "nginx"),
+            b"<html>403 Forbidden</html>",
+            host,
+            UA,
+        );
+        assert_eq!(
+            wall.unwrap(),
+            format!(
+                "a firewall in front of linkedge answered 403 to requests for link.example.com: allow the User-Agent '{UA}' (for example a Cloudflare WAF exception on http.user_agent)"
+            )
+        );
+        assert!(
+            obstacle(503, &[], b"<title>Just a moment...</title>", host, UA)
+                .unwrap()
+                .contains("answered 503 with a challenge page")
+        );
+        assert!(obstacle(200, &h("cf-mitigated", "challenge"), b"", host, UA).is_some());
+        assert!(obstacle(429, &[], b"Attention Required! | Cloudflare", host, UA).is_some());
+        // linkedge's own answers are judged elsewhere.
+        assert_eq!(
+            obstacle(403, &[], b"Invalid link security token", host, UA),
+            None
+        );
+        assert_eq!(obstacle(503, &[], b"Service Unavailable\n", host, UA), None);
+        assert_eq!(obstacle(404, &[], b"Not Found\n", host, UA), None);
+        assert_eq!(obstacle(200, &[], b"{\"host\":\"x\"}", host, UA), None);
+    }
+
+    #[test]
+    fn location_hosts() {
+        assert_eq!(location_host("/a"), None);
+        assert_eq!(location_host("a/b://c"), None);
+        assert_eq!(
+            location_host("HTTPS://u:p@Www.Example.com:8443/x?y").as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(
+            location_host("http://[2001:db8::1]:80/").as_deref(),
+            Some("2001:db8::1")
+        );
+        assert_eq!(
+            location_host("//cdn.example.net").as_deref(),
+            Some("cdn.example.net")
+        );
     }
 
     #[test]

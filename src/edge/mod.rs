@@ -49,6 +49,8 @@ pub struct Edge {
     access: Option<access::AccessLog>,
     /// `limits`: the header limits and send timeout applied per request.
     limits: crate::config::Limits,
+    /// The registry mirror, which notes clicks on retired domains; `None`: not noted.
+    registry: Option<Arc<crate::registry::Mirror>>,
 }
 
 impl Edge {
@@ -73,6 +75,7 @@ impl Edge {
             privacy,
             access: None,
             limits: crate::config::Limits::default(),
+            registry: None,
         }
     }
 
@@ -80,6 +83,13 @@ impl Edge {
     /// defaults.
     pub fn with_limits(mut self, limits: crate::config::Limits) -> Edge {
         self.limits = limits;
+        self
+    }
+
+    /// Notes each click on a retired domain in `registry` (memory only; see
+    /// [`crate::registry::last_click`]).
+    pub fn with_registry(mut self, registry: Arc<crate::registry::Mirror>) -> Edge {
+        self.registry = Some(registry);
         self
     }
 
@@ -163,6 +173,9 @@ impl Edge {
         let url = Bytes::from(link.url);
         // The event goes where the Host's region keeps its click data.
         let region = self.regions.home_region(&host).map(|r| r.name.clone());
+        if let Some(m) = &self.registry {
+            m.clicked(&host);
+        }
         let recorder = self.sinks.for_region(region.as_deref());
         recorder.record(Event {
             id: recorder.next_id(),

@@ -12,6 +12,9 @@ use pingora::prelude::*;
 /// The body of a 403 for a link minted for another Host, as the track backends word it.
 pub const HOST_MISMATCH_BODY: &str = "Invalid link security token";
 
+/// The body of the edge's own `503` (shared state unavailable).
+pub const UNAVAILABLE_BODY: &str = "Service Unavailable\n";
+
 /// The request-id header, read from clients and sent to backends and back.
 pub const REQUEST_ID: &str = "x-request-id";
 
@@ -101,7 +104,7 @@ impl Reply {
 
     /// 503, nothing decided: shared state was unavailable.
     pub fn unavailable() -> Reply {
-        Reply::text(503, "Service Unavailable\n")
+        Reply::text(503, UNAVAILABLE_BODY)
     }
 
     /// The answer to a refused request.

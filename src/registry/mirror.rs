@@ -10,6 +10,9 @@
 //! `registry.resync_interval`, so a message lost any other way heals. While Redis is away the
 //! mirror keeps serving the last state it knew.
 //!
+//! It also notes when each retired domain last saw a click on this node (in memory; written to
+//! Redis at most once per `registry.last_click_interval` by [`super::LastClicks`]).
+//!
 //! Memory: one entry per domain, its host as a boxed string and 16 bytes of facts (the region as
 //! an index into the configured region names). Figures in the README (Domains).
 
@@ -19,13 +22,18 @@ use crate::store::Db;
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Host → entry. Hashed with foldhash (keyed per process): looked up on every handshake and
 /// proxied request; its keys come from the registry, not from clients.
 type Map = HashMap<Box<str>, Entry, foldhash::fast::RandomState>;
+
+/// Retired host → Unix milliseconds of its last click on this node not yet written to Redis
+/// (0: none). Only retired domains are here, so a click on any other costs a check that the map
+/// is empty, or one look-up in a map of the few retired domains.
+type Clicks = HashMap<Box<str>, AtomicU64, foldhash::fast::RandomState>;
 
 /// What the mirror knows of one registered domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +58,8 @@ pub struct Mirror {
     ready: AtomicBool,
     /// Unix seconds of the last completed full load.
     synced_at: AtomicI64,
+    /// The retired domains' last clicks, not yet written.
+    clicks: RwLock<Clicks>,
 }
 
 /// Hosts read per HSCAN page and per pipeline of certificate checks.
@@ -63,6 +73,52 @@ impl Mirror {
             map: RwLock::new(Map::default()),
             ready: AtomicBool::new(false),
             synced_at: AtomicI64::new(0),
+            clicks: RwLock::new(Clicks::default()),
+        }
+    }
+
+    /// Notes a click on `host` (normalised) now, if it is a retired domain; memory only.
+    pub fn clicked(&self, host: &str) {
+        let clicks = self.clicks.read().unwrap_or_else(|p| p.into_inner());
+        if clicks.is_empty() {
+            return;
+        }
+        if let Some(at) = clicks.get(host) {
+            at.store(crate::time::unix_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// The retired domains clicked since the last call, with when they last were; forgets them.
+    pub fn take_clicks(&self) -> Vec<(String, u64)> {
+        let clicks = self.clicks.read().unwrap_or_else(|p| p.into_inner());
+        clicks
+            .iter()
+            .filter_map(|(h, at)| match at.swap(0, Ordering::Relaxed) {
+                0 => None,
+                ms => Some((h.to_string(), ms)),
+            })
+            .collect()
+    }
+
+    /// Puts back a click [`Mirror::take_clicks`] returned that could not be written (a later
+    /// click wins).
+    pub fn restore_click(&self, host: &str, ms: u64) {
+        let clicks = self.clicks.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = clicks.get(host) {
+            at.fetch_max(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Keeps the click map to exactly the retired domains of `map`, keeping what is noted for
+    /// those that stay.
+    fn track_retired(&self, map: &Map) {
+        let retired = |h: &str| map.get(h).is_some_and(|e| e.state == State::Retired);
+        let mut clicks = self.clicks.write().unwrap_or_else(|p| p.into_inner());
+        clicks.retain(|h, _| retired(h));
+        for (h, e) in map {
+            if e.state == State::Retired && !clicks.contains_key(h) {
+                clicks.insert(h.clone(), AtomicU64::new(0));
+            }
         }
     }
 
@@ -135,9 +191,22 @@ impl Mirror {
             }
         }
         metrics::REGISTRY_DOMAINS.set(map.len() as i64);
+        let retired = map.get(host).is_some_and(|e| e.state == State::Retired);
+        drop(map);
+        let mut clicks = self.clicks.write().unwrap_or_else(|p| p.into_inner());
+        match (retired, clicks.contains_key(host)) {
+            (true, false) => {
+                clicks.insert(host.into(), AtomicU64::new(0));
+            }
+            (false, true) => {
+                clicks.remove(host);
+            }
+            _ => {}
+        }
     }
 
     fn replace(&self, all: Map) {
+        self.track_retired(&all);
         let mut map = self.write();
         *map = all;
         metrics::REGISTRY_DOMAINS.set(map.len() as i64);
@@ -329,6 +398,7 @@ mod tests {
             updated_ms: 0,
             verified_ms: None,
             fronted: false,
+            moved_to: None,
         }
     }
 
@@ -365,5 +435,36 @@ mod tests {
         fronted.fronted = false;
         m.apply("link.cdn.example", Some((&fronted, false)));
         assert!(!m.get("link.cdn.example").unwrap().fronted);
+    }
+
+    #[test]
+    fn notes_clicks_on_retired_domains_only() {
+        let m = Mirror::new(vec!["us".into()]);
+        let mut all = Map::default();
+        let old = domain("link.old.example", "us", State::Retired);
+        let new = domain("link.new.example", "us", State::Pending);
+        all.insert("link.old.example".into(), m.entry(&old, true));
+        all.insert("link.new.example".into(), m.entry(&new, false));
+        m.replace(all);
+        m.clicked("link.new.example");
+        assert!(m.take_clicks().is_empty());
+        m.clicked("link.old.example");
+        let taken = m.take_clicks();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].0, "link.old.example");
+        assert!(m.take_clicks().is_empty(), "taken once");
+        m.restore_click("link.old.example", taken[0].1);
+        assert_eq!(m.take_clicks(), taken);
+        // Removed from the registry: nothing noted any more.
+        m.apply("link.old.example", None);
+        m.clicked("link.old.example");
+        assert!(m.take_clicks().is_empty());
+        // Retired through the change feed.
+        m.apply(
+            "link.new.example",
+            Some((&domain("link.new.example", "us", State::Retired), false)),
+        );
+        m.clicked("link.new.example");
+        assert_eq!(m.take_clicks().len(), 1);
     }
 }

@@ -10,12 +10,19 @@
 //! *fronted*: the customer's own proxy or CDN terminates TLS for it with the customer's
 //! certificate and connects to the edge, so linkedge never orders one for it and answers its
 //! handshakes with `tls.cert`.
+//!
+//! A domain is *retired* when the customer moves to a new one (`linkedge domain move OLD NEW`):
+//! links already sent on it keep working (routed, served and recorded as before), no new link
+//! may be minted on it, and [`Domain::moved_to`] names the successor. Only `remove` ends it.
+//! Each node notes, in memory, when a retired domain last saw a click ([`last_click`]).
 
+pub mod last_click;
 pub mod mirror;
 
 pub use crate::host::DomainError;
 use crate::host::normalize_domain;
 use crate::store::Db;
+pub use last_click::LastClicks;
 pub use mirror::{Follower, Mirror};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -33,6 +40,10 @@ pub enum State {
     Issued,
     /// Verification or issuance failed; `error` says why.
     Failed,
+    /// Moved to the domain [`Domain::moved_to`] names: its links keep working, no new link may
+    /// be minted on it, and its certificate is renewed while it still resolves to the edge.
+    /// Nothing but `remove` takes a domain out of this state.
+    Retired,
 }
 
 impl State {
@@ -43,6 +54,7 @@ impl State {
             State::Verified => "verified",
             State::Issued => "issued",
             State::Failed => "failed",
+            State::Retired => "retired",
         }
     }
 }
@@ -74,7 +86,32 @@ pub struct Domain {
     /// it through that proxy. Records written before the field existed read as not fronted.
     #[serde(default)]
     pub fronted: bool,
+    /// For a retired domain, the domain its new links go on (`domain move`). Records written
+    /// before the field existed read as none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<String>,
 }
+
+impl Domain {
+    /// `Err(Retired)`, naming the successor, when the domain is retired: no new link, no new
+    /// registration, no second move may use it.
+    pub fn accepts_new_links(&self) -> Result<(), RegistryError> {
+        if self.state != State::Retired {
+            return Ok(());
+        }
+        Err(RegistryError::Retired {
+            host: self.host.clone(),
+            to: self.moved_to.clone().unwrap_or_default(),
+        })
+    }
+}
+
+/// Registers `KEYS[1]`'s field `ARGV[1]` as `ARGV[2]` and replaces field `ARGV[3]` with `ARGV[5]`,
+/// only if `ARGV[1]` is not registered and `ARGV[3]` still reads `ARGV[4]`: a move is one
+/// atomic step on one key (no hash tag needed in a cluster). 1 when done, 0 when not.
+const MOVE: &str = "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 \
+    or redis.call('HGET', KEYS[1], ARGV[3]) ~= ARGV[4] then return 0 end \
+    redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[5]) return 1";
 
 /// A registry operation that could not be done.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +138,25 @@ pub enum RegistryError {
     /// Not registered.
     #[error("{0} is not registered")]
     NotFound(String),
+    /// Retired by a move: no new link, registration or move may use it.
+    #[error("{host} is retired: new links go on {to}")]
+    Retired {
+        /// The retired host.
+        host: String,
+        /// Its successor.
+        to: String,
+    },
+    /// A move to the domain's own name.
+    #[error("{0} cannot move to itself: name another domain")]
+    SameName(String),
+    /// Another change to either name landed during a move, which did nothing.
+    #[error("{old} or {new} changed during the move; nothing was changed: try again")]
+    Raced {
+        /// The domain being moved.
+        old: String,
+        /// Its successor.
+        new: String,
+    },
     /// Redis failed.
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
@@ -136,7 +192,7 @@ impl Registry {
     /// when `fronted`. Adding it again for the same workspace sets the region and the fronted
     /// flag to these and keeps the rest, except that a change of the fronted flag makes the
     /// domain pending again (with no error): what `verify` checks, and whether a certificate
-    /// is ordered, depend on it.
+    /// is ordered, depend on it. A retired domain is refused (`Retired`): remove it first.
     pub async fn add(
         &self,
         host: &str,
@@ -160,6 +216,7 @@ impl Registry {
                 });
             }
             Some(mut d) => {
+                d.accepts_new_links()?;
                 d.region = region.to_string();
                 if d.fronted != fronted {
                     d.fronted = fronted;
@@ -179,6 +236,7 @@ impl Registry {
                 updated_ms: now,
                 verified_ms: None,
                 fronted,
+                moved_to: None,
             },
         };
         self.put(&domain).await?;
@@ -223,17 +281,83 @@ impl Registry {
         Ok(out)
     }
 
-    /// Removes the domain; `NotFound` if it was not registered.
+    /// Removes the domain (retired or not) and its last click; `NotFound` if it was not
+    /// registered.
     pub async fn remove(&self, host: &str) -> Result<(), RegistryError> {
         let host = normalize_domain(host)?;
         let n: u64 = self.db.conn().await?.hdel(&self.key, &host).await?;
         if n == 0 {
             return Err(RegistryError::NotFound(host));
         }
+        last_click::forget(&self.db, &host).await?;
         self.announce(&host).await
     }
 
-    /// Moves the domain to `state` with `error` (empty when none).
+    /// When `host` (normalised) last saw a click since it was retired, as far as the nodes have
+    /// written it ([`last_click`]).
+    pub async fn last_click_ms(&self, host: &str) -> Result<Option<u64>, RegistryError> {
+        Ok(last_click::read(&self.db, host).await?)
+    }
+
+    /// Moves `old`'s new links to `new`: registers `new` (pending) for `old`'s workspace, region
+    /// and fronted flag, and marks `old` retired with [`Domain::moved_to`] naming `new`, in one
+    /// atomic step. Returns (old, new). Refused, changing nothing, when a name is invalid, `new`
+    /// is `old`, `old` is not registered or already retired, or `new` is registered to anyone.
+    pub async fn move_to(&self, old: &str, new: &str) -> Result<(Domain, Domain), RegistryError> {
+        let old = normalize_domain(old)?;
+        let new = normalize_domain(new)?;
+        if old == new {
+            return Err(RegistryError::SameName(old));
+        }
+        let raw: Option<String> = self.db.conn().await?.hget(&self.key, &old).await?;
+        let raw = raw.ok_or_else(|| RegistryError::NotFound(old.clone()))?;
+        let mut from: Domain =
+            serde_json::from_str(&raw).map_err(|_| RegistryError::Damaged(old.clone()))?;
+        from.accepts_new_links()?;
+        if let Some(d) = self.get(&new).await? {
+            return Err(RegistryError::Taken {
+                host: new,
+                workspace: d.workspace,
+            });
+        }
+        let now = crate::time::unix_ms();
+        let to = Domain {
+            host: new.clone(),
+            workspace: from.workspace,
+            region: from.region.clone(),
+            state: State::Pending,
+            error: String::new(),
+            created_ms: now,
+            updated_ms: now,
+            verified_ms: None,
+            fronted: from.fronted,
+            moved_to: None,
+        };
+        from.state = State::Retired;
+        from.error.clear();
+        from.moved_to = Some(new.clone());
+        from.updated_ms = now;
+        let json = |d: &Domain| serde_json::to_string(d).expect("domains serialize");
+        let done: i64 = redis::Script::new(MOVE)
+            .key(&self.key)
+            .arg(&new)
+            .arg(json(&to))
+            .arg(&old)
+            .arg(&raw)
+            .arg(json(&from))
+            .invoke_async(&mut self.db.conn().await?)
+            .await?;
+        if done != 1 {
+            return Err(RegistryError::Raced { old, new });
+        }
+        self.announce(&new).await?;
+        self.announce(&old).await?;
+        Ok((from, to))
+    }
+
+    /// Moves the domain to `state` with `error` (empty when none). A retired domain stays
+    /// retired whatever `state` says (the issuer's renewal outcome, a verify): only its error
+    /// is recorded.
     pub async fn set_state(
         &self,
         host: &str,
@@ -244,7 +368,9 @@ impl Registry {
             .get(host)
             .await?
             .ok_or_else(|| RegistryError::NotFound(host.to_string()))?;
-        d.state = state;
+        if d.state != State::Retired {
+            d.state = state;
+        }
         d.error = error.to_string();
         d.updated_ms = crate::time::unix_ms();
         if state == State::Verified {
@@ -266,7 +392,23 @@ mod tests {
         let d: Domain = serde_json::from_str(old).unwrap();
         assert!(!d.fronted);
         assert_eq!(d.state, State::Issued);
+        assert_eq!(d.moved_to, None);
+        assert!(d.accepts_new_links().is_ok());
         let json = serde_json::to_value(Domain { fronted: true, ..d }).unwrap();
         assert_eq!(json["fronted"], true);
+        assert!(json.get("moved_to").is_none());
+    }
+
+    #[test]
+    fn a_retired_domain_names_its_successor() {
+        let raw = r#"{"host":"link.old.example","workspace":7,"region":"eu","state":"retired",
+            "created_ms":1,"updated_ms":2,"moved_to":"link.new.example"}"#;
+        let d: Domain = serde_json::from_str(raw).unwrap();
+        assert_eq!(d.state, State::Retired);
+        assert_eq!(d.state.as_str(), "retired");
+        assert_eq!(
+            d.accepts_new_links().unwrap_err().to_string(),
+            "link.old.example is retired: new links go on link.new.example"
+        );
     }
 }

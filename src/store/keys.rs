@@ -31,6 +31,12 @@ impl Keys {
         format!("{}domains:changed", self.prefix)
     }
 
+    /// Hash of the last click seen on each retired domain: field host, value Unix milliseconds
+    /// (written by every node at most once per `registry.last_click_interval`, never lowered).
+    pub fn domains_last_click(&self) -> String {
+        format!("{}domains:last_click", self.prefix)
+    }
+
     /// Hash of `host`'s stored certificate (chain, sealed key, validity).
     pub fn cert(&self, host: &str) -> String {
         format!("{}cert:{host}", self.prefix)
@@ -96,6 +102,7 @@ mod tests {
         let k = Keys::new("le:");
         assert_eq!(k.domains(), "le:domains");
         assert_eq!(k.domains_channel(), "le:domains:changed");
+        assert_eq!(k.domains_last_click(), "le:domains:last_click");
         assert_eq!(k.cert("a.example"), "le:cert:a.example");
         assert_eq!(k.cert_channel(), "le:certs");
         assert_eq!(k.acme_http01("t0k"), "le:acme:http01:t0k");

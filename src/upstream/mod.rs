@@ -476,6 +476,7 @@ mod tests {
             updated_ms: 0,
             verified_ms: None,
             fronted: false,
+            moved_to: None,
         };
         for (host, region) in [
             ("link.eu.example", "eu"),
