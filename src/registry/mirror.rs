@@ -60,6 +60,8 @@ pub struct Mirror {
     synced_at: AtomicI64,
     /// The retired domains' last clicks, not yet written.
     clicks: RwLock<Clicks>,
+    /// Whether `clicks` has any domain: a click takes no lock while no domain is retired.
+    any_retired: AtomicBool,
 }
 
 /// Hosts read per HSCAN page and per pipeline of certificate checks.
@@ -74,15 +76,16 @@ impl Mirror {
             ready: AtomicBool::new(false),
             synced_at: AtomicI64::new(0),
             clicks: RwLock::new(Clicks::default()),
+            any_retired: AtomicBool::new(false),
         }
     }
 
     /// Notes a click on `host` (normalised) now, if it is a retired domain; memory only.
     pub fn clicked(&self, host: &str) {
-        let clicks = self.clicks.read().unwrap_or_else(|p| p.into_inner());
-        if clicks.is_empty() {
+        if !self.any_retired.load(Ordering::Relaxed) {
             return;
         }
+        let clicks = self.clicks.read().unwrap_or_else(|p| p.into_inner());
         if let Some(at) = clicks.get(host) {
             at.store(crate::time::unix_ms(), Ordering::Relaxed);
         }
@@ -112,14 +115,21 @@ impl Mirror {
     /// Keeps the click map to exactly the retired domains of `map`, keeping what is noted for
     /// those that stay.
     fn track_retired(&self, map: &Map) {
-        let retired = |h: &str| map.get(h).is_some_and(|e| e.state == State::Retired);
+        // Built beside the old one, so clicks are not held up while the registry is walked.
+        let hosts: Vec<&Box<str>> = map
+            .iter()
+            .filter(|(_, e)| e.state == State::Retired)
+            .map(|(h, _)| h)
+            .collect();
         let mut clicks = self.clicks.write().unwrap_or_else(|p| p.into_inner());
-        clicks.retain(|h, _| retired(h));
-        for (h, e) in map {
-            if e.state == State::Retired && !clicks.contains_key(h) {
+        clicks.retain(|h, _| map.get(h).is_some_and(|e| e.state == State::Retired));
+        for h in hosts {
+            if !clicks.contains_key(&**h) {
                 clicks.insert(h.clone(), AtomicU64::new(0));
             }
         }
+        self.any_retired
+            .store(!clicks.is_empty(), Ordering::Relaxed);
     }
 
     /// True once the whole registry has been loaded (before that, callers fall back to
@@ -193,16 +203,24 @@ impl Mirror {
         metrics::REGISTRY_DOMAINS.set(map.len() as i64);
         let retired = map.get(host).is_some_and(|e| e.state == State::Retired);
         drop(map);
-        let mut clicks = self.clicks.write().unwrap_or_else(|p| p.into_inner());
-        match (retired, clicks.contains_key(host)) {
-            (true, false) => {
-                clicks.insert(host.into(), AtomicU64::new(0));
-            }
-            (false, true) => {
-                clicks.remove(host);
-            }
-            _ => {}
+        let known = self
+            .clicks
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(host);
+        if retired == known {
+            return;
         }
+        let mut clicks = self.clicks.write().unwrap_or_else(|p| p.into_inner());
+        if retired {
+            clicks
+                .entry(host.into())
+                .or_insert_with(|| AtomicU64::new(0));
+        } else {
+            clicks.remove(host);
+        }
+        self.any_retired
+            .store(!clicks.is_empty(), Ordering::Relaxed);
     }
 
     fn replace(&self, all: Map) {

@@ -245,7 +245,22 @@ impl Registry {
 
     async fn put(&self, d: &Domain) -> Result<(), RegistryError> {
         let json = serde_json::to_string(d).expect("domains serialize");
-        let _: () = self.db.conn().await?.hset(&self.key, &d.host, json).await?;
+        // Never over a retired record with one that is not: a write prepared from a read
+        // made just before a move (the issuer's, verify's) would un-retire the domain.
+        let written: i64 = redis::Script::new(
+            "local cur = redis.call('HGET', KEYS[1], ARGV[1]) \
+             if cur and string.find(cur, '\"state\":\"retired\"', 1, true) \
+                and not string.find(ARGV[2], '\"state\":\"retired\"', 1, true) then return 0 end \
+             redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) return 1",
+        )
+        .key(&self.key)
+        .arg(&d.host)
+        .arg(json)
+        .invoke_async(&mut self.db.conn().await?)
+        .await?;
+        if written == 0 {
+            tracing::info!(host = %d.host, "not written: the domain was retired meanwhile");
+        }
         self.announce(&d.host).await
     }
 
