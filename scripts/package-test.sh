@@ -12,7 +12,12 @@ deb=${1:-}
 if [ -z "$deb" ]; then
   deb=$(scripts/package.sh | tail -1 | cut -d' ' -f1)
 fi
-fail() { echo "package-test: $*" >&2; exit 1; }
+fail() {
+  echo "package-test: $*" >&2
+  # What the served process said, before the cleanup removes it.
+  [ -n "${work:-}" ] && [ -f "$work/log" ] && tail -n 40 "$work/log" >&2
+  exit 1
+}
 if dpkg -s linkedge >/dev/null 2>&1; then dpkg --purge linkedge >/dev/null; fi
 work=$(mktemp -d /tmp/linkedge-package-test.XXXXXX)
 chmod 755 "$work"
