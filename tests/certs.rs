@@ -278,23 +278,7 @@ async fn own_names_get_tls_cert_from_memory_whatever_fallback() {
     import_cert(&le, "a.linkedge.test", &cert, &key);
     assert_eq!(handshake(&le, "a.linkedge.test").await.unwrap(), serial);
     // One without a certificate yet gets tls.cert, which covers it.
-    let changes = le.metric("linkedge_registry_changes_total");
-    let (ok, out) = cli(
-        &le,
-        "domain",
-        &[
-            "add",
-            "p.linkedge.test",
-            "--workspace",
-            "1",
-            "--region",
-            "us",
-        ],
-    );
-    assert!(ok, "{out}");
-    assert!(eventually(std::time::Duration::from_secs(5), || {
-        le.metric("linkedge_registry_changes_total") > changes
-    }));
+    add_domain(&le, "p.linkedge.test", &[]);
     assert_eq!(handshake(&le, "p.linkedge.test").await.unwrap(), dev);
 
     // The development certificate's names: *.linkedge.test, linkedge.test, localhost.
@@ -375,23 +359,7 @@ async fn own_names_and_no_sni_are_judged_by_host_alone() {
 
     // Anyone may register the edge's name under its *. name; merely registered (pending), it
     // stays the edge's own, or every proxy connecting by it would get 403.
-    let changes = le.metric("linkedge_registry_changes_total");
-    let (ok, out) = cli(
-        &le,
-        "domain",
-        &[
-            "add",
-            "track.linkedge.test",
-            "--workspace",
-            "9",
-            "--region",
-            "us",
-        ],
-    );
-    assert!(ok, "{out}");
-    assert!(eventually(std::time::Duration::from_secs(5), || {
-        le.metric("linkedge_registry_changes_total") > changes
-    }));
+    add_domain(&le, "track.linkedge.test", &[]);
 
     // The edge's own names, exact and under *.linkedge.test, verified as a client would.
     for own in ["linkedge.test", "track.linkedge.test"] {
@@ -486,24 +454,8 @@ async fn fronted_domains_get_tls_cert_from_memory_whatever_fallback() {
     let (cert, key, serial) = leaf(le.dir.path(), host);
     import_cert(&le, host, &cert, &key);
     assert_eq!(handshake(&le, host).await.unwrap(), serial);
-    let changes = le.metric("linkedge_registry_changes_total");
-    let (ok, out) = cli(
-        &le,
-        "domain",
-        &[
-            "add",
-            host,
-            "--workspace",
-            "1",
-            "--region",
-            "us",
-            "--fronted",
-        ],
-    );
-    assert!(ok && out.contains("\"fronted\": true"), "{out}");
-    assert!(eventually(std::time::Duration::from_secs(5), || {
-        le.metric("linkedge_registry_changes_total") > changes
-    }));
+    let out = add_domain(&le, host, &["--fronted"]);
+    assert!(out.contains("\"fronted\": true"), "{out}");
 
     let before = lookup_calls(&redis);
     for _ in 0..200 {

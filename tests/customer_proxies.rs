@@ -96,19 +96,7 @@ certs:\n  master_key: 1\n  master_keys: [{{ id: 1, secret_file: master-key }}]\n
 verify:\n  target: {EDGE}\n"
     );
     let le = Linkedge::start(&o);
-    let changes = le.metric("linkedge_registry_changes_total");
-    let mut args = vec!["add", BRANDED, "--workspace", "1", "--region", "us"];
-    if fronted {
-        args.push("--fronted");
-    }
-    let (ok, out) = cli(&le, "domain", &args);
-    assert!(ok, "{out}");
-    assert!(
-        eventually(Duration::from_secs(5), || le
-            .metric("linkedge_registry_changes_total")
-            > changes),
-        "the registry mirror did not apply {BRANDED}'s registration"
-    );
+    add_domain(&le, BRANDED, if fronted { &["--fronted"] } else { &[] });
     (redis, le)
 }
 

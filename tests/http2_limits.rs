@@ -17,11 +17,7 @@ use tokio::net::{TcpSocket, TcpStream};
 type Tls = tokio_openssl::SslStream<TcpStream>;
 
 fn start(limits: &str, extra: &str) -> (Redis, Linkedge) {
-    let redis = Redis::start();
-    let mut o = Options::new(redis.url());
-    o.extra_yaml = format!("limits:\n{limits}{extra}");
-    let le = Linkedge::start(&o);
-    (redis, le)
+    start_with_limits(limits, extra)
 }
 
 /// A TLS connection from `from` to `to` that negotiated `h2`.

@@ -12,11 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 fn start(limits: &str, extra: &str) -> (Redis, Linkedge) {
-    let redis = Redis::start();
-    let mut o = Options::new(redis.url());
-    o.extra_yaml = format!("limits:\n{limits}{extra}");
-    let le = Linkedge::start(&o);
-    (redis, le)
+    start_with_limits(limits, extra)
 }
 
 /// A connection to `to` from source address `from`.

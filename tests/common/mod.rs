@@ -533,6 +533,33 @@ pub fn cli(le: &Linkedge, command: &str, args: &[&str]) -> (bool, String) {
     run(Command::new(env!("CARGO_BIN_EXE_linkedge")).args(&full))
 }
 
+/// `linkedge domain add HOST --workspace 1 --region us` plus `extra` (e.g. `--fronted`) on
+/// `le`, then waits until `le`'s registry mirror has applied it; the command's output.
+pub fn add_domain(le: &Linkedge, host: &str, extra: &[&str]) -> String {
+    let changes = le.metric("linkedge_registry_changes_total");
+    let mut args = vec!["add", host, "--workspace", "1", "--region", "us"];
+    args.extend(extra);
+    let (ok, out) = cli(le, "domain", &args);
+    assert!(ok, "{out}");
+    assert!(
+        eventually(Duration::from_secs(5), || le
+            .metric("linkedge_registry_changes_total")
+            > changes),
+        "the registry mirror did not apply {host}'s registration"
+    );
+    out
+}
+
+/// Redis and a linkedge with `limits:` set to `limits` (indented YAML lines) and `extra`
+/// top-level YAML.
+pub fn start_with_limits(limits: &str, extra: &str) -> (Redis, Linkedge) {
+    let redis = Redis::start();
+    let mut o = Options::new(redis.url());
+    o.extra_yaml = format!("limits:\n{limits}{extra}");
+    let le = Linkedge::start(&o);
+    (redis, le)
+}
+
 /// Runs `cmd` to the end; (success, stdout and stderr).
 pub fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap();
