@@ -79,6 +79,29 @@ static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers")
 });
 
+static AWAITING_REPLICAS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "linkedge_events_awaiting_replicas",
+        "Events written to Redis and waiting, in their batch's WAIT, for events.min_replicas \
+         replicas to confirm them, by event sink.",
+        &["sink"]
+    )
+    .expect("metric registers")
+});
+
+static REPLICA_WAITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_events_replica_waits_total",
+            "Batches whose WAIT for events.min_replicas replicas was confirmed, or fell short \
+             within events.replica_timeout (the batch then spooled as uncertain, checked \
+             against the stream on replay), by event sink and result."
+        ),
+        &["sink", "result"]
+    )
+    .expect("metric registers")
+});
+
 static DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         Opts::new(
@@ -163,6 +186,8 @@ pub struct SinkMetrics {
     pub spool_fill: prometheus::Gauge,
     /// Duration of its batch writes.
     pub write_seconds: Histogram,
+    /// Events in a write waiting on its `WAIT` for `events.min_replicas` replicas.
+    pub awaiting_replicas: IntGauge,
 }
 
 impl SinkMetrics {
@@ -174,7 +199,11 @@ impl SinkMetrics {
             spool_bytes: SPOOL_BYTES.with_label_values(&[sink]),
             spool_fill: SPOOL_FILL.with_label_values(&[sink]),
             write_seconds: REDIS_WRITE_SECONDS.with_label_values(&[sink]),
+            awaiting_replicas: AWAITING_REPLICAS.with_label_values(&[sink]),
         };
+        for r in ["confirmed", "short"] {
+            m.replica_waits(r);
+        }
         for o in [
             "written",
             "spooled",
@@ -193,6 +222,13 @@ impl SinkMetrics {
     /// The counter of this sink's events with an outcome.
     pub fn outcome(&self, outcome: &str) -> IntCounter {
         EVENTS.with_label_values(&[self.sink, outcome])
+    }
+
+    /// The counter of this sink's `WAIT`s for `events.min_replicas` by result: `confirmed`,
+    /// or `short` (fewer replicas within `events.replica_timeout`: the batch was spooled as
+    /// uncertain).
+    pub fn replica_waits(&self, result: &str) -> IntCounter {
+        REPLICA_WAITS.with_label_values(&[self.sink, result])
     }
 
     /// The counter of this sink's events lost for a reason.
@@ -601,6 +637,23 @@ pub fn redis_up(name: &str) -> IntGauge {
 /// The lost-connection counter of Redis connection `name`.
 pub fn redis_reconnects(name: &str) -> IntCounter {
     REDIS_LOST.with_label_values(&[name])
+}
+
+static REDIS_STALE_READS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_redis_stale_reads_total",
+            "Reads sent again on a new connection because the one they went out on had gone \
+             stale (idle across a Redis restart or failover), by connection."
+        ),
+        &["connection"]
+    )
+    .expect("metric registers")
+});
+
+/// The stale-read counter of Redis connection `name`.
+pub fn redis_stale_reads(name: &str) -> IntCounter {
+    REDIS_STALE_READS.with_label_values(&[name])
 }
 
 /// Open connections on the public listeners.

@@ -14,6 +14,7 @@ use crate::host::normalize_host;
 use crate::limits::{self, Conns, Guarded};
 use crate::registry::{Follower, LastClicks, Mirror};
 use crate::store::Db;
+use crate::store::keys::replication_marker;
 use crate::tls::{Cache, CertStore, Certificates, Invalidator, Own, Selector, Terminator};
 use crate::{metrics, tls, upstream};
 use pingora::prelude::*;
@@ -145,6 +146,9 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
             maxlen: ev.maxlen,
             batch_max: ev.batch_max,
             memory_window: ev.memory_window,
+            min_replicas: ev.min_replicas,
+            replica_timeout: ev.replica_timeout,
+            marker: replication_marker(&ev.stream).unwrap_or_default(),
         },
     )];
     let mut sinks = Sinks::new(default);
@@ -160,6 +164,9 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
                 maxlen: sink.maxlen,
                 batch_max: ev.batch_max,
                 memory_window: ev.memory_window,
+                min_replicas: sink.min_replicas,
+                replica_timeout: ev.replica_timeout,
+                marker: replication_marker(&sink.stream).unwrap_or_default(),
             },
         ));
         sinks = sinks.with_region(name, rec);

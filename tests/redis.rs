@@ -23,7 +23,6 @@ fn dev_root() -> Vec<u8> {
     std::fs::read(dev_ca()).unwrap()
 }
 
-/// The certificate store in the Redis `section` describes, as linkedge sees it.
 /// The certificate store and the domain registry in the Redis `section` describes, as linkedge
 /// sees them.
 struct Stores {
@@ -50,7 +49,6 @@ fn store(section: &str) -> Stores {
     }
 }
 
-/// Stores a fresh development certificate for `name` through the library.
 /// Registers `name` (region us) and stores a fresh development certificate for it, through
 /// the library.
 async fn put_cert(store: &Stores, dir: &Path, name: &str) -> String {
@@ -314,6 +312,123 @@ acme:\n  directory: \"{}\"\n  extra_root: {}\n  scan_interval: 1s\n  order_timeo
         "still the old certificate: {pebble:?}"
     );
     drop(ca);
+}
+
+/// Opens the connections an idle node keeps (the certificate store's, by a handshake for a
+/// stored name, and the admin API's, by a read) and leaves them idle.
+async fn warm_idle_connections(le: &Linkedge, stores: &Stores, dir: &Path) {
+    let serial = put_cert(stores, dir, "warm.example.test").await;
+    assert!(
+        eventually(Duration::from_secs(10), || futures_block(tls_serial(
+            le,
+            "warm.example.test",
+            &dev_root()
+        ))
+        .as_deref()
+            == Ok(serial.as_str())),
+        "warm.example.test never served:\n{}",
+        le.log()
+    );
+    let r = admin_show(le, "warm.example.test").await;
+    assert_eq!(r.0, 200, "{}", r.1);
+}
+
+/// `GET /v1/domains/HOST` on the admin API: status and body.
+async fn admin_show(le: &Linkedge, host: &str) -> (u16, String) {
+    let r = client()
+        .get(format!("http://{}/v1/domains/{host}", le.metrics))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Once Redis answers again (restarted or failed over) and the registry mirror has followed,
+/// a name stored then gets its certificate at the first handshake, and the admin API answers
+/// its first read: each on a connection that sat idle across the outage.
+async fn first_reads_succeed(le: &Linkedge, section: &str, dir: &Path, loads_before: f64) {
+    // The test's own store, connected after the outage (its writes are not sent again).
+    let stores = store(section);
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            le.metric("linkedge_registry_loads_total") > loads_before
+        }),
+        "the registry mirror did not reload:\n{}",
+        le.log()
+    );
+    let changes = le.metric("linkedge_registry_changes_total");
+    let serial = put_cert(&stores, dir, "first.example.test").await;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            le.metric("linkedge_registry_changes_total") >= changes + 2.0
+        }),
+        "the mirror never heard of first.example.test:\n{}",
+        le.log()
+    );
+    let stale = |c: &str| {
+        le.metric(&format!(
+            "linkedge_redis_stale_reads_total{{connection=\"{c}\"}}"
+        ))
+    };
+    assert_eq!(
+        tls_serial(le, "first.example.test", &dev_root()).await,
+        Ok(serial),
+        "the first handshake after Redis came back failed:\n{}",
+        le.log()
+    );
+    let (status, body) = admin_show(le, "first.example.test").await;
+    assert_eq!(
+        status, 200,
+        "the first admin read after Redis came back: {body}"
+    );
+    assert!(body.contains("first.example.test"), "{body}");
+    // Both went out on a connection opened before the outage and were sent again.
+    assert!(
+        stale("state") >= 1.0 && stale("admin") >= 1.0,
+        "{}",
+        le.metrics_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_reads_after_a_restart_succeed_on_connections_idle_across_it() {
+    let mut redis = Redis::start();
+    let mut o = Options::new(redis.url());
+    o.extra_yaml =
+        format!("regions:\n  us: {{ backends: [{{ addr: \"127.0.0.1:9\" }}] }}\n{CERTS}");
+    let le = Linkedge::start(&o);
+    let section = format!("  url: \"{}\"\n", redis.url());
+    let stores = store(&section);
+    let dir = tempfile::tempdir().unwrap();
+    warm_idle_connections(&le, &stores, dir.path()).await;
+    let loads = le.metric("linkedge_registry_loads_total");
+    redis.restart_empty();
+    first_reads_succeed(&le, &section, dir.path(), loads).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_reads_after_a_sentinel_failover_succeed_on_connections_idle_across_it() {
+    let mut set = SentinelSet::start();
+    let mut o = Options::with_redis(&set.section());
+    o.extra_yaml =
+        format!("regions:\n  us: {{ backends: [{{ addr: \"127.0.0.1:9\" }}] }}\n{CERTS}");
+    let le = Linkedge::start(&o);
+    let stores = store(&set.section());
+    let dir = tempfile::tempdir().unwrap();
+    warm_idle_connections(&le, &stores, dir.path()).await;
+    let loads = le.metric("linkedge_registry_loads_total");
+    let old = set.master.addr();
+    set.master.kill();
+    // Redis answers again: the sentinels name the promoted replica and it takes writes.
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            set.master_addr().is_some_and(|m| m != old)
+                && set.replica.info("replication", "role").as_deref() == Some("master")
+        }),
+        "no failover happened"
+    );
+    first_reads_succeed(&le, &set.section(), dir.path(), loads).await;
 }
 
 fn futures_block<F: std::future::Future>(f: F) -> F::Output {

@@ -58,6 +58,28 @@ pub fn check(path: &Path, offline: bool, online: bool) -> Outcome {
         let node = block_on(db.describe())?
             .map_err(|e| format!("{shown}: redis: cannot reach {}: {e}", db.target()))?;
         println!("{shown}: {node}");
+        let mut sinks = vec![("events".to_string(), db, s.events.min_replicas)];
+        for sink in &s.event_sinks {
+            let db = crate::store::Db::new(&sink.redis, "cli").map_err(|e| format!("{e:#}"))?;
+            sinks.push((
+                format!("events.regions.{}", sink.region),
+                db,
+                sink.min_replicas,
+            ));
+        }
+        for (at, db, want) in sinks.into_iter().filter(|(_, _, want)| *want > 0) {
+            let have = block_on(db.replicas())?
+                .map_err(|e| format!("{shown}: redis: cannot reach {}: {e}", db.target()))?;
+            if have < i64::from(want) {
+                return Err(format!(
+                    "{shown}: {at}: min_replicas is {want} but {} has {have} replica(s) \
+                     connected: every batch would wait events.replica_timeout and stay in the \
+                     spool until replicas confirm it",
+                    db.target()
+                ));
+            }
+            println!("{shown}: {at}: {have} replica(s) connected, batches wait for {want}");
+        }
     }
     println!(
         "{shown}: ok ({} link key(s), minting with key {})",

@@ -701,6 +701,18 @@ pub struct Events {
     /// crash can lose (README, "What can be lost"). Default `100ms`.
     #[serde(deserialize_with = "de_duration")]
     pub memory_window: Duration,
+    /// Replicas that must hold a batch before it counts as written. After each batch the
+    /// writer sends `WAIT min_replicas replica_timeout` on the connection that wrote it; a batch
+    /// fewer replicas confirm stays uncertain (spooled, checked against the stream by event id
+    /// on replay), so a master that dies before replicating loses no click. 0 trusts the
+    /// master's acknowledgement (a failover can then lose what it had not replicated).
+    /// `check --online` refuses a Redis with fewer replicas. Region sinks may override it.
+    /// Default 0.
+    pub min_replicas: u32,
+    /// Longest a batch's `WAIT` for `min_replicas` may take; must be below `redis.timeout`
+    /// (and the region sinks' `redis.timeout`). Default `250ms`.
+    #[serde(deserialize_with = "de_duration")]
+    pub replica_timeout: Duration,
     /// Local spool for events Redis could not take.
     pub spool: Spool,
     /// Regions whose events go to a Redis and stream of their own (region name → sink), so a
@@ -748,6 +760,10 @@ pub struct EventSinkConfig {
     /// `XADD MAXLEN ~` cap of the region's stream (0: none). Default: `events.maxlen`.
     #[serde(default)]
     pub maxlen: Option<u64>,
+    /// Replicas of the region's Redis that must hold a batch (see `events.min_replicas`).
+    /// Default: `events.min_replicas`.
+    #[serde(default)]
+    pub min_replicas: Option<u32>,
 }
 
 impl Default for Events {
@@ -758,6 +774,8 @@ impl Default for Events {
             queue_capacity: 65_536,
             batch_max: 4096,
             memory_window: Duration::from_millis(100),
+            min_replicas: 0,
+            replica_timeout: Duration::from_millis(250),
             spool: Spool::default(),
             regions: BTreeMap::new(),
             client_ip: ClientIp::Full,

@@ -142,6 +142,8 @@ pub struct EventSink {
     pub stream: String,
     /// Its `XADD MAXLEN ~` cap (0: none).
     pub maxlen: u64,
+    /// Replicas that must hold a batch (`events.min_replicas`, or the sink's own).
+    pub min_replicas: u32,
 }
 
 /// The certificate store's settings, with the master keys read into a [`Sealer`].
@@ -238,6 +240,7 @@ impl Settings {
                     .clone()
                     .unwrap_or_else(|| file.events.stream.clone()),
                 maxlen: sink.maxlen.unwrap_or(file.events.maxlen),
+                min_replicas: sink.min_replicas.unwrap_or(file.events.min_replicas),
             });
         }
         let certs = match file.certs {
@@ -401,6 +404,41 @@ fn resolve_paths(mut file: File, base: &Path) -> File {
     file
 }
 
+/// `min_replicas` of the sink at `at` (`events`, or `events.regions.NAME`) writing `stream` to
+/// `redis`: a `WAIT` must end before `redis.timeout` drops the connection, and the stream's
+/// name must let the replication marker share its hash slot.
+fn check_replicas(
+    replicas: u32,
+    stream: &str,
+    events: &file::Events,
+    redis: &file::Redis,
+    at: &str,
+) -> Result<(), ConfigError> {
+    if replicas == 0 {
+        return Ok(());
+    }
+    if replicas > 64 {
+        return Err(invalid(format!("{at}.min_replicas"), "expected 0 to 64"));
+    }
+    let t = events.replica_timeout;
+    if t < Duration::from_millis(1) || t >= redis.timeout {
+        return Err(invalid(
+            "events.replica_timeout",
+            format!(
+                "must be at least 1ms and below the redis.timeout of {at} ({}ms) with min_replicas",
+                redis.timeout.as_millis()
+            ),
+        ));
+    }
+    if store::keys::replication_marker(stream).is_none() {
+        return Err(invalid(
+            format!("{at}.stream"),
+            "with min_replicas, a stream name with braces needs a hash tag ({tag}...)",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks every field of `file`; names the first one at fault. Reads nothing.
 pub fn validate(file: &File) -> Result<(), ConfigError> {
     if file.listen.http.is_none() && file.listen.https.is_none() {
@@ -446,7 +484,17 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
         if sink.stream.as_deref() == Some("") {
             return Err(invalid(format!("{at}.stream"), "must not be empty"));
         }
+        let stream = sink.stream.as_deref().unwrap_or(&file.events.stream);
+        let replicas = sink.min_replicas.unwrap_or(file.events.min_replicas);
+        check_replicas(replicas, stream, &file.events, &sink.redis, &at)?;
     }
+    check_replicas(
+        file.events.min_replicas,
+        &file.events.stream,
+        &file.events,
+        &file.redis,
+        "events",
+    )?;
     let l = &file.limits;
     for (field, d) in [
         ("limits.header_timeout", l.header_timeout),

@@ -27,6 +27,42 @@ pub struct WriterConfig {
     pub batch_max: usize,
     /// Longest time an event is held only in memory (`events.memory_window`).
     pub memory_window: Duration,
+    /// Replicas that must hold a batch before it counts as written (`events.min_replicas`);
+    /// 0 trusts the master's acknowledgement.
+    pub min_replicas: u32,
+    /// How long each `WAIT` for them may take (`events.replica_timeout`).
+    pub replica_timeout: Duration,
+    /// A key in the stream's hash slot, written when replay must confirm replication of
+    /// events it found already in the stream and has nothing to write
+    /// ([`crate::store::keys::replication_marker`]).
+    pub marker: String,
+}
+
+/// Why a batch is not known written: Redis failed or gave no answer, or it answered but fewer
+/// than `events.min_replicas` replicas confirmed within `events.replica_timeout`. Either way the
+/// batch may be in the stream or not: it is spooled as uncertain.
+#[derive(Debug)]
+enum WriteError {
+    Redis(redis::RedisError),
+    Unreplicated { confirmed: i64, wanted: u32 },
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Redis(e) => e.fmt(f),
+            WriteError::Unreplicated { confirmed, wanted } => write!(
+                f,
+                "{confirmed} of {wanted} replica(s) confirmed within events.replica_timeout"
+            ),
+        }
+    }
+}
+
+impl From<redis::RedisError> for WriteError {
+    fn from(e: redis::RedisError) -> Self {
+        WriteError::Redis(e)
+    }
 }
 
 /// The writer, run as a Pingora background service.
@@ -93,7 +129,7 @@ impl StreamState {
         // Said when it starts, and again every half minute while it lasts: a failure that
         // repeats is never silent.
         if self.healthy || self.warned_at.elapsed() >= STILL_FAILING_EVERY {
-            tracing::warn!(error = %err, "redis unavailable; events go to the spool");
+            tracing::warn!(error = %err, "events not confirmed written (redis unavailable, or its replicas behind); events go to the spool");
             self.warned_at = Instant::now();
         }
         self.healthy = false;
@@ -112,7 +148,7 @@ async fn xadd(
     cfg: &WriterConfig,
     events: &[&Event],
     recorder_metrics: &metrics::SinkMetrics,
-) -> redis::RedisResult<()> {
+) -> Result<(), WriteError> {
     let mut pipe = redis::pipe();
     let mut maxlen = itoa::Buffer::new();
     let maxlen = maxlen.format(cfg.maxlen).as_bytes();
@@ -135,11 +171,71 @@ async fn xadd(
         pipe.add_command(cmd);
     }
     let start = Instant::now();
-    let r = pipe.query_async::<()>(conn).await;
+    let r = if cfg.min_replicas == 0 {
+        pipe.query_async::<()>(conn).await.map_err(WriteError::from)
+    } else {
+        recorder_metrics.awaiting_replicas.add(events.len() as i64);
+        let r = replicated(conn, cfg, pipe, recorder_metrics).await;
+        recorder_metrics.awaiting_replicas.sub(events.len() as i64);
+        r
+    };
     recorder_metrics
         .write_seconds
         .observe(start.elapsed().as_secs_f64());
     r
+}
+
+/// Sends `pipe` followed by `WAIT min_replicas replica_timeout` on the same connection (in a
+/// cluster, the same shard: a keyless command goes where the pipeline's keys go), so the
+/// answer says how many replicas hold every write of this connection so far.
+async fn replicated(
+    conn: &mut Conn,
+    cfg: &WriterConfig,
+    mut pipe: redis::Pipeline,
+    recorder_metrics: &metrics::SinkMetrics,
+) -> Result<(), WriteError> {
+    pipe.cmd("WAIT")
+        .arg(cfg.min_replicas)
+        .arg(cfg.replica_timeout.as_millis().max(1) as u64);
+    let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+    let confirmed = match replies.last() {
+        Some(redis::Value::Int(n)) => *n,
+        other => {
+            return Err(WriteError::Redis(redis::RedisError::from((
+                redis::ErrorKind::Parse,
+                "WAIT answered with no count",
+                format!("{other:?}"),
+            ))));
+        }
+    };
+    if confirmed >= i64::from(cfg.min_replicas) {
+        recorder_metrics.replica_waits("confirmed").inc();
+        Ok(())
+    } else {
+        recorder_metrics.replica_waits("short").inc();
+        Err(WriteError::Unreplicated {
+            confirmed,
+            wanted: cfg.min_replicas,
+        })
+    }
+}
+
+/// With `events.min_replicas`, makes sure what replay found already in the stream is on
+/// enough replicas before the spool lets go of it: a write in the stream's slot (so `WAIT`
+/// covers everything this connection's master took before it) and a `WAIT`.
+async fn confirm_replicated(
+    conn: &mut Conn,
+    cfg: &WriterConfig,
+    recorder_metrics: &metrics::SinkMetrics,
+) -> Result<(), WriteError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg(&cfg.marker)
+        .arg(1)
+        .arg("PX")
+        .arg(60_000)
+        .ignore();
+    replicated(conn, cfg, pipe, recorder_metrics).await
 }
 
 /// Entries read per `XREVRANGE` when looking for ids already written: each read stays small
@@ -196,11 +292,12 @@ impl Writer {
                     let r: Vec<&Event> = batch.iter().collect();
                     match xadd(&mut conn, &self.cfg, &r, self.recorder.metrics()).await {
                         Ok(()) => Ok(()),
-                        // Sent but unanswered: it may be in the stream.
+                        // Sent but unanswered, or not on enough replicas: it may be in the
+                        // stream, or lost with the master.
                         Err(e) => Err((e, true)),
                     }
                 }
-                Err(e) => Err((e, false)),
+                Err(e) => Err((WriteError::Redis(e), false)),
             }
         };
         // No event waits in memory alone past the window: while Redis keeps the writer waiting,
@@ -326,16 +423,20 @@ impl Writer {
             .map(|e| &e.event)
             .collect();
         let already = chunk.events.len() - todo.len();
-        // A chunk whose events are all in the stream already is done without a write (Redis
-        // refuses an empty pipeline, and the chunk would be retried forever).
-        if !todo.is_empty()
-            && let Err(e) = self
-                .spilling(
-                    xadd(&mut conn, &self.cfg, &todo, self.recorder.metrics()),
-                    || {},
-                )
+        // A chunk whose events are all in the stream already is done without an XADD (Redis
+        // refuses an empty pipeline, and the chunk would be retried forever); with
+        // `min_replicas`, once enough replicas are known to hold them.
+        let m = self.recorder.metrics();
+        let r = if !todo.is_empty() {
+            self.spilling(xadd(&mut conn, &self.cfg, &todo, m), || {})
                 .await
-        {
+        } else if self.cfg.min_replicas > 0 && already > 0 {
+            self.spilling(confirm_replicated(&mut conn, &self.cfg, m), || {})
+                .await
+        } else {
+            Ok(())
+        };
+        if let Err(e) = r {
             link.failed(&e);
             return false;
         }

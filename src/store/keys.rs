@@ -93,9 +93,39 @@ impl Keys {
     }
 }
 
+/// A key in the same Redis Cluster hash slot as `stream`, for the write that gives a `WAIT`
+/// something to wait for: `stream:replicated` under `stream`'s own hash tag when it has one,
+/// `{stream}:replicated` when it has no braces at all. `None` for a name with braces but no
+/// hash tag (`events.stream` is refused with `events.min_replicas` then).
+pub fn replication_marker(stream: &str) -> Option<String> {
+    match stream.find('{') {
+        Some(open) => {
+            let close = stream[open + 1..].find('}')?;
+            (close > 0).then(|| format!("{stream}:replicated"))
+        }
+        None if !stream.contains('}') => Some(format!("{{{stream}}}:replicated")),
+        None => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_replication_marker_shares_the_streams_hash_slot() {
+        assert_eq!(
+            replication_marker("linkedge:events").as_deref(),
+            Some("{linkedge:events}:replicated")
+        );
+        assert_eq!(
+            replication_marker("{eu}:events").as_deref(),
+            Some("{eu}:events:replicated")
+        );
+        for no_tag in ["a{}b", "a}b", "a{b"] {
+            assert_eq!(replication_marker(no_tag), None, "{no_tag}");
+        }
+    }
 
     #[test]
     fn every_key_starts_with_the_prefix_and_names_its_subject() {

@@ -10,7 +10,15 @@
 //! server. Every command, including each connection attempt, is bounded by `redis.timeout`.
 //!
 //! Callers hold a [`Db`], never a connection: they take a [`Conn`] per operation with
-//! [`Db::conn`], and a [`Conn`] reports its own failures back here. Topology handling itself
+//! [`Db::conn`], and a [`Conn`] reports its own failures back here.
+//!
+//! A connection that sat idle across a Redis restart or a failover only learns it is dead from
+//! its next command. So a read (a command that changes nothing, [`is_read`]) that fails with a
+//! connection error on a connection opened before that error is sent again, at once, once, on
+//! a new connection: the first certificate look-up or admin read after Redis is back succeeds
+//! instead of failing the handshake or the request. Writes are never re-sent here: whether a
+//! write that got no answer took effect is the caller's to decide (the event writer's uncertain
+//! batches). Topology handling itself
 //! (following a Sentinel master, Cluster slots and redirections) is the `redis` crate's.
 //!
 //! Why not the crate's `ConnectionManager`? It reconnects to one fixed address, so it cannot
@@ -250,6 +258,9 @@ pub struct Conn {
     raw: Raw,
     generation: u64,
     inner: Arc<Inner>,
+    /// Opened for this operation (or already re-opened once): a connection error on it is not
+    /// staleness, and no read is sent again.
+    fresh: bool,
 }
 
 fn timed_out() -> RedisError {
@@ -271,7 +282,77 @@ fn fatal(e: &RedisError) -> bool {
         )
 }
 
+/// Whether `e` says the connection itself is gone (reset, closed, refused), as a connection
+/// that sat idle across a restart reports on its first command. Not a timeout: a slow server
+/// is not made faster by asking twice.
+fn stale(e: &RedisError) -> bool {
+    e.is_connection_dropped() || (e.is_io_error() && !e.is_timeout())
+}
+
+/// Commands that change nothing, whatever their arguments: the ones linkedge sends that may be
+/// sent again after a connection error.
+const READS: &[&[u8]] = &[
+    b"DBSIZE",
+    b"EXISTS",
+    b"GET",
+    b"HEXISTS",
+    b"HGET",
+    b"HGETALL",
+    b"HKEYS",
+    b"HLEN",
+    b"HMGET",
+    b"HSCAN",
+    b"HVALS",
+    b"INFO",
+    b"LLEN",
+    b"LRANGE",
+    b"MGET",
+    b"PING",
+    b"PTTL",
+    b"SCAN",
+    b"SCARD",
+    b"SISMEMBER",
+    b"SMEMBERS",
+    b"STRLEN",
+    b"TIME",
+    b"TTL",
+    b"TYPE",
+    b"XINFO",
+    b"XLEN",
+    b"XRANGE",
+    b"XREVRANGE",
+    b"ZCARD",
+    b"ZCOUNT",
+    b"ZRANGE",
+    b"ZRANGEBYSCORE",
+    b"ZSCORE",
+];
+
+/// Whether `cmd` is one of [`READS`] (the name compared without regard to case).
+pub fn is_read(cmd: &Cmd) -> bool {
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => READS.iter().any(|r| r.eq_ignore_ascii_case(name)),
+        _ => false,
+    }
+}
+
 impl Conn {
+    /// After `e` on this connection: a new connection to send a read on again, if `e` says this
+    /// one was stale and it was not opened for this operation.
+    async fn reopened_for_read(&self, e: &RedisError, read: bool) -> Option<Conn> {
+        if self.fresh || !read || !stale(e) {
+            return None;
+        }
+        metrics::redis_stale_reads(self.inner.name).inc();
+        tracing::info!(redis = self.inner.name, error = %e, "redis connection was stale; sending the read again on a new connection");
+        let db = Db {
+            inner: self.inner.clone(),
+        };
+        let mut c = db.conn().await.ok()?;
+        c.fresh = true;
+        Some(c)
+    }
+
     async fn bounded<T>(&self, f: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
         let r = tokio::time::timeout(self.inner.timeout, f)
             .await
@@ -285,17 +366,48 @@ impl Conn {
     }
 }
 
+impl Conn {
+    async fn command(&self, cmd: &Cmd) -> RedisResult<Value> {
+        let mut raw = self.raw.clone();
+        let f = async move {
+            match &mut raw {
+                Raw::Single(c) => c.req_packed_command(cmd).await,
+                Raw::Cluster(c) => c.req_packed_command(cmd).await,
+            }
+        };
+        self.bounded(f).await
+    }
+
+    async fn commands(
+        &self,
+        pipeline: &Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        let mut raw = self.raw.clone();
+        let f = async move {
+            match &mut raw {
+                Raw::Single(c) => c.req_packed_commands(pipeline, offset, count).await,
+                Raw::Cluster(c) => c.req_packed_commands(pipeline, offset, count).await,
+            }
+        };
+        self.bounded(f).await
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let mut raw = self.raw.clone();
-            let f = async move {
-                match &mut raw {
-                    Raw::Single(c) => c.req_packed_command(cmd).await,
-                    Raw::Cluster(c) => c.req_packed_command(cmd).await,
-                }
-            };
-            self.bounded(f).await
+            match self.command(cmd).await {
+                Err(e) => match self.reopened_for_read(&e, is_read(cmd)).await {
+                    Some(again) => {
+                        *self = again;
+                        self.command(cmd).await
+                    }
+                    None => Err(e),
+                },
+                ok => ok,
+            }
         })
     }
 
@@ -306,14 +418,19 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let mut raw = self.raw.clone();
-            let f = async move {
-                match &mut raw {
-                    Raw::Single(c) => c.req_packed_commands(pipeline, offset, count).await,
-                    Raw::Cluster(c) => c.req_packed_commands(pipeline, offset, count).await,
+            match self.commands(pipeline, offset, count).await {
+                Err(e) => {
+                    let read = !pipeline.is_transaction() && pipeline.cmd_iter().all(is_read);
+                    match self.reopened_for_read(&e, read).await {
+                        Some(again) => {
+                            *self = again;
+                            self.commands(pipeline, offset, count).await
+                        }
+                        None => Err(e),
+                    }
                 }
-            };
-            self.bounded(f).await
+                ok => ok,
+            }
         })
     }
 
@@ -347,6 +464,7 @@ impl Inner {
             raw: raw.clone(),
             generation: *g,
             inner: self.clone(),
+            fresh: false,
         })
     }
 }
@@ -511,6 +629,7 @@ impl Db {
                     raw,
                     generation: g,
                     inner: self.inner.clone(),
+                    fresh: true,
                 })
             }
             Err(e) => {
@@ -578,6 +697,35 @@ impl Db {
         tokio::time::timeout(t, f)
             .await
             .unwrap_or_else(|_| Err(timed_out()))
+    }
+
+    /// The fewest replicas connected to a master (`connected_slaves` of `INFO replication`):
+    /// the master's (standalone, Sentinel), or of every master of a cluster (a stream lives on
+    /// one shard, any of them). For `check --online` against `events.min_replicas`.
+    pub async fn replicas(&self) -> RedisResult<i64> {
+        let mut c = self.conn().await?;
+        let v: Value = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut c)
+            .await?;
+        let texts: Vec<String> = match v {
+            Value::Map(m) => m
+                .into_iter()
+                .map(|(_, v)| redis::from_redis_value::<String>(v))
+                .collect::<Result<_, _>>()?,
+            other => vec![redis::from_redis_value(other)?],
+        };
+        let field = |text: &str, k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))
+                .map(|v| v.trim().to_string())
+        };
+        Ok(texts
+            .iter()
+            .filter(|t| field(t, "role").as_deref() == Some("master"))
+            .filter_map(|t| field(t, "connected_slaves")?.parse::<i64>().ok())
+            .min()
+            .unwrap_or(0))
     }
 
     /// Which node answers and what it runs, for `linkedge check --online`: one line such as
@@ -676,6 +824,23 @@ mod tests {
             "WRONGTYPE",
         ));
         assert!(!fatal(&wrongtype));
+    }
+
+    #[test]
+    fn only_commands_that_change_nothing_are_reads() {
+        for c in ["HGETALL", "hget", "XRevRange", "PING"] {
+            assert!(is_read(&redis::cmd(c)), "{c}");
+        }
+        for c in ["SET", "HSET", "XADD", "EVALSHA", "DEL", "WAIT", "EXPIRE"] {
+            assert!(!is_read(&redis::cmd(c)), "{c}");
+        }
+        assert!(!is_read(&Cmd::new()), "no command name");
+        let reset = RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "broken pipe",
+        ));
+        assert!(stale(&reset));
+        assert!(!stale(&timed_out()), "a timeout is not sent again");
     }
 
     #[test]

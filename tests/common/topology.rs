@@ -79,6 +79,43 @@ impl Node {
             .map(|v| v.trim().to_string())
     }
 
+    /// A data node replicating from the master at `master_port`, once it has synced.
+    pub fn replica_of(master_port: u16) -> Node {
+        let n = Node::spawn(
+            &[
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master_port.to_string(),
+            ],
+            None,
+        );
+        assert!(
+            eventually(Duration::from_secs(15), || n
+                .info("replication", "master_link_status")
+                .as_deref()
+                == Some("up")),
+            "the replica of {master_port} never synced"
+        );
+        n
+    }
+
+    /// SIGSTOP: the process holds everything sent to it, unread, until [`Node::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Node::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let c = self.child.as_ref().expect("running");
+        let _ = Command::new("kill")
+            .args([sig, &c.id().to_string()])
+            .status();
+    }
+
     /// SIGKILL.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -90,6 +127,9 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        if self.child.is_some() {
+            self.resume();
+        }
         self.kill();
     }
 }
@@ -107,21 +147,7 @@ pub const MASTER_NAME: &str = "lm";
 impl SentinelSet {
     pub fn start() -> SentinelSet {
         let master = Node::spawn(&[], None);
-        let replica = Node::spawn(
-            &[
-                "--replicaof".into(),
-                "127.0.0.1".into(),
-                master.port.to_string(),
-            ],
-            None,
-        );
-        assert!(
-            eventually(Duration::from_secs(15), || replica
-                .info("replication", "master_link_status")
-                .as_deref()
-                == Some("up")),
-            "the replica never synced"
-        );
+        let replica = Node::replica_of(master.port);
         let conf = format!(
             "sentinel monitor {MASTER_NAME} 127.0.0.1 {} 2\n\
              sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
