@@ -109,6 +109,11 @@ struct StreamState {
     /// afterwards: `true` written (replay skips them), `false` never sent (replay writes them).
     /// Replay of those needs no look-up in the stream; only a restart loses this knowledge.
     settled: std::collections::HashMap<super::EventId, bool>,
+    /// Events of the spool's current chunk that a replay sent without learning their fate (no
+    /// answer, or too few replicas): they may be in the stream, so the next replay of the
+    /// chunk looks them up like uncertain events instead of writing them twice. At most one
+    /// chunk's worth: replay retries the same chunk until it commits.
+    sent: HashSet<super::EventId>,
 }
 
 /// While writes keep failing, the warning is repeated this often.
@@ -236,6 +241,12 @@ async fn confirm_replicated(
         .arg(60_000)
         .ignore();
     replicated(conn, cfg, pipe, recorder_metrics).await
+}
+
+/// Whether spooled `e` may already be in the stream: spooled as uncertain, or sent by a replay
+/// that failed.
+fn uncertain(link: &StreamState, e: &super::spool::Spooled) -> bool {
+    e.uncertain || link.sent.contains(&e.event.id)
 }
 
 /// Entries read per `XREVRANGE` when looking for ids already written: each read stays small
@@ -391,7 +402,7 @@ impl Writer {
         let has_uncertain = chunk
             .events
             .iter()
-            .any(|e| e.uncertain && !link.settled.contains_key(&e.event.id));
+            .any(|e| uncertain(link, e) && !link.settled.contains_key(&e.event.id));
         if has_uncertain
             && link
                 .recent
@@ -419,7 +430,7 @@ impl Writer {
         let todo: Vec<&Event> = chunk
             .events
             .iter()
-            .filter(|e| !(e.uncertain && written(e)))
+            .filter(|e| !(uncertain(link, e) && written(e)))
             .map(|e| &e.event)
             .collect();
         let already = chunk.events.len() - todo.len();
@@ -438,9 +449,20 @@ impl Writer {
         };
         if let Err(e) = r {
             link.failed(&e);
+            if matches!(e, WriteError::Unreplicated { .. }) || !todo.is_empty() {
+                // Sent: whether it landed is learnt from the stream on the next attempt.
+                for e in &todo {
+                    link.settled.remove(&e.id);
+                    link.sent.insert(e.id);
+                }
+                link.uncertain_gen += 1;
+            }
             return false;
         }
         link.succeeded();
+        for e in &chunk.events {
+            link.sent.remove(&e.event.id);
+        }
         if let Err(e) = self.recorder.lock_spool().commit(&chunk) {
             tracing::error!(error = %e, "cannot record spool progress");
         }
@@ -466,6 +488,7 @@ impl Writer {
             uncertain_gen: 0,
             recent: None,
             settled: std::collections::HashMap::new(),
+            sent: HashSet::new(),
         };
         let mut adopted_at = Instant::now();
         loop {
