@@ -45,8 +45,8 @@ struct Outcome {
 /// attached to it; then the stream on the new master is compared with the clicks redirected.
 async fn master_dies_before_replicating(min_replicas: u32) -> Outcome {
     // One at a time: two click loads on two cores would slow both past what they measure.
-    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = SERIAL.lock().await;
     let mut set = SentinelSet::start();
     let mut o = Options::with_redis(&set.section());
     o.events_extra =

@@ -1027,6 +1027,50 @@ mod tests {
     }
 
     #[test]
+    fn min_replicas_needs_a_wait_shorter_than_the_redis_timeout_and_a_hash_slot_marker() {
+        let err = |y: &str| {
+            Settings::from_yaml(&minimal(y), Path::new("/etc"), &env)
+                .unwrap_err()
+                .to_string()
+        };
+        let ok = |y: &str| Settings::from_yaml(&minimal(y), Path::new("/etc"), &env).unwrap();
+        let s = ok("events:\n  min_replicas: 1\n");
+        assert_eq!(s.events.min_replicas, 1);
+        assert_eq!(s.events.replica_timeout, Duration::from_millis(250));
+        let e = err("redis: { timeout: 200ms }\nevents:\n  min_replicas: 1\n");
+        assert!(
+            e.starts_with("events.replica_timeout: must be at least 1ms and below the redis.timeout of events (200ms)"),
+            "{e}"
+        );
+        // Without min_replicas the timeout is not used, so not checked.
+        ok("redis: { timeout: 200ms }\n");
+        let e = err("events:\n  min_replicas: 1\n  stream: \"a{}b\"\n");
+        assert!(e.starts_with("events.stream: with min_replicas"), "{e}");
+        let e = err("events:\n  min_replicas: 65\n");
+        assert!(
+            e.starts_with("events.min_replicas: expected 0 to 64"),
+            "{e}"
+        );
+        // A region sink inherits min_replicas, or sets its own, checked against its own Redis.
+        let region = "regions:\n  eu: { backends: [{ addr: \"127.0.0.1:9\" }] }\n";
+        let s = ok(&format!(
+            "{region}events:\n  min_replicas: 1\n  regions:\n    eu:\n      redis: {{ url: \"redis://10.0.0.9:6379/\" }}\n"
+        ));
+        assert_eq!(s.event_sinks[0].min_replicas, 1);
+        let s = ok(&format!(
+            "{region}events:\n  min_replicas: 1\n  regions:\n    eu:\n      redis: {{ url: \"redis://10.0.0.9:6379/\" }}\n      min_replicas: 0\n"
+        ));
+        assert_eq!(s.event_sinks[0].min_replicas, 0);
+        let e = err(&format!(
+            "{region}events:\n  regions:\n    eu:\n      redis: {{ url: \"redis://10.0.0.9:6379/\", timeout: 100ms }}\n      min_replicas: 2\n"
+        ));
+        assert!(
+            e.starts_with("events.replica_timeout: must be at least 1ms and below the redis.timeout of events.regions.eu (100ms)"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn bad_size_or_duration_names_the_field() {
         let y = minimal("events:\n  spool:\n    max_bytes: lots\n");
         let e = Settings::from_yaml(&y, Path::new("/etc"), &env)

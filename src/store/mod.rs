@@ -45,6 +45,13 @@ use std::time::{Duration, Instant};
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait between connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// While pub/sub attempts time out (a partition), another starts this often ([`Db::pubsub`]).
+const RACE_EVERY: Duration = Duration::from_millis(200);
+/// Most pub/sub attempts at once.
+const RACE_MAX: usize = 4;
+/// How long [`Db::pubsub`] keeps starting attempts before it returns the timeout (the caller
+/// logs it and calls again).
+const RACE_FOR: Duration = Duration::from_secs(10);
 
 /// Where Redis is and how to reach it: the validated `redis` section, which
 /// [`crate::config`] builds. One `Spec` serves every [`Db`] of a process.
@@ -160,6 +167,9 @@ enum Target {
     Single(Client),
     Sentinel {
         client: tokio::sync::Mutex<SentinelClient>,
+        /// One client per concurrent pub/sub attempt ([`Db::pubsub`]): a client asking a
+        /// black-holed sentinel holds its lock until the attempt's bound.
+        racers: Vec<tokio::sync::Mutex<SentinelClient>>,
         master: String,
     },
     Cluster {
@@ -502,30 +512,36 @@ impl Db {
         };
         let target = match &cfg.topology {
             Topology::Sentinel { master, nodes, db } => {
-                let sentinels = nodes
-                    .iter()
-                    .map(|(h, p)| ConnectionAddr::Tcp(h.clone(), *p))
-                    .collect::<Vec<_>>();
-                let mut b =
-                    SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)?
-                        .set_client_to_redis_db(*db);
-                if let Some(u) = &auth.username {
-                    b = b.set_client_to_redis_username(u);
-                }
-                if let Some(p) = &auth.password {
-                    b = b.set_client_to_redis_password(p);
-                }
-                if let Some(p) = &auth.sentinel_password {
-                    b = b.set_client_to_sentinel_password(p);
-                }
-                if cfg.tls {
-                    b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
-                    if let Some(certs) = node.certificates() {
-                        b = b.set_client_to_redis_certificates(certs);
+                let client = || -> RedisResult<SentinelClient> {
+                    let sentinels = nodes
+                        .iter()
+                        .map(|(h, p)| ConnectionAddr::Tcp(h.clone(), *p))
+                        .collect::<Vec<_>>();
+                    let mut b =
+                        SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)?
+                            .set_client_to_redis_db(*db);
+                    if let Some(u) = &auth.username {
+                        b = b.set_client_to_redis_username(u);
                     }
-                }
+                    if let Some(p) = &auth.password {
+                        b = b.set_client_to_redis_password(p);
+                    }
+                    if let Some(p) = &auth.sentinel_password {
+                        b = b.set_client_to_sentinel_password(p);
+                    }
+                    if cfg.tls {
+                        b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+                        if let Some(certs) = node.certificates() {
+                            b = b.set_client_to_redis_certificates(certs);
+                        }
+                    }
+                    b.build()
+                };
                 Target::Sentinel {
-                    client: tokio::sync::Mutex::new(b.build()?),
+                    client: tokio::sync::Mutex::new(client()?),
+                    racers: (0..RACE_MAX)
+                        .map(|_| client().map(tokio::sync::Mutex::new))
+                        .collect::<RedisResult<_>>()?,
                     master: master.clone(),
                 }
             }
@@ -670,16 +686,56 @@ impl Db {
     }
 
     /// A pub/sub connection subscribed to nothing yet, on the master (standalone, Sentinel) or
-    /// on the first seed node that answers (Cluster: a PUBLISH reaches every node). Bounded by
-    /// `redis.timeout`; the caller reconnects when its message stream ends.
+    /// on the first seed node that answers (Cluster: a PUBLISH reaches every node); the caller
+    /// reconnects when its message stream ends.
+    ///
+    /// Each attempt is bounded by twice `redis.timeout`. Across a partition an attempt hangs
+    /// until that bound (the SYN is dropped), and the first attempt after the heal would wait
+    /// behind it: so while attempts time out, another starts every [`RACE_EVERY`] (at most
+    /// [`RACE_MAX`] at once) and the first to connect wins, for up to [`RACE_FOR`]. An attempt
+    /// that fails outright (refused, bad credentials) ends the call at once with its error.
     pub async fn pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+        use futures_util::StreamExt;
+        let mut attempts = futures_util::stream::FuturesUnordered::new();
+        attempts.push(Box::pin(self.pubsub_once()));
+        let start = tokio::time::Instant::now();
+        let mut next = start + RACE_EVERY;
+        loop {
+            tokio::select! {
+                r = attempts.next() => match r {
+                    Some(Ok(p)) => return Ok(p),
+                    Some(Err(e)) if !e.is_timeout() || start.elapsed() >= RACE_FOR => return Err(e),
+                    Some(Err(_)) | None => {
+                        if attempts.is_empty() {
+                            attempts.push(Box::pin(self.pubsub_once()));
+                            next = tokio::time::Instant::now() + RACE_EVERY;
+                        }
+                    }
+                },
+                _ = tokio::time::sleep_until(next), if attempts.len() < RACE_MAX
+                    && start.elapsed() < RACE_FOR => {
+                    attempts.push(Box::pin(self.pubsub_once()));
+                    next += RACE_EVERY;
+                }
+            }
+        }
+    }
+
+    /// One [`Db::pubsub`] attempt, bounded by twice `redis.timeout`.
+    async fn pubsub_once(&self) -> RedisResult<redis::aio::PubSub> {
         let t = self.inner.timeout * 2;
         let f = async {
             match &self.inner.target {
                 Target::Single(c) => c.get_async_pubsub().await,
-                Target::Sentinel { client, .. } => {
+                Target::Sentinel { client, racers, .. } => {
+                    // A free client, or the main one when every racer is busy.
+                    let mut sentinel = match racers.iter().find_map(|r| r.try_lock().ok()) {
+                        Some(g) => g,
+                        None => client.lock().await,
+                    };
                     // The crate's master client carries the TLS roots and credentials already.
-                    let master = client.lock().await.async_get_client().await?;
+                    let master = sentinel.async_get_client().await?;
+                    drop(sentinel);
                     master.get_async_pubsub().await
                 }
                 Target::Cluster { seeds, node, .. } => {

@@ -15,6 +15,8 @@ pub struct Ca {
     pub dns: String,
     /// pebble's management port (roots at `/roots/0`).
     pub acme_mgmt: u16,
+    /// pebble's ACME port.
+    pub acme_port: u16,
     mgmt: u16,
     children: Vec<Child>,
     _dir: tempfile::TempDir,
@@ -35,6 +37,12 @@ impl Ca {
     /// Starts challtestsrv (every name resolves to 127.0.0.1) and pebble validating HTTP-01 on
     /// `http_port` (linkedge's plain HTTP listener).
     pub fn start(http_port: u16) -> Ca {
+        Ca::start_with(http_port, "127.0.0.1", "127.0.0.1")
+    }
+
+    /// [`Ca::start`] with pebble's ACME listener on `listen` (such as `0.0.0.0` in a test
+    /// namespace) and every name resolving to `default_ip`.
+    pub fn start_with(http_port: u16, listen: &str, default_ip: &str) -> Ca {
         let dir = tempfile::tempdir().unwrap();
         let (dns, mgmt, acme, acme_mgmt, tls) = (
             free_port(),
@@ -47,7 +55,7 @@ impl Ca {
             .args(["-dns01", &format!("127.0.0.1:{dns}")])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
             .args(["-management", &format!("127.0.0.1:{mgmt}")])
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args(["-defaultIPv4", default_ip, "-defaultIPv6", ""])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -55,7 +63,7 @@ impl Ca {
         wait_tcp(mgmt, "pebble-challtestsrv");
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs-dev");
         let conf = serde_json::json!({ "pebble": {
-            "listenAddress": format!("127.0.0.1:{acme}"),
+            "listenAddress": format!("{listen}:{acme}"),
             "managementListenAddress": format!("127.0.0.1:{acme_mgmt}"),
             "certificate": root.join("leaf.pem"),
             "privateKey": root.join("leaf.key"),
@@ -80,6 +88,7 @@ impl Ca {
         wait_tcp(acme, "pebble");
         Ca {
             directory: format!("https://127.0.0.1:{acme}/dir"),
+            acme_port: acme,
             dns: format!("127.0.0.1:{dns}"),
             acme_mgmt,
             mgmt,

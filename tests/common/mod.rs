@@ -14,6 +14,7 @@ use openssl::nid::Nid;
 use openssl::pkey::PKey;
 use openssl::x509::extension::SubjectAlternativeName;
 use openssl::x509::{X509, X509NameBuilder};
+pub mod netns;
 pub mod upstream;
 
 use linkedge::token::{Keyring, Kind, Link, Secret};
@@ -225,6 +226,8 @@ pub struct Options {
     pub http_port: Option<u16>,
     /// Environment variables for the `serve` processes (such as `NOTIFY_SOCKET`).
     pub env: Vec<(String, String)>,
+    /// The address every listener binds (`0.0.0.0` for a node in a test namespace).
+    pub listen_host: std::net::IpAddr,
 }
 
 impl Options {
@@ -244,6 +247,7 @@ impl Options {
             events_extra: String::new(),
             http_port: None,
             env: Vec::new(),
+            listen_host: [127, 0, 0, 1].into(),
         }
     }
 }
@@ -292,9 +296,9 @@ impl Linkedge {
             .join(", ");
         let yaml = format!(
             r#"listen:
-  http: 127.0.0.1:{http}
-  https: 127.0.0.1:{https}
-  metrics: 127.0.0.1:{metrics}
+  http: {host}:{http}
+  https: {host}:{https}
+  metrics: {host}:{metrics}
 tls:
   cert: {root}/certs-dev/leaf.pem
   key: {root}/certs-dev/leaf.key
@@ -321,6 +325,7 @@ admin:
   token_file: admin-token
 {extra}
 "#,
+            host = opts.listen_host,
             extra = opts.extra_yaml,
             events_extra = opts.events_extra,
             redis = opts.redis_section,
@@ -332,9 +337,9 @@ admin:
         let config = dir.path().join("linkedge.yaml");
         std::fs::write(&config, yaml).unwrap();
         let mut le = Linkedge {
-            http: ([127, 0, 0, 1], http).into(),
-            https: ([127, 0, 0, 1], https).into(),
-            metrics: ([127, 0, 0, 1], metrics).into(),
+            http: (opts.listen_host, http).into(),
+            https: (opts.listen_host, https).into(),
+            metrics: (opts.listen_host, metrics).into(),
             dir,
             spool_dir,
             config,

@@ -9,6 +9,8 @@ use std::time::Duration;
 /// One `redis-server` process (a data node or a sentinel).
 pub struct Node {
     pub port: u16,
+    /// The address it binds (127.0.0.1, or an address inside a test namespace).
+    pub host: String,
     child: Option<Child>,
     dir: tempfile::TempDir,
 }
@@ -16,6 +18,11 @@ pub struct Node {
 impl Node {
     /// `redis-server` on a free port with `args` (and, for a sentinel, a config file first).
     fn spawn(args: &[String], sentinel_conf: Option<String>) -> Node {
+        Node::spawn_on("127.0.0.1", args, sentinel_conf)
+    }
+
+    /// [`Node::spawn`] bound to `host`.
+    fn spawn_on(host: &str, args: &[String], sentinel_conf: Option<String>) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut cmd = Command::new("redis-server");
@@ -24,14 +31,16 @@ impl Node {
             std::fs::write(
                 &path,
                 format!(
-                    "port {port}\nbind 127.0.0.1\ndir {}\n{conf}",
+                    "port {port}\nbind {host}\nprotected-mode no\ndir {}\n{conf}",
                     dir.path().display()
                 ),
             )
             .unwrap();
             cmd.arg(path).arg("--sentinel");
         } else {
-            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            cmd.args(["--port", &port.to_string(), "--bind", host])
+                // Reached from other test namespaces, with no password.
+                .args(["--protected-mode", "no"])
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(dir.path());
@@ -43,6 +52,7 @@ impl Node {
             .expect("redis-server is installed");
         let n = Node {
             port,
+            host: host.to_string(),
             child: Some(child),
             dir,
         };
@@ -54,7 +64,7 @@ impl Node {
     }
 
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     pub fn conn(&self) -> redis::RedisResult<redis::Connection> {
@@ -81,12 +91,14 @@ impl Node {
 
     /// A data node replicating from the master at `master_port`, once it has synced.
     pub fn replica_of(master_port: u16) -> Node {
-        let n = Node::spawn(
-            &[
-                "--replicaof".into(),
-                "127.0.0.1".into(),
-                master_port.to_string(),
-            ],
+        Node::replica_on("127.0.0.1", master_port)
+    }
+
+    /// [`Node::replica_of`], both bound to `host`.
+    fn replica_on(host: &str, master_port: u16) -> Node {
+        let n = Node::spawn_on(
+            host,
+            &["--replicaof".into(), host.into(), master_port.to_string()],
             None,
         );
         assert!(
@@ -146,17 +158,22 @@ pub const MASTER_NAME: &str = "lm";
 
 impl SentinelSet {
     pub fn start() -> SentinelSet {
-        let master = Node::spawn(&[], None);
-        let replica = Node::replica_of(master.port);
+        SentinelSet::start_on("127.0.0.1")
+    }
+
+    /// [`SentinelSet::start`] with every process bound to `host`.
+    pub fn start_on(host: &str) -> SentinelSet {
+        let master = Node::spawn_on(host, &[], None);
+        let replica = Node::replica_on(host, master.port);
         let conf = format!(
-            "sentinel monitor {MASTER_NAME} 127.0.0.1 {} 2\n\
+            "sentinel monitor {MASTER_NAME} {host} {} 2\n\
              sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
              sentinel failover-timeout {MASTER_NAME} 5000\n\
              sentinel parallel-syncs {MASTER_NAME} 1\n",
             master.port
         );
         let sentinels: Vec<Node> = (0..3)
-            .map(|_| Node::spawn(&[], Some(conf.clone())))
+            .map(|_| Node::spawn_on(host, &[], Some(conf.clone())))
             .collect();
         // Ready when every sentinel knows the other two and the replica.
         for s in &sentinels {
