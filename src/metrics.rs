@@ -82,8 +82,8 @@ static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 static AWAITING_REPLICAS: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     prometheus::register_int_gauge_vec!(
         "linkedge_events_awaiting_replicas",
-        "Events written to Redis and waiting, in their batch's WAIT, for events.min_replicas \
-         replicas to confirm them, by event sink.",
+        "Events of a batch sent with a WAIT for events.min_replicas replicas and not yet \
+         answered (XADDs and WAIT), by event sink.",
         &["sink"]
     )
     .expect("metric registers")
@@ -186,7 +186,7 @@ pub struct SinkMetrics {
     pub spool_fill: prometheus::Gauge,
     /// Duration of its batch writes.
     pub write_seconds: Histogram,
-    /// Events in a write waiting on its `WAIT` for `events.min_replicas` replicas.
+    /// Events of a batch sent with a `WAIT` for `events.min_replicas` replicas, not yet answered.
     pub awaiting_replicas: IntGauge,
 }
 

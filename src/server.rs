@@ -148,7 +148,7 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
             memory_window: ev.memory_window,
             min_replicas: ev.min_replicas,
             replica_timeout: ev.replica_timeout,
-            marker: replication_marker(&ev.stream).unwrap_or_default(),
+            marker: replication_marker(&s.redis.prefix, &ev.stream).unwrap_or_default(),
         },
     )];
     let mut sinks = Sinks::new(default);
@@ -166,7 +166,7 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
                 memory_window: ev.memory_window,
                 min_replicas: sink.min_replicas,
                 replica_timeout: ev.replica_timeout,
-                marker: replication_marker(&sink.stream).unwrap_or_default(),
+                marker: replication_marker(&sink.redis.prefix, &sink.stream).unwrap_or_default(),
             },
         ));
         sinks = sinks.with_region(name, rec);

@@ -55,10 +55,7 @@ pub fn check(path: &Path, offline: bool, online: bool) -> Outcome {
     crate::server::check(&s).map_err(|e| format!("{shown}: {e:#}"))?;
     if online {
         let db = s.db("cli").map_err(|e| format!("{shown}: {e:#}"))?;
-        let node = block_on(db.describe())?
-            .map_err(|e| format!("{shown}: redis: cannot reach {}: {e}", db.target()))?;
-        println!("{shown}: {node}");
-        let mut sinks = vec![("events".to_string(), db, s.events.min_replicas)];
+        let mut sinks = vec![("events".to_string(), db.clone(), s.events.min_replicas)];
         for sink in &s.event_sinks {
             let db = crate::store::Db::new(&sink.redis, "cli").map_err(|e| format!("{e:#}"))?;
             sinks.push((
@@ -67,19 +64,30 @@ pub fn check(path: &Path, offline: bool, online: bool) -> Outcome {
                 sink.min_replicas,
             ));
         }
-        for (at, db, want) in sinks.into_iter().filter(|(_, _, want)| *want > 0) {
-            let have = block_on(db.replicas())?
+        // One runtime for every round trip: a connection outlives no runtime.
+        block_on(async {
+            let node = db
+                .describe()
+                .await
                 .map_err(|e| format!("{shown}: redis: cannot reach {}: {e}", db.target()))?;
-            if have < i64::from(want) {
-                return Err(format!(
-                    "{shown}: {at}: min_replicas is {want} but {} has {have} replica(s) \
-                     connected: every batch would wait events.replica_timeout and stay in the \
-                     spool until replicas confirm it",
-                    db.target()
-                ));
+            println!("{shown}: {node}");
+            for (at, db, want) in sinks.into_iter().filter(|(_, _, want)| *want > 0) {
+                let have = db
+                    .replicas()
+                    .await
+                    .map_err(|e| format!("{shown}: redis: cannot reach {}: {e}", db.target()))?;
+                if have < i64::from(want) {
+                    return Err(format!(
+                        "{shown}: {at}: min_replicas is {want} but {} has {have} replica(s) \
+                         connected: every batch would wait events.replica_timeout and stay in \
+                         the spool until replicas confirm it",
+                        db.target()
+                    ));
+                }
+                println!("{shown}: {at}: {have} replica(s) connected, batches wait for {want}");
             }
-            println!("{shown}: {at}: {have} replica(s) connected, batches wait for {want}");
-        }
+            Ok::<(), String>(())
+        })??;
     }
     println!(
         "{shown}: ok ({} link key(s), minting with key {})",

@@ -409,6 +409,7 @@ fn resolve_paths(mut file: File, base: &Path) -> File {
 /// name must let the replication marker share its hash slot.
 fn check_replicas(
     replicas: u32,
+    prefix: &str,
     stream: &str,
     events: &file::Events,
     redis: &file::Redis,
@@ -430,10 +431,11 @@ fn check_replicas(
             ),
         ));
     }
-    if store::keys::replication_marker(stream).is_none() {
+    if store::keys::replication_marker(prefix, stream).is_none() {
         return Err(invalid(
             format!("{at}.stream"),
-            "with min_replicas, a stream name with braces needs a hash tag ({tag}...)",
+            "with min_replicas, a stream name with braces needs a hash tag ({tag}...), and \
+             redis.prefix must have no braces",
         ));
     }
     Ok(())
@@ -445,7 +447,7 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
         return Err(invalid("listen", "set at least one of http and https"));
     }
     check_redis(&file.redis, "redis")?;
-    redis_prefix(file)?;
+    let prefix = redis_prefix(file)?;
     if file.links.scheme != "https" && file.links.scheme != "http" {
         return Err(invalid("links.scheme", "expected http or https"));
     }
@@ -486,10 +488,11 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
         }
         let stream = sink.stream.as_deref().unwrap_or(&file.events.stream);
         let replicas = sink.min_replicas.unwrap_or(file.events.min_replicas);
-        check_replicas(replicas, stream, &file.events, &sink.redis, &at)?;
+        check_replicas(replicas, &prefix, stream, &file.events, &sink.redis, &at)?;
     }
     check_replicas(
         file.events.min_replicas,
+        &prefix,
         &file.events.stream,
         &file.events,
         &file.redis,

@@ -128,6 +128,9 @@ pub struct Spool {
     /// Events dropped (spool full) since the last ERROR line, and when that line was.
     drops_unlogged: u64,
     drop_logged_at: Option<std::time::Instant>,
+    /// Segments taken over from an exited process whose first chunk replay has not yet
+    /// committed: that chunk may have been sent before the exit, so its events are uncertain.
+    inherited: std::collections::HashSet<u64>,
 }
 
 /// At most one "spool full" ERROR line per this interval while events are dropped.
@@ -211,6 +214,7 @@ impl Spool {
             sync_every: std::time::Duration::from_secs(1),
             drops_unlogged: 0,
             drop_logged_at: None,
+            inherited: std::collections::HashSet::new(),
         };
         spool.adopt()?;
         spool.publish();
@@ -302,6 +306,7 @@ impl Spool {
                 self.seg_path(to, format),
             )?;
             self.segments.push_back((to, size, format));
+            self.inherited.insert(to);
             self.total_bytes += size;
         }
         Ok(found.len())
@@ -506,6 +511,14 @@ impl Spool {
                 self.finish_segment(seq)?;
                 continue;
             }
+            let mut events = events;
+            if self.inherited.contains(&seq) {
+                // The exited process may have sent this chunk (replay sends one chunk at a
+                // time and records progress after the stream took it): look each event up.
+                for e in &mut events {
+                    e.uncertain = true;
+                }
+            }
             return Ok(Some(Chunk { seq, end, events }));
         }
     }
@@ -515,6 +528,7 @@ impl Spool {
         let Some(r) = self.replaying.as_mut().filter(|r| r.seq == chunk.seq) else {
             return Ok(());
         };
+        self.inherited.remove(&chunk.seq);
         r.at = chunk.end;
         let (at, len) = (r.at, r.data.len());
         if at.offset >= len {
@@ -687,9 +701,11 @@ mod tests {
         // Dropped without close(), as in a crash: the lock goes with the process.
         drop(s);
 
-        // A restart adopts the exited process's segments and resumes after what was committed.
+        // A restart adopts the exited process's segments and resumes after what was committed;
+        // the first chunk it replays from them (3 to 6, which the exited process may have sent
+        // before it stopped) is uncertain, then each event as it was spooled.
         let mut s = Spool::open(dir.path(), 10_000).unwrap();
-        let want: Vec<_> = (3..10).map(|n| (n, n >= 5)).collect();
+        let want: Vec<_> = (3..10).map(|n| (n, n >= 3)).collect();
         assert_eq!(drain(&mut s, 4), want);
         assert!(!s.has_backlog());
         assert_eq!(s.bytes(), 0);
@@ -729,11 +745,13 @@ mod tests {
         let seen = drain(&mut new, 2);
         assert_eq!(
             seen,
+            // The adopted segment's first chunk (0, 1) is uncertain: its process may have
+            // sent it.
             [
                 (10, false),
                 (11, false),
-                (0, false),
-                (1, false),
+                (0, true),
+                (1, true),
                 (2, false),
                 (3, true)
             ]
@@ -759,7 +777,8 @@ mod tests {
         fs::rename(&seg, dir.path().join(format!("{:020}.evz", 41))).unwrap();
         drop(s);
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(drain(&mut s, 10), [(7, false), (8, false)]);
+        // Adopted: the first chunk is uncertain.
+        assert_eq!(drain(&mut s, 10), [(7, true), (8, true)]);
         assert!(segment_files(dir.path()).is_empty());
     }
 
@@ -778,7 +797,7 @@ mod tests {
         let corrupt = || SinkMetrics::new("default").dropped("spool_corrupt").get();
         let before = corrupt();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(drain(&mut s, 10), [(1, false), (2, false)]);
+        assert_eq!(drain(&mut s, 10), [(1, true), (2, true)]);
         assert_eq!(corrupt(), before + 1);
         assert!(s.next_chunk(10).unwrap().is_none());
     }
@@ -797,7 +816,8 @@ mod tests {
         // Progress as the earlier version wrote it: a byte offset alone (none here).
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         s.append(&[ev(7)], false);
-        assert_eq!(drain(&mut s, 1), [(5, false), (6, true), (7, false)]);
+        // The adopted segment's first chunk (5) is uncertain.
+        assert_eq!(drain(&mut s, 1), [(5, true), (6, true), (7, false)]);
         assert!(segment_files(dir.path()).is_empty());
     }
 

@@ -381,6 +381,19 @@ impl Writer {
         }
     }
 
+    /// `todo` was sent but the chunk is not committed: those events may be in the stream, so
+    /// the next replay looks them up (with a fresh look-up) instead of writing them twice.
+    fn sent_unsettled(&self, link: &mut StreamState, todo: &[&Event]) {
+        if todo.is_empty() {
+            return;
+        }
+        for e in todo {
+            link.settled.remove(&e.id);
+            link.sent.insert(e.id);
+        }
+        link.uncertain_gen += 1;
+    }
+
     /// Replays one chunk of the spool if Redis is reachable. Returns true if it wrote something.
     async fn replay_some(&self, link: &mut StreamState) -> bool {
         let chunk: Option<Chunk> = match self.recorder.lock_spool().next_chunk(self.cfg.batch_max) {
@@ -423,16 +436,27 @@ impl Writer {
             Some((_, ids)) if has_uncertain => ids,
             _ => &empty,
         };
-        let written = |e: &super::spool::Spooled| match link.settled.get(&e.event.id) {
-            Some(known) => *known,
-            None => skip.contains(&e.event.id.to_string()),
-        };
-        let todo: Vec<&Event> = chunk
-            .events
-            .iter()
-            .filter(|e| !(uncertain(link, e) && written(e)))
-            .map(|e| &e.event)
-            .collect();
+        // Skipped because the stream look-up found them (not because this process knows).
+        let mut found: Vec<String> = Vec::new();
+        let mut todo: Vec<&Event> = Vec::with_capacity(chunk.events.len());
+        for e in &chunk.events {
+            if !uncertain(link, e) {
+                todo.push(&e.event);
+                continue;
+            }
+            match link.settled.get(&e.event.id) {
+                Some(true) => {}
+                Some(false) => todo.push(&e.event),
+                None => {
+                    let id = e.event.id.to_string();
+                    if skip.contains(&id) {
+                        found.push(id);
+                    } else {
+                        todo.push(&e.event);
+                    }
+                }
+            }
+        }
         let already = chunk.events.len() - todo.len();
         // A chunk whose events are all in the stream already is done without an XADD (Redis
         // refuses an empty pipeline, and the chunk would be retried forever); with
@@ -449,15 +473,37 @@ impl Writer {
         };
         if let Err(e) = r {
             link.failed(&e);
-            if matches!(e, WriteError::Unreplicated { .. }) || !todo.is_empty() {
-                // Sent: whether it landed is learnt from the stream on the next attempt.
-                for e in &todo {
-                    link.settled.remove(&e.id);
-                    link.sent.insert(e.id);
-                }
-                link.uncertain_gen += 1;
+            self.sent_unsettled(link, &todo);
+            if matches!(e, WriteError::Redis(_)) {
+                // The connection, and perhaps the master, changed: what the stream holds is
+                // read again from whichever master answers next.
+                link.recent = None;
             }
             return false;
+        }
+        // What the look-up found must still be there now that the write or the confirmation
+        // was answered: between the two, a failover (or, in a cluster, the client's own
+        // re-routing) may have moved the stream to a replica that never had them.
+        if !found.is_empty() {
+            let read = recent_ids(&mut conn, &self.cfg, self.cfg.batch_max * 8);
+            match self.spilling(read, || {}).await {
+                Ok(ids) => {
+                    if found.iter().any(|id| !ids.contains(id)) {
+                        tracing::warn!(
+                            "events found in the stream before a write are gone after it (a failover); replaying them"
+                        );
+                        self.sent_unsettled(link, &todo);
+                        link.recent = Some((link.uncertain_gen, ids));
+                        return false;
+                    }
+                }
+                Err(e) => {
+                    link.failed(&e);
+                    self.sent_unsettled(link, &todo);
+                    link.recent = None;
+                    return false;
+                }
+            }
         }
         link.succeeded();
         for e in &chunk.events {

@@ -93,17 +93,23 @@ impl Keys {
     }
 }
 
-/// A key in the same Redis Cluster hash slot as `stream`, for the write that gives a `WAIT`
-/// something to wait for: `stream:replicated` under `stream`'s own hash tag when it has one,
-/// `{stream}:replicated` when it has no braces at all. `None` for a name with braces but no
-/// hash tag (`events.stream` is refused with `events.min_replicas` then).
-pub fn replication_marker(stream: &str) -> Option<String> {
+/// A key under `prefix` in the same Redis Cluster hash slot as `stream`, for the write that
+/// gives a `WAIT` something to wait for: `<prefix>{stream}:replicated` when the stream's name
+/// has no braces (its hash tag is then the whole name, the slot the stream's own), or
+/// `<prefix><stream>:replicated` under the stream's hash tag when it has one (a prefix with a
+/// brace in it would change the tag, so none is used then). `None` for a name with braces but
+/// no hash tag, or a prefix with braces (`events.stream` is refused with
+/// `events.min_replicas` then).
+pub fn replication_marker(prefix: &str, stream: &str) -> Option<String> {
+    if prefix.contains(['{', '}']) {
+        return None;
+    }
     match stream.find('{') {
         Some(open) => {
             let close = stream[open + 1..].find('}')?;
-            (close > 0).then(|| format!("{stream}:replicated"))
+            (close > 0).then(|| format!("{prefix}{stream}:replicated"))
         }
-        None if !stream.contains('}') => Some(format!("{{{stream}}}:replicated")),
+        None if !stream.contains('}') => Some(format!("{prefix}{{{stream}}}:replicated")),
         None => None,
     }
 }
@@ -114,17 +120,19 @@ mod tests {
 
     #[test]
     fn the_replication_marker_shares_the_streams_hash_slot() {
+        // Under the prefix (ACLs scoped to it allow it), in the stream's slot.
         assert_eq!(
-            replication_marker("linkedge:events").as_deref(),
-            Some("{linkedge:events}:replicated")
+            replication_marker("linkedge:", "linkedge:events").as_deref(),
+            Some("linkedge:{linkedge:events}:replicated")
         );
         assert_eq!(
-            replication_marker("{eu}:events").as_deref(),
-            Some("{eu}:events:replicated")
+            replication_marker("le:", "{eu}:events").as_deref(),
+            Some("le:{eu}:events:replicated")
         );
         for no_tag in ["a{}b", "a}b", "a{b"] {
-            assert_eq!(replication_marker(no_tag), None, "{no_tag}");
+            assert_eq!(replication_marker("le:", no_tag), None, "{no_tag}");
         }
+        assert_eq!(replication_marker("le{x}:", "events"), None);
     }
 
     #[test]

@@ -16,9 +16,10 @@
 //! its next command. So a read (a command that changes nothing, [`is_read`]) that fails with a
 //! connection error on a connection opened before that error is sent again, at once, once, on
 //! a new connection: the first certificate look-up or admin read after Redis is back succeeds
-//! instead of failing the handshake or the request. Writes are never re-sent here: whether a
-//! write that got no answer took effect is the caller's to decide (the event writer's uncertain
-//! batches). Topology handling itself
+//! instead of failing the handshake or the request (such a read may then take up to about four
+//! times `redis.timeout`: the failed send, a reconnect, the read again). Writes are never
+//! re-sent here: whether a write that got no answer took effect is the caller's to decide (the
+//! event writer's uncertain batches). Topology handling itself
 //! (following a Sentinel master, Cluster slots and redirections) is the `redis` crate's.
 //!
 //! Why not the crate's `ConnectionManager`? It reconnects to one fixed address, so it cannot
@@ -353,13 +354,13 @@ impl Conn {
         if self.fresh || !read || !stale(e) {
             return None;
         }
-        metrics::redis_stale_reads(self.inner.name).inc();
-        tracing::info!(redis = self.inner.name, error = %e, "redis connection was stale; sending the read again on a new connection");
         let db = Db {
             inner: self.inner.clone(),
         };
         let mut c = db.conn().await.ok()?;
         c.fresh = true;
+        metrics::redis_stale_reads(self.inner.name).inc();
+        tracing::info!(redis = self.inner.name, error = %e, "redis connection was stale; sending the read again on a new connection");
         Some(c)
     }
 
