@@ -5,13 +5,16 @@
 # the alerting rules in deploy/prometheus; where systemd runs, the package also enables a
 # prometheus service on :9090) and kubernetes-client (kubectl kustomize builds deploy/kubernetes
 # in a test) and nginx-light (a customer's own proxy in front of linkedge, in
-# tests/customer_proxies.rs). Runs apt-get only when something is missing.
+# tests/customer_proxies.rs), and iproute2 (the namespaces of tests/fleet.rs). Runs apt-get
+# only when something is missing.
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# ip netns and veth pairs for tests/fleet.rs (run as root).
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing+=(iproute2)
 command -v pebble >/dev/null 2>&1 || missing+=(pebble)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 need_promtool=0

@@ -294,7 +294,12 @@ async fn metrics_listener_exports_prometheus_text() {
     let t = click(LOCAL, "https://example.com/", 1);
     get(&le, &format!("/c/{t}")).await;
     get(&le, "/nope").await;
-    let m = le.metrics_text();
+    // A request is counted when it ends, just after its response went out.
+    let mut m = String::new();
+    eventually(Duration::from_secs(5), || {
+        m = le.metrics_text();
+        m.contains("linkedge_requests_total{route=\"other\",status=\"404\"} 1")
+    });
     for series in [
         "linkedge_requests_total{route=\"click\",status=\"302\"} 1",
         "linkedge_requests_total{route=\"other\",status=\"404\"} 1",
