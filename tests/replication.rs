@@ -158,3 +158,23 @@ async fn with_min_replicas_1_a_failover_loses_and_repeats_no_click() {
     assert_eq!(out.duplicated, 0, "{out:?}");
     assert_eq!(out.entries as u64, out.redirected, "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_online_refuses_fewer_connected_replicas_than_min_replicas() {
+    let redis = Redis::start();
+    let mut o = Options::new(redis.url());
+    o.events_extra = "  min_replicas: 1\n".into();
+    let le = Linkedge::start(&o);
+    let (ok, out) = cli(&le, "check", &["--online"]);
+    assert!(
+        !ok && out.contains("events: min_replicas is 1 but")
+            && out.contains("has 0 replica(s) connected"),
+        "{out}"
+    );
+    let _replica = Node::replica_of(redis.port);
+    let (ok, out) = cli(&le, "check", &["--online"]);
+    assert!(
+        ok && out.contains("events: 1 replica(s) connected, batches wait for 1"),
+        "{out}"
+    );
+}

@@ -9,7 +9,7 @@ use crate::store::{Conn, Db};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -104,7 +104,7 @@ struct StreamState {
     uncertain_gen: u64,
     /// The stream's recent ids, fetched after the latest uncertain batch (with its generation),
     /// so replaying many chunks costs one look-up per failure, not one per chunk.
-    recent: Option<(u64, HashSet<String>)>,
+    recent: Option<(u64, HashMap<String, String>)>,
     /// Batches spilled to the spool while Redis was slow, whose fate this process learned
     /// afterwards: `true` written (replay skips them), `false` never sent (replay writes them).
     /// Replay of those needs no look-up in the stream; only a restart loses this knowledge.
@@ -243,6 +243,45 @@ async fn confirm_replicated(
     replicated(conn, cfg, pipe, recorder_metrics).await
 }
 
+/// A stream entry id (`ms-seq`) as numbers, for ordering.
+fn entry_order(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// Whether every stream entry in `entries` is still in the stream, or older than its first
+/// entry (trimmed by `MAXLEN`: it was written). One pipeline of exact `XRANGE`s.
+async fn still_there(
+    conn: &mut Conn,
+    cfg: &WriterConfig,
+    entries: &[String],
+) -> redis::RedisResult<bool> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("XRANGE")
+        .arg(&cfg.stream)
+        .arg("-")
+        .arg("+")
+        .arg("COUNT")
+        .arg(1);
+    for id in entries {
+        pipe.cmd("XRANGE")
+            .arg(&cfg.stream)
+            .arg(id)
+            .arg(id)
+            .arg("COUNT")
+            .arg(1);
+    }
+    let replies: Vec<redis::streams::StreamRangeReply> = pipe.query_async(conn).await?;
+    let first = replies
+        .first()
+        .and_then(|r| r.ids.first())
+        .and_then(|e| entry_order(&e.id));
+    Ok(entries.iter().zip(&replies[1..]).all(|(id, r)| {
+        !r.ids.is_empty()
+            || matches!((entry_order(id), first), (Some(mine), Some(first)) if mine < first)
+    }))
+}
+
 /// Whether spooled `e` may already be in the stream: spooled as uncertain, or sent by a replay
 /// that failed.
 fn uncertain(link: &StreamState, e: &super::spool::Spooled) -> bool {
@@ -253,14 +292,14 @@ fn uncertain(link: &StreamState, e: &super::spool::Spooled) -> bool {
 /// enough to answer well within `redis.timeout`, however long the look-back.
 const RECENT_PAGE: usize = 1024;
 
-/// Ids among the stream's last `count` entries, to skip replaying events already written.
-/// Read in pages of [`RECENT_PAGE`], newest first.
+/// Event ids among the stream's last `count` entries, each with its entry's id, to skip
+/// replaying events already written. Read in pages of [`RECENT_PAGE`], newest first.
 async fn recent_ids(
     conn: &mut Conn,
     cfg: &WriterConfig,
     count: usize,
-) -> redis::RedisResult<HashSet<String>> {
-    let mut ids = HashSet::with_capacity(count);
+) -> redis::RedisResult<HashMap<String, String>> {
+    let mut ids = HashMap::with_capacity(count);
     let mut end = "+".to_string();
     let mut read = 0;
     while read < count {
@@ -278,7 +317,12 @@ async fn recent_ids(
         if let Some(last) = reply.ids.last() {
             end = format!("({}", last.id);
         }
-        ids.extend(reply.ids.into_iter().filter_map(|e| e.get::<String>("id")));
+        ids.extend(
+            reply
+                .ids
+                .into_iter()
+                .filter_map(|e| Some((e.get::<String>("id")?, e.id))),
+        );
         if n < page {
             break;
         }
@@ -431,12 +475,13 @@ impl Writer {
                 }
             }
         }
-        let empty = HashSet::new();
+        let empty = HashMap::new();
         let skip = match &link.recent {
             Some((_, ids)) if has_uncertain => ids,
             _ => &empty,
         };
-        // Skipped because the stream look-up found them (not because this process knows).
+        // Stream entries of events skipped because the look-up found them (not because this
+        // process knows).
         let mut found: Vec<String> = Vec::new();
         let mut todo: Vec<&Event> = Vec::with_capacity(chunk.events.len());
         for e in &chunk.events {
@@ -447,14 +492,10 @@ impl Writer {
             match link.settled.get(&e.event.id) {
                 Some(true) => {}
                 Some(false) => todo.push(&e.event),
-                None => {
-                    let id = e.event.id.to_string();
-                    if skip.contains(&id) {
-                        found.push(id);
-                    } else {
-                        todo.push(&e.event);
-                    }
-                }
+                None => match skip.get(&e.event.id.to_string()) {
+                    Some(entry) => found.push(entry.clone()),
+                    None => todo.push(&e.event),
+                },
             }
         }
         let already = chunk.events.len() - todo.len();
@@ -485,17 +526,16 @@ impl Writer {
         // was answered: between the two, a failover (or, in a cluster, the client's own
         // re-routing) may have moved the stream to a replica that never had them.
         if !found.is_empty() {
-            let read = recent_ids(&mut conn, &self.cfg, self.cfg.batch_max * 8);
-            match self.spilling(read, || {}).await {
-                Ok(ids) => {
-                    if found.iter().any(|id| !ids.contains(id)) {
-                        tracing::warn!(
-                            "events found in the stream before a write are gone after it (a failover); replaying them"
-                        );
-                        self.sent_unsettled(link, &todo);
-                        link.recent = Some((link.uncertain_gen, ids));
-                        return false;
-                    }
+            let check = still_there(&mut conn, &self.cfg, &found);
+            match self.spilling(check, || {}).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(
+                        "events found in the stream before a write are gone after it (a failover); replaying them"
+                    );
+                    self.sent_unsettled(link, &todo);
+                    link.recent = None;
+                    return false;
                 }
                 Err(e) => {
                     link.failed(&e);
@@ -541,8 +581,14 @@ impl Writer {
             if adopted_at.elapsed() >= ADOPT_EVERY {
                 adopted_at = Instant::now();
                 let mut spool = self.recorder.lock_spool();
-                if let Err(e) = spool.adopt() {
-                    tracing::warn!(error = %e, "cannot check the spool for an exited process's events");
+                match spool.adopt() {
+                    // What the stream held before the exited process's last writes is no
+                    // guide to its chunks: look again.
+                    Ok(n) if n > 0 => link.recent = None,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot check the spool for an exited process's events")
+                    }
                 }
                 spool.sync_if_due();
             }
@@ -608,5 +654,22 @@ impl Writer {
 impl BackgroundService for Writer {
     async fn start(&self, shutdown: ShutdownWatch) {
         self.run(shutdown).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_entry_ids_order_by_time_then_sequence() {
+        assert_eq!(entry_order("1700000000000-3"), Some((1_700_000_000_000, 3)));
+        assert!(entry_order("1-9") < entry_order("2-0"));
+        assert!(
+            entry_order("5-1") < entry_order("5-10"),
+            "numbers, not text"
+        );
+        assert_eq!(entry_order("nonsense"), None);
+        assert_eq!(entry_order("1-x"), None);
     }
 }
