@@ -277,6 +277,12 @@ impl Spool {
                 Err(e) => return Err(e),
             }
             let _ = fs::remove_file(sub.join(LOCK));
+            // A progress record its process was writing when it died (the rename never came).
+            for tmp in fs::read_dir(&sub).into_iter().flatten().flatten() {
+                if tmp.file_name().to_string_lossy().ends_with(".done.tmp") {
+                    let _ = fs::remove_file(tmp.path());
+                }
+            }
             let _ = fs::remove_dir(&sub);
         }
         drop(guard);
@@ -534,10 +540,12 @@ impl Spool {
         if at.offset >= len {
             self.finish_segment(chunk.seq)
         } else {
-            fs::write(
-                self.done_path(chunk.seq),
-                format!("{} {}", at.offset, at.index),
-            )
+            // Written aside and renamed over: a crash mid-write never leaves a torn record
+            // (which would replay the segment from its start).
+            let done = self.done_path(chunk.seq);
+            let tmp = done.with_extension("done.tmp");
+            fs::write(&tmp, format!("{} {}", at.offset, at.index))?;
+            fs::rename(&tmp, &done)
         }
     }
 
