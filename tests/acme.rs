@@ -56,15 +56,7 @@ fn env_full(nodes: usize, scan: &str, acme_extra: &str) -> Env {
 
 /// pebble's root certificate, from its management API.
 async fn pebble_root(ca: &Ca) -> reqwest::Certificate {
-    let pem = client()
-        .get(format!("https://127.0.0.1:{}/roots/0", ca.acme_mgmt))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    reqwest::Certificate::from_pem(&pem).unwrap()
+    reqwest::Certificate::from_pem(&ca.root_pem().await).unwrap()
 }
 
 /// Marks `host` verified in the registry, as `domain verify` would have earlier.
@@ -236,14 +228,7 @@ async fn a_certificate_near_expiry_is_renewed_and_served_without_restart() {
     assert_eq!(tls_serial(le, host, &dev_pem).await, Ok(old));
     mark_verified(&e.redis, host);
 
-    let pebble_pem = client()
-        .get(format!("https://127.0.0.1:{}/roots/0", e.ca.acme_mgmt))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let pebble_pem = e.ca.root_pem().await;
     assert!(
         eventually(Duration::from_secs(30), || domain(&e.redis, host)["state"]
             == "issued"),
@@ -278,14 +263,7 @@ async fn first_handshake_of_a_verified_domain_gets_its_certificate_on_demand() {
     );
     assert!(ok);
     mark_verified(&e.redis, host);
-    let pebble_pem = client()
-        .get(format!("https://127.0.0.1:{}/roots/0", e.ca.acme_mgmt))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let pebble_pem = e.ca.root_pem().await;
     let started = Instant::now();
     let serial = tls_serial(le, host, &pebble_pem).await;
     let took = started.elapsed();
@@ -548,14 +526,7 @@ async fn an_on_demand_order_slower_than_the_handshake_completes_in_the_backgroun
             >= before + 2.0),
         "the registry mirror did not apply the changes to {host}"
     );
-    let pebble_pem = client()
-        .get(format!("https://127.0.0.1:{}/roots/0", ca.acme_mgmt))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let pebble_pem = ca.root_pem().await;
 
     // The handshake that starts the order, then one while it runs: each gets no certificate
     // (no fallback) after on_demand_wait, well before the handshake's own deadline.

@@ -247,17 +247,7 @@ acme:\n  directory: \"{}\"\n  extra_root: {}\n  scan_interval: 1s\n  order_timeo
             .unwrap()
             .get_connection()
             .unwrap();
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(STREAM)
-            .arg("-")
-            .arg("+")
-            .query(&mut conn)
-            .unwrap();
-        reply
-            .ids
-            .into_iter()
-            .filter_map(|e| e.get::<String>("id"))
-            .collect()
+        stream_ids(&mut conn)
     });
     let distinct: HashSet<&String> = ids.iter().collect();
     let redirected: Vec<u64> = seen
@@ -279,14 +269,7 @@ acme:\n  directory: \"{}\"\n  extra_root: {}\n  scan_interval: 1s\n  order_timeo
     // The certificate the fleet ordered, as node 1 and node 2 serve it (pebble's root).
     let (ordered_on_1, ordered_on_2) = net.run("c", || {
         block(async {
-            let pebble_root = client()
-                .get(format!("https://127.0.0.1:{}/roots/0", ca.acme_mgmt))
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
+            let pebble_root = ca.root_pem().await;
             (
                 tls_serial_at(https[0], ORDERED, &pebble_root).await,
                 tls_serial_at(https[1], ORDERED, &pebble_root).await,

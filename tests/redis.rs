@@ -121,21 +121,6 @@ async fn click_load<F: std::future::Future<Output = ()>>(
     }
 }
 
-/// The `id` of every entry of the events stream, through `conn`.
-fn stream_ids(conn: &mut dyn redis::ConnectionLike) -> Vec<String> {
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(STREAM)
-        .arg("-")
-        .arg("+")
-        .query(conn)
-        .unwrap();
-    reply
-        .ids
-        .into_iter()
-        .filter_map(|e| e.get::<String>("id"))
-        .collect()
-}
-
 /// Waits until the stream holds `want` entries (the spool replays after a failover), then
 /// asserts each is there exactly once.
 fn assert_exactly_once(

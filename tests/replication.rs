@@ -119,17 +119,7 @@ async fn master_dies_before_replicating(min_replicas: u32) -> Outcome {
     });
     assert!(drained, "the spool never drained:\n{}", le.log());
     let mut conn = set.replica.conn().unwrap();
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(STREAM)
-        .arg("-")
-        .arg("+")
-        .query(&mut conn)
-        .unwrap();
-    let ids: Vec<String> = reply
-        .ids
-        .into_iter()
-        .filter_map(|e| e.get::<String>("id"))
-        .collect();
+    let ids = stream_ids(&mut conn);
     let distinct: HashSet<&String> = ids.iter().collect();
     let out = Outcome {
         redirected,

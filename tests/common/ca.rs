@@ -97,6 +97,20 @@ impl Ca {
         }
     }
 
+    /// pebble's issuing root (PEM), from its management API: what verifies the certificates
+    /// it issues.
+    pub async fn root_pem(&self) -> Vec<u8> {
+        super::client()
+            .get(format!("https://127.0.0.1:{}/roots/0", self.acme_mgmt))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
+    }
+
     fn mgmt(&self, path: &str, body: serde_json::Value) {
         let body = body.to_string();
         use std::io::{Read, Write};

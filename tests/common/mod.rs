@@ -676,6 +676,22 @@ pub fn import_cert(le: &Linkedge, host: &str, cert: &Path, key: &Path) {
     );
 }
 
+/// The event `id` of every entry of the events stream ([`STREAM`]), through `conn`, oldest
+/// first.
+pub fn stream_ids(conn: &mut dyn redis::ConnectionLike) -> Vec<String> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(STREAM)
+        .arg("-")
+        .arg("+")
+        .query(conn)
+        .unwrap();
+    reply
+        .ids
+        .into_iter()
+        .filter_map(|e| e.get::<String>("id"))
+        .collect()
+}
+
 /// Spool segment files under `dir`, in every process's subdirectory.
 pub fn spooled_segments(dir: &std::path::Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
