@@ -24,6 +24,7 @@ chmod 755 "$work"
 cleanup() {
   [ -n "${le:-}" ] && kill "$le" 2>/dev/null || true
   [ -n "${new:-}" ] && kill "$new" 2>/dev/null || true
+  [ -n "${rootle:-}" ] && kill "$rootle" 2>/dev/null || true
   [ -n "${redis:-}" ] && kill "$redis" 2>/dev/null || true
   dpkg --purge linkedge >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -61,11 +62,28 @@ Y
 cp certs-dev/leaf.key "$work/leaf.key"; chown linkedge "$work/leaf.key"; chmod 600 "$work/leaf.key"
 install -d -o linkedge "$work/run"
 runuser -u linkedge -- /usr/bin/linkedge check --config "$work/linkedge.yaml"
+url=$(/usr/bin/linkedge link mint --config "$work/linkedge.yaml" --host 127.0.0.1 --url https://example.com/landing)
+path=/c/${url##*/c/}
+
+# An operator's mistake first: linkedge served once as root, its Redis unreachable, so the click
+# it took is spooled in a root-owned directory under the package's spool. The linkedge user's
+# process must still start (naming that directory in its log) and replay it once it is chowned.
+closed=$(port)
+sed -e "s|127.0.0.1:$rp/|127.0.0.1:$closed/|" -e "s|$work/run/|$work/rootrun/|g" \
+  "$work/linkedge.yaml" > "$work/root.yaml"
+mkdir -p "$work/rootrun"
+/usr/bin/linkedge serve --config "$work/root.yaml" >"$work/rootlog" 2>&1 & rootle=$!
+for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$hp/health" && break; sleep 0.1; done
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$hp$path")
+[ "$code" = 302 ] || fail "link answered $code when served as root"
+kill "$rootle"; wait "$rootle" 2>/dev/null || true
+ls /var/lib/linkedge/spool/*/*.evz >/dev/null 2>&1 || { cat "$work/rootlog" >&2; fail "the root run spooled nothing"; }
+[ "$(stat -c %U /var/lib/linkedge/spool/*/ | sort -u)" = root ] || fail "the root run's spool is not root's"
+
 runuser -u linkedge -- /usr/bin/linkedge serve --config "$work/linkedge.yaml" >"$work/log" 2>&1 & le=$!
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$hp/health" && break; sleep 0.1; done
 [ "$(ps -o user= -p "$(pgrep -f "serve --config $work/linkedge.yaml" | tail -1)")" = linkedge ] || fail "not running as linkedge"
-url=$(/usr/bin/linkedge link mint --config "$work/linkedge.yaml" --host 127.0.0.1 --url https://example.com/landing)
-path=/c/${url##*/c/}
+grep -q "belongs to another user" "$work/log" || fail "the root-owned spool directory is not reported"
 code=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "http://127.0.0.1:$hp$path")
 [ "$code" = "302 https://example.com/landing" ] || fail "link answered '$code'"
 for _ in $(seq 1 50); do [ "$(redis-cli -p "$rp" XLEN linkedge:events)" = 1 ] && break; sleep 0.1; done
@@ -79,12 +97,17 @@ new=$(cat "$work/run/pid")
 [ "$new" != "$old" ] && [ "$(ps -o user= -p "$new")" = linkedge ] || fail "after reload: pid $old -> $new ($out)"
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$hp$path")
 [ "$code" = 302 ] || fail "link answered $code after the reload"
+for _ in $(seq 1 50); do [ "$(redis-cli -p "$rp" XLEN linkedge:events)" = 2 ] && break; sleep 0.1; done
+[ "$(redis-cli -p "$rp" XLEN linkedge:events)" = 2 ] || fail "the click after the reload is not in the stream"
+# The operator gives the root run's directory to linkedge: the running process takes it over.
+chown -R linkedge /var/lib/linkedge/spool
+for _ in $(seq 1 50); do [ "$(redis-cli -p "$rp" XLEN linkedge:events)" = 3 ] && break; sleep 0.1; done
+[ "$(redis-cli -p "$rp" XLEN linkedge:events)" = 3 ] || fail "the root run's spooled click is not replayed after chown"
 kill "$new"
 for _ in $(seq 1 100); do kill -0 "$new" 2>/dev/null || break; sleep 0.1; done
 ! kill -0 "$new" 2>/dev/null || fail "pid $new still runs after SIGTERM"
-for _ in $(seq 1 50); do [ "$(redis-cli -p "$rp" XLEN linkedge:events)" = 2 ] && break; sleep 0.1; done
-[ "$(redis-cli -p "$rp" XLEN linkedge:events)" = 2 ] || fail "the click after the reload is not in the stream"
-echo "ran as linkedge: link 302, click in the stream, reloaded (pid $old -> $new), link 302 again"
+[ "$(redis-cli -p "$rp" XLEN linkedge:events)" = 3 ] || fail "$(redis-cli -p "$rp" XLEN linkedge:events) events at the end, not 3"
+echo "ran as linkedge: link 302, click in the stream, reloaded (pid $old -> $new), link 302 again, root-owned spool reported and replayed after chown"
 
 dpkg --purge linkedge >/dev/null
 for f in /usr/bin/linkedge /etc/linkedge /var/lib/linkedge /lib/systemd/system/linkedge.service; do

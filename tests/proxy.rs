@@ -478,9 +478,11 @@ fn an_unresolvable_backend_name_is_a_clear_error_at_start() {
             "listen: {{ http: 127.0.0.1:{} }}\ntls: {{ cert: {root}/certs-dev/leaf.pem, key: {root}/certs-dev/leaf.key }}\n\
              links: {{ mint_key: 1, keys: [{{ id: 1, secret_file: {} }}] }}\n\
              regions: {{ us: {{ backends: [{{ addr: \"no-such-backend.invalid:80\" }}] }} }}\n\
-             routing: {{ default_region: us }}\n",
+             routing: {{ default_region: us }}\n\
+             events: {{ spool: {{ dir: {} }} }}\n",
             free_port(),
             key.display(),
+            le_dir.path().join("spool").display(),
             root = env!("CARGO_MANIFEST_DIR"),
         ),
     )

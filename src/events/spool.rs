@@ -131,6 +131,9 @@ pub struct Spool {
     /// Segments taken over from an exited process whose first chunk replay has not yet
     /// committed: that chunk may have been sent before the exit, so its events are uncertain.
     inherited: std::collections::HashSet<u64>,
+    /// Exited processes' subdirectories this process may not take over (another user's, such
+    /// as one left by `linkedge serve` run once as root): reported once each until taken.
+    stranded: std::collections::HashSet<PathBuf>,
 }
 
 /// At most one "spool full" ERROR line per this interval while events are dropped.
@@ -164,6 +167,27 @@ fn list_segments(dir: &Path) -> io::Result<Vec<(u64, u64, Format)>> {
     }
     segments.sort_unstable_by_key(|s| s.0);
     Ok(segments)
+}
+
+/// The adoption lock file in `root`, created if missing; opened read-only when it exists but
+/// belongs to another user (a lock needs no write access).
+fn adopt_lock(root: &Path) -> io::Result<File> {
+    let path = root.join(ADOPT_LOCK);
+    match File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+    {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(&path),
+        r => r,
+    }
+    .map_err(|e| with_path(e, &path))
+}
+
+/// `e`, naming `path`.
+fn with_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// Takes `file`'s exclusive lock without waiting; `Ok(false)` when another process holds it.
@@ -215,6 +239,7 @@ impl Spool {
             drops_unlogged: 0,
             drop_logged_at: None,
             inherited: std::collections::HashSet::new(),
+            stranded: std::collections::HashSet::new(),
         };
         spool.adopt()?;
         spool.publish();
@@ -253,7 +278,7 @@ impl Spool {
         if orphans.is_empty() && !loose {
             return Ok(0);
         }
-        let guard = File::create(self.root.join(ADOPT_LOCK))?;
+        let guard = adopt_lock(&self.root)?;
         guard.lock()?;
         let mut adopted = 0;
         if loose {
@@ -263,7 +288,11 @@ impl Spool {
             let lock = match File::open(sub.join(LOCK)) {
                 Ok(f) => Some(f),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    self.strand(sub, e);
+                    continue;
+                }
+                Err(e) => return Err(with_path(e, &sub)),
             };
             if let Some(l) = &lock
                 && !try_lock(l)?
@@ -274,7 +303,13 @@ impl Spool {
                 Ok(n) => adopted += n,
                 // Adopted and removed by another process between the listing and the lock.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
+                // Another user's: its events stay on disk, named in the log, and this
+                // process serves on (refusing to start would lose every click instead).
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    self.strand(sub, e);
+                    continue;
+                }
+                Err(e) => return Err(with_path(e, &sub)),
             }
             let _ = fs::remove_file(sub.join(LOCK));
             // A progress record its process was writing when it died (the rename never came).
@@ -284,6 +319,7 @@ impl Spool {
                 }
             }
             let _ = fs::remove_dir(&sub);
+            self.stranded.remove(&sub);
         }
         drop(guard);
         if adopted > 0 {
@@ -295,6 +331,24 @@ impl Spool {
             self.publish();
         }
         Ok(adopted)
+    }
+
+    /// Reports that the exited process's subdirectory `sub` cannot be taken over, once until
+    /// it can (adoption tries again on its usual schedule).
+    fn strand(&mut self, sub: PathBuf, e: io::Error) {
+        if self.stranded.contains(&sub) {
+            return;
+        }
+        let segments = list_segments(&sub).map(|s| s.len()).unwrap_or(0);
+        tracing::error!(
+            dir = %sub.display(),
+            segments,
+            error = %e,
+            "spool: an exited process's directory belongs to another user and cannot be taken \
+             over; its events stay there, replayed once it is given to this process's user \
+             (chown -R)"
+        );
+        self.stranded.insert(sub);
     }
 
     /// Moves the segments in `from` (and their progress files) into this process's directory.
