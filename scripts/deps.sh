@@ -5,8 +5,9 @@
 # the alerting rules in deploy/prometheus; where systemd runs, the package also enables a
 # prometheus service on :9090) and kubernetes-client (kubectl kustomize builds deploy/kubernetes
 # in a test) and nginx-light (a customer's own proxy in front of linkedge, in
-# tests/customer_proxies.rs), and iproute2 (the namespaces of tests/fleet.rs). Runs apt-get
-# only when something is missing.
+# tests/customer_proxies.rs), iproute2 (the namespaces of tests/fleet.rs), and python3, nodejs
+# and golang-go (the minting clients in clients/ run the test vectors). Runs apt-get only when
+# something is missing.
 set -euo pipefail
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
@@ -16,6 +17,10 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # ip netns and veth pairs for tests/fleet.rs (run as root).
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing+=(iproute2)
 command -v pebble >/dev/null 2>&1 || missing+=(pebble)
+# The minting clients' tests (clients/python, clients/node, clients/go).
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v go >/dev/null 2>&1 || missing+=(golang-go)
 command -v kubectl >/dev/null 2>&1 || missing+=(kubernetes-client)
 need_promtool=0
 command -v promtool >/dev/null 2>&1 || need_promtool=1

@@ -48,6 +48,21 @@ pub fn normalize_host(raw: &str) -> Option<String> {
     (host.len() <= 253).then(|| host.to_ascii_lowercase())
 }
 
+/// Whether `host` is already what [`normalize_host`] makes of it, without allocating for the
+/// common case of a lowercase name.
+pub fn is_normalized(host: &str) -> bool {
+    let b = host.as_bytes();
+    let plain = !b.is_empty()
+        && b.len() <= 253
+        && b[0] != b'.'
+        && b[b.len() - 1] != b'.'
+        && !host.contains("..")
+        && b.iter().all(|&c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'.' | b'_')
+        });
+    plain || normalize_host(host).as_deref() == Some(host)
+}
+
 /// Why a host name is refused, in words a customer can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
@@ -154,6 +169,38 @@ pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_normalized_agrees_with_normalize_host() {
+        for h in [
+            "link.example.com",
+            "Link.example.com",
+            "link.example.com.",
+            "link.example.com:443",
+            "a_b.example",
+            "",
+            ".",
+            "a..b",
+            ".a",
+            "a.",
+            "[::1]",
+            "[::1]:80",
+            "[::A]",
+            " a.b",
+            "127.0.0.1",
+            "xn--bcher-kva.example",
+            "bücher.example",
+            "a/b",
+        ] {
+            assert_eq!(
+                is_normalized(h),
+                normalize_host(h).as_deref() == Some(h),
+                "{h:?}"
+            );
+        }
+        assert!(is_normalized(&"a".repeat(253)));
+        assert!(!is_normalized(&"a".repeat(254)));
+    }
 
     #[test]
     fn hosts() {

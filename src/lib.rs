@@ -16,6 +16,7 @@ pub mod privacy;
 pub mod dns;
 pub mod store;
 pub mod registry;
+pub mod mint;
 pub mod agent;
 pub mod tls;
 pub mod config;

@@ -738,3 +738,20 @@ pub fn connection_refused(reason: &str) -> IntCounter {
 pub fn connection_closed(reason: &str) -> IntCounter {
     CONNECTIONS_CLOSED.with_label_values(&[reason])
 }
+
+static LINKS_MINTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_links_minted_total",
+            "Links answered by the batch mint API (POST /v1/links), by outcome (minted, refused)."
+        ),
+        &["outcome"]
+    )
+    .expect("metric registers")
+});
+
+/// Counts one batch of `POST /v1/links`: `minted` links minted, `refused` refused.
+pub fn links_minted(minted: u64, refused: u64) {
+    LINKS_MINTED.with_label_values(&["minted"]).inc_by(minted);
+    LINKS_MINTED.with_label_values(&["refused"]).inc_by(refused);
+}

@@ -12,6 +12,7 @@ use crate::events::writer::{Writer, WriterConfig};
 use crate::events::{Recorder, Sinks};
 use crate::host::normalize_host;
 use crate::limits::{self, Conns, Guarded};
+use crate::mint::{Minter, Unregistered};
 use crate::registry::{Follower, LastClicks, Mirror};
 use crate::store::Db;
 use crate::store::keys::replication_marker;
@@ -296,7 +297,9 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     }
 
     if let Some(addr) = s.listen.metrics {
-        let admin = Admin::new(s.admin_token.clone(), Control::new(s, s.db("admin")?));
+        let minter = Minter::new(s.keyring.clone(), &s.link_scheme, Unregistered::Refuse);
+        let admin = Admin::new(s.admin_token.clone(), Control::new(s, s.db("admin")?))
+            .with_links(minter, mirror.clone());
         let mut admin = Service::new("admin".into(), admin);
         admin.add_tcp(&addr.to_string());
         server.add_service(admin);

@@ -30,7 +30,6 @@
 //! in the email, where no person sees or follows it: a security scanner following every link
 //! does. Only its kind byte tells it apart, and only to the holder of the key.
 
-use crate::host::normalize_host;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -106,6 +105,40 @@ pub struct Link {
     pub url: String,
     /// A trap: a click link hidden in the email, which no person follows (token kind 3).
     pub trap: bool,
+}
+
+/// A link to mint, its destination borrowed: what [`Keyring::mint_into`] encodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Draft<'a> {
+    /// Click or open.
+    pub kind: Kind,
+    /// A trap (clicks only).
+    pub trap: bool,
+    /// Workspace id.
+    pub workspace: u64,
+    /// Message (delivery) id.
+    pub message: u64,
+    /// Link id within the message.
+    pub link: u64,
+    /// Unix seconds when minted.
+    pub issued: u64,
+    /// Destination (clicks); empty for opens.
+    pub url: &'a str,
+}
+
+impl Link {
+    /// This link's fields as a [`Draft`] (the key id is the minting keyring's).
+    pub fn draft(&self) -> Draft<'_> {
+        Draft {
+            kind: self.kind,
+            trap: self.trap,
+            workspace: self.workspace,
+            message: self.message,
+            link: self.link,
+            issued: self.issued,
+            url: &self.url,
+        }
+    }
 }
 
 /// Why a token was refused. Every variant is a clean refusal; none of them panics.
@@ -247,47 +280,71 @@ impl Keyring {
         self.keys.is_empty()
     }
 
-    /// Mints a token for `host` (already normalised, see [`normalize_host`]).
+    /// Mints a token for `host` (already normalised, see [`crate::host::normalize_host`]).
     pub fn mint(&self, host: &str, link: &Link) -> Result<String, MintError> {
-        if host.is_empty() || normalize_host(host).as_deref() != Some(host) {
+        let mut out = String::new();
+        self.mint_into(host, &link.draft(), &mut out)?;
+        Ok(out)
+    }
+
+    /// Mints a token for `host` (already normalised) with the minting key, appended to `out`;
+    /// nothing is appended when it is refused. No allocation beyond `out`'s growth.
+    pub fn mint_into(&self, host: &str, d: &Draft<'_>, out: &mut String) -> Result<(), MintError> {
+        if !crate::host::is_normalized(host) {
             return Err(MintError::BadHost);
         }
-        match link.kind {
-            Kind::Click => {
-                if !valid_destination(&link.url) {
+        let kind = match (d.kind, d.trap) {
+            (Kind::Click, trap) => {
+                if !valid_destination(d.url) {
                     return Err(MintError::BadUrl);
                 }
+                if trap { 3 } else { 1 }
             }
-            Kind::Open => {
-                if link.trap {
-                    return Err(MintError::TrapNotClick);
-                }
-                if !link.url.is_empty() {
-                    return Err(MintError::BadUrl);
-                }
-            }
-        }
+            (Kind::Open, true) => return Err(MintError::TrapNotClick),
+            (Kind::Open, false) if !d.url.is_empty() => return Err(MintError::BadUrl),
+            (Kind::Open, false) => 2,
+        };
         let key_id = self.mint_id;
         let key = self.key(key_id).expect("the mint key is in the keyring");
-        let mut buf = Vec::with_capacity(48 + link.url.len());
-        buf.push(VERSION);
-        buf.push(match (link.kind, link.trap) {
-            (Kind::Click, false) => 1,
-            (Kind::Open, _) => 2,
-            (Kind::Click, true) => 3,
-        });
-        put_varint(&mut buf, key_id as u64);
-        put_varint(&mut buf, link.workspace);
-        put_varint(&mut buf, link.message);
-        put_varint(&mut buf, link.link);
-        put_varint(&mut buf, link.issued);
-        put_varint(&mut buf, link.url.len() as u64);
-        buf.extend_from_slice(link.url.as_bytes());
-        let check = tag_check(key, &buf);
-        buf.extend_from_slice(&check[..CHECK_LEN]);
-        let mac = tag_mac(key, host, &buf);
-        buf.extend_from_slice(&mac[..MAC_LEN]);
-        Ok(URL_SAFE_NO_PAD.encode(&buf))
+        // Version, kind, six varints of at most 10 bytes, the URL, check and mac.
+        let mut small = [0u8; 2 + 6 * 10 + 200 + CHECK_LEN + MAC_LEN];
+        let mut large = Vec::new();
+        let need = 2 + 6 * 10 + d.url.len() + CHECK_LEN + MAC_LEN;
+        let buf: &mut [u8] = if need <= small.len() {
+            &mut small
+        } else {
+            large.resize(need, 0);
+            &mut large
+        };
+        buf[0] = VERSION;
+        buf[1] = kind;
+        let mut n = 2;
+        for v in [
+            key_id as u64,
+            d.workspace,
+            d.message,
+            d.link,
+            d.issued,
+            d.url.len() as u64,
+        ] {
+            n += write_varint(&mut buf[n..], v);
+        }
+        buf[n..n + d.url.len()].copy_from_slice(d.url.as_bytes());
+        n += d.url.len();
+        let mut c = key.clone();
+        c.update(&[TAG_CHECK]);
+        c.update(&buf[..n]);
+        buf[n..n + CHECK_LEN].copy_from_slice(&c.finalize().into_bytes()[..CHECK_LEN]);
+        n += CHECK_LEN;
+        let mut m = key.clone();
+        m.update(&[TAG_MAC]);
+        m.update(host.as_bytes());
+        m.update(&[0]);
+        m.update(&buf[..n]);
+        buf[n..n + MAC_LEN].copy_from_slice(&m.finalize().into_bytes()[..MAC_LEN]);
+        n += MAC_LEN;
+        URL_SAFE_NO_PAD.encode_string(&buf[..n], out);
+        Ok(())
     }
 
     /// Decodes and verifies `token` for the Host the request arrived on (normalised).
@@ -414,22 +471,6 @@ impl fmt::Debug for Keyring {
     }
 }
 
-fn tag_check(key: &HmacSha256, payload: &[u8]) -> Vec<u8> {
-    let mut m = key.clone();
-    m.update(&[TAG_CHECK]);
-    m.update(payload);
-    m.finalize().into_bytes().to_vec()
-}
-
-fn tag_mac(key: &HmacSha256, host: &str, signed: &[u8]) -> Vec<u8> {
-    let mut m = key.clone();
-    m.update(&[TAG_MAC]);
-    m.update(host.as_bytes());
-    m.update(&[0]);
-    m.update(signed);
-    m.finalize().into_bytes().to_vec()
-}
-
 /// True when `url` is an absolute `http`/`https` URL with a host, at most [`MAX_URL_LEN`] bytes,
 /// and free of spaces and control characters (which could split a `Location` header).
 pub fn valid_destination(url: &str) -> bool {
@@ -459,12 +500,16 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     }
 }
 
-fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+/// Writes `v` as LEB128 at the start of `buf` (room for 10 bytes); returns how many it took.
+fn write_varint(buf: &mut [u8], mut v: u64) -> usize {
+    let mut i = 0;
     while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
+        buf[i] = (v as u8) | 0x80;
         v >>= 7;
+        i += 1;
     }
-    buf.push(v as u8);
+    buf[i] = v as u8;
+    i + 1
 }
 
 struct Reader<'a> {

@@ -4,7 +4,8 @@
 use super::{Outcome, block_on, control, load};
 use crate::control::ControlError;
 use crate::host::normalize_host;
-use crate::token::{Kind, Link, TokenError};
+use crate::mint::{LinkKind, Minter, Request, Standing, Unregistered};
+use crate::token::{Kind, TokenError};
 use std::path::Path;
 
 /// The ids a minted link carries.
@@ -19,9 +20,10 @@ pub struct Ids {
 }
 
 /// Prints a tracked URL of `kind` for `host` (a click to `url`, a trap click when `trap`, or an
-/// open pixel). A retired domain is refused, naming its successor. When the registry cannot be
-/// reached the link is minted anyway, with a warning on stderr: minting needs only the keys,
-/// and works without Redis for hosts the registry does not know.
+/// open pixel), through the same [`Minter`] call as the batch API. A retired domain is refused,
+/// naming its successor. A host the registry does not know is minted (development, the demo,
+/// names routed by `routing.domains`); when the registry cannot be reached the link is minted
+/// anyway, with a warning on stderr: minting needs only the keys.
 pub fn mint(
     config: &Path,
     host: &str,
@@ -31,25 +33,31 @@ pub fn mint(
 ) -> Outcome {
     let (s, c) = control(config)?;
     let host = normalize_host(host).ok_or_else(|| format!("--host {host:?}: not a host name"))?;
-    match block_on(c.mintable(&host))? {
-        Ok(()) => {}
+    let standing = match block_on(c.standing(&host))? {
+        Ok(standing) => standing,
         Err(ControlError::Unavailable(why)) => {
             eprintln!("warning: minted without checking that {host} is not retired: {why}");
+            Standing::Unchecked
         }
         Err(e) => return Err(e.to_string()),
-    }
-    let link = Link {
-        kind,
-        key_id: s.keyring.mint_id(),
+    };
+    let minter = Minter::new(s.keyring.clone(), &s.link_scheme, Unregistered::Allow);
+    let req = Request {
+        host: host.into(),
+        url: (kind == Kind::Click).then_some(url.into()),
         workspace: ids.workspace,
         message: ids.message,
         link: ids.link,
-        issued: crate::time::unix_s() as u64,
-        url,
-        trap,
+        kind: match (kind, trap) {
+            (Kind::Open, _) => LinkKind::Open,
+            (Kind::Click, false) => LinkKind::Click,
+            (Kind::Click, true) => LinkKind::Trap,
+        },
     };
-    let token = s.keyring.mint(&host, &link).map_err(|e| e.to_string())?;
-    println!("{}://{host}/{}/{token}", s.link_scheme, kind.path_segment());
+    let url = minter
+        .mint(&standing, &req, crate::time::unix_s() as u64)
+        .map_err(|e| e.to_string())?;
+    println!("{url}");
     Ok(true)
 }
 

@@ -17,25 +17,45 @@
 use super::{Control, ControlError, Verified};
 use crate::config::AdminToken;
 use crate::edge::Reply;
+use crate::mint::{Hosts, Minter, Request};
+use crate::registry::Mirror;
 use async_trait::async_trait;
 use http::{Method, Response};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// Largest admin request body read.
 const MAX_BODY: usize = 64 << 10;
+/// Largest `POST /v1/links` body read (10,000 links with 2 KB destinations fit).
+pub const MAX_LINKS_BODY: usize = 32 << 20;
+/// Most links one `POST /v1/links` mints.
+pub const MAX_LINKS: usize = 10_000;
 
 /// The admin application.
 pub struct Admin {
     token: Option<AdminToken>,
     control: Control,
+    /// Minting for `POST /v1/links`, hosts checked against the registry mirror.
+    links: Option<(Minter, Arc<Mirror>)>,
 }
 
 impl Admin {
     /// An admin app; with `token` `None` the `/v1/` API is off.
     pub fn new(token: Option<AdminToken>, control: Control) -> Admin {
-        Admin { token, control }
+        Admin {
+            token,
+            control,
+            links: None,
+        }
+    }
+
+    /// Serves `POST /v1/links` with `minter`, hosts checked against `mirror` (no Redis command
+    /// per link).
+    pub fn with_links(mut self, minter: Minter, mirror: Arc<Mirror>) -> Admin {
+        self.links = Some((minter, mirror));
+        self
     }
 }
 
@@ -83,14 +103,21 @@ struct MoveDomain {
 }
 
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
+    read_body_up_to(session, MAX_BODY).await
+}
+
+async fn read_body_up_to(session: &mut ServerSession, max: usize) -> Result<Vec<u8>, Reply> {
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                body.extend_from_slice(&chunk);
-                if body.len() > MAX_BODY {
-                    return Err(Reply::json_error(413, "request body too large"));
+                if body.len() + chunk.len() > max {
+                    return Err(Reply::json_error(
+                        413,
+                        format!("request body too large: at most {max} bytes"),
+                    ));
                 }
+                body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
             Err(e) => {
@@ -121,6 +148,12 @@ impl Admin {
             return Reply::json_error(401, "missing or wrong bearer token");
         }
         let method = session.req_header().method.clone();
+        if path == "/v1/links" {
+            if method != Method::POST {
+                return Reply::json_error(405, "use POST with a JSON array or NDJSON of links");
+            }
+            return self.links(session).await;
+        }
         let rest = path.strip_prefix("/v1/domains").unwrap_or("\0");
         let c = &self.control;
         if let (&Method::POST, Some(host)) = (
@@ -197,6 +230,172 @@ impl Admin {
         };
         result.unwrap_or_else(failed)
     }
+}
+
+impl Admin {
+    /// `POST /v1/links`: a JSON array, or NDJSON (`Content-Type: application/x-ndjson`), of
+    /// [`Request`]s, answered in the same order with each URL or why it was refused.
+    async fn links(&self, session: &mut ServerSession) -> Reply {
+        let Some((minter, mirror)) = &self.links else {
+            return Reply::json_error(404, "minting is not served by this process");
+        };
+        if !mirror.ready() {
+            return Reply::json_error(
+                503,
+                "the domain registry has not been loaded from Redis yet; nothing was minted",
+            );
+        }
+        let ndjson = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                let t = v.split(';').next().unwrap_or("").trim();
+                [
+                    "application/x-ndjson",
+                    "application/ndjson",
+                    "application/jsonl",
+                ]
+                .iter()
+                .any(|n| t.eq_ignore_ascii_case(n))
+            });
+        let body = match read_body_up_to(session, MAX_LINKS_BODY).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let issued = crate::time::unix_s() as u64;
+        let answer = if ndjson {
+            mint_ndjson(minter, &**mirror, &body, issued)
+        } else {
+            mint_array(minter, &**mirror, &body, issued)
+        };
+        match answer {
+            Ok((body, minted, refused)) => {
+                crate::metrics::links_minted(minted, refused);
+                Reply {
+                    content_type: Some(if ndjson {
+                        "application/x-ndjson"
+                    } else {
+                        "application/json"
+                    }),
+                    ..Reply::text(200, body)
+                }
+            }
+            Err(r) => r,
+        }
+    }
+}
+
+/// A batch's answer: the body, how many links were minted and how many refused.
+type Minted = (Vec<u8>, u64, u64);
+
+/// Appends one item's answer (`{"url":...}` or `{"error":...,"code":...}`) to `out`.
+fn answer_item(
+    minter: &Minter,
+    hosts: &impl Hosts,
+    item: Result<Request<'_>, serde_json::Error>,
+    issued: u64,
+    url: &mut String,
+    out: &mut Vec<u8>,
+) -> bool {
+    let refused = match item {
+        Ok(req) => {
+            url.clear();
+            match minter.mint_into(hosts, &req, issued, url) {
+                Ok(()) => {
+                    // Scheme, a normalised host and base64url: nothing to escape.
+                    out.extend_from_slice(b"{\"url\":\"");
+                    out.extend_from_slice(url.as_bytes());
+                    out.extend_from_slice(b"\"}");
+                    return true;
+                }
+                Err(e) => (e.code(), e.to_string()),
+            }
+        }
+        Err(e) => ("bad_item", format!("not a link: {e}")),
+    };
+    serde_json::to_writer(
+        &mut *out,
+        &serde_json::json!({ "error": refused.1, "code": refused.0 }),
+    )
+    .expect("writing to a Vec");
+    false
+}
+
+fn too_many() -> Reply {
+    Reply::json_error(
+        413,
+        format!("at most {MAX_LINKS} links per request: split the batch; nothing was minted"),
+    )
+}
+
+/// A JSON array of links: `{"minted":N,"refused":M,"links":[...]}`. A body that is not a JSON
+/// array is refused whole; an item that is not a link is refused alone.
+fn mint_array(
+    minter: &Minter,
+    hosts: &impl Hosts,
+    body: &[u8],
+    issued: u64,
+) -> Result<Minted, Reply> {
+    let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body).map_err(|e| {
+        Reply::json_error(
+            400,
+            format!("expected a JSON array of links ({{\"host\", \"url\", \"workspace\", \"message\", \"link\", \"kind\"}}), or NDJSON with Content-Type: application/x-ndjson: {e}; nothing was minted"),
+        )
+    })?;
+    if items.len() > MAX_LINKS {
+        return Err(too_many());
+    }
+    let mut links = Vec::with_capacity(items.len() * 200);
+    let (mut minted, mut refused) = (0, 0);
+    let mut url = String::new();
+    for (i, raw) in items.iter().enumerate() {
+        if i > 0 {
+            links.push(b',');
+        }
+        let item = serde_json::from_str::<Request<'_>>(raw.get());
+        if answer_item(minter, hosts, item, issued, &mut url, &mut links) {
+            minted += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    let mut out = Vec::with_capacity(links.len() + 64);
+    out.extend_from_slice(
+        format!("{{\"minted\":{minted},\"refused\":{refused},\"links\":[").as_bytes(),
+    );
+    out.extend_from_slice(&links);
+    out.extend_from_slice(b"]}\n");
+    Ok((out, minted, refused))
+}
+
+/// NDJSON: one link per line, answered one line per link (blank lines skipped).
+fn mint_ndjson(
+    minter: &Minter,
+    hosts: &impl Hosts,
+    body: &[u8],
+    issued: u64,
+) -> Result<Minted, Reply> {
+    let mut out = Vec::with_capacity(body.len() * 2);
+    let (mut minted, mut refused) = (0u64, 0u64);
+    let mut url = String::new();
+    for line in body.split(|&b| b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if (minted + refused) as usize == MAX_LINKS {
+            return Err(too_many());
+        }
+        let item = serde_json::from_slice::<Request<'_>>(line);
+        if answer_item(minter, hosts, item, issued, &mut url, &mut out) {
+            minted += 1;
+        } else {
+            refused += 1;
+        }
+        out.push(b'\n');
+    }
+    Ok((out, minted, refused))
 }
 
 #[async_trait]

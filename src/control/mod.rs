@@ -9,6 +9,7 @@ pub mod verify;
 
 use crate::acme::{Acme, AcmeError};
 use crate::config::{self, Settings};
+use crate::mint::{Hosts, Standing};
 use crate::registry::{Domain, Registry, RegistryError, State};
 use crate::store::Db;
 use crate::tls::{CertError, CertStore, Info};
@@ -185,16 +186,13 @@ impl Control {
         Ok(Moved { retired, added })
     }
 
-    /// Whether a new link may be minted on `host`: refused for a retired domain, naming its
-    /// successor. A host the registry does not know is allowed (links do not require it).
-    pub async fn mintable(&self, host: &str) -> Result<(), ControlError> {
+    /// What the registry says of `host` for minting a link on it ([`crate::mint`]): one read.
+    pub async fn standing(&self, host: &str) -> Result<Standing, ControlError> {
         let Ok(host) = crate::host::normalize_domain(host) else {
-            return Ok(());
+            return Ok(Standing::Unregistered);
         };
-        match self.registry.get(&host).await? {
-            Some(d) => Ok(d.accepts_new_links()?),
-            None => Ok(()),
-        }
+        let domain = self.registry.get(&host).await?;
+        Ok(domain.standing(&host))
     }
 
     /// Every registered domain, sorted by host.

@@ -1,0 +1,3 @@
+module linkedge.example/links
+
+go 1.19
