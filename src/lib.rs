@@ -17,6 +17,7 @@ pub mod dns;
 pub mod store;
 pub mod registry;
 pub mod mint;
+pub mod rewrite;
 pub mod agent;
 pub mod tls;
 pub mod config;

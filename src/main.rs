@@ -76,6 +76,30 @@ enum Command {
     /// Manage per-domain certificates in the certificate store (needs `certs` in the config).
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Track a whole email part read from stdin: every http(s) link becomes a click link on
+    /// HOST, an open pixel is added; the part goes to stdout (README, "Rewriting emails").
+    Rewrite {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The branded tracking domain, e.g. link.example.com (registered, not retired).
+        #[arg(long)]
+        host: String,
+        /// Workspace id.
+        #[arg(long)]
+        workspace: u64,
+        /// Message (delivery) id.
+        #[arg(long)]
+        message: u64,
+        /// A plain-text part instead of HTML.
+        #[arg(long)]
+        text: bool,
+        /// Add no open pixel.
+        #[arg(long)]
+        no_pixel: bool,
+        /// Write the report (JSON, one entry per link) to this file.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -283,6 +307,21 @@ fn main() -> ExitCode {
             online,
         } => cli::check(&config.config, *offline, *online),
         Command::Reload { config, log } => cli::reload::reload(&config.config, log.as_deref()),
+        Command::Rewrite {
+            config,
+            host,
+            workspace,
+            message,
+            text,
+            no_pixel,
+            report,
+        } => cli::link::rewrite(
+            &config.config,
+            host,
+            (*workspace, *message),
+            (*text, !*no_pixel),
+            report.as_deref(),
+        ),
         Command::Link(LinkCommand::Mint {
             config,
             host,

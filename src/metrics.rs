@@ -161,6 +161,16 @@ static SPOOL_FILL: LazyLock<prometheus::GaugeVec> = LazyLock::new(|| {
     .expect("metric registers")
 });
 
+static SPOOL_STRANDED: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "linkedge_event_spool_stranded_dirs",
+        "Spool directories of another user in an event sink's spool that this process cannot \
+         take over (linkedge run once as root): their events wait there until chowned.",
+        &["sink"]
+    )
+    .expect("metric registers")
+});
+
 static REDIS_WRITE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
     register_histogram_vec!(
         HistogramOpts::new(
@@ -188,6 +198,8 @@ pub struct SinkMetrics {
     pub write_seconds: Histogram,
     /// Events of a batch sent with a `WAIT` for `events.min_replicas` replicas, not yet answered.
     pub awaiting_replicas: IntGauge,
+    /// Other users' spool directories it cannot take over.
+    pub spool_stranded: IntGauge,
 }
 
 impl SinkMetrics {
@@ -200,6 +212,7 @@ impl SinkMetrics {
             spool_fill: SPOOL_FILL.with_label_values(&[sink]),
             write_seconds: REDIS_WRITE_SECONDS.with_label_values(&[sink]),
             awaiting_replicas: AWAITING_REPLICAS.with_label_values(&[sink]),
+            spool_stranded: SPOOL_STRANDED.with_label_values(&[sink]),
         };
         for r in ["confirmed", "short"] {
             m.replica_waits(r);
@@ -743,7 +756,8 @@ static LINKS_MINTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         Opts::new(
             "linkedge_links_minted_total",
-            "Links answered by the batch mint API (POST /v1/links), by outcome (minted, refused)."
+            "Links minted through the admin API (POST /v1/links and POST /v1/rewrite), by \
+             outcome (minted, refused)."
         ),
         &["outcome"]
     )

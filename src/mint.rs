@@ -108,7 +108,7 @@ pub enum Refused {
     BadHost(String),
     /// Not in the registry, where the caller requires it.
     #[error(
-        "{0} is not registered: add it with `linkedge domain add` (the edge refuses TLS for names the registry does not know)"
+        "{0} is not registered: add it with `linkedge domain add` (the registry decides its region and its certificate)"
     )]
     Unregistered(String),
     /// Retired by `domain move`.
@@ -144,6 +144,27 @@ impl Refused {
             Refused::UrlOnOpen => "url_on_open",
             Refused::BadUrl => "bad_url",
         }
+    }
+}
+
+/// `raw` as a link's host: lowercase, no trailing dot, an internationalised name in punycode;
+/// a port or anything that is not a host name is refused (naming at most 64 characters of it).
+fn host_of(raw: &str) -> Result<String, Refused> {
+    let bad = || {
+        let mut shown: String = raw.chars().take(64).collect();
+        if shown.len() < raw.len() {
+            shown.push('…');
+        }
+        Refused::BadHost(shown)
+    };
+    let bracketed = raw.starts_with('[');
+    if (raw.contains(':') && !bracketed) || (bracketed && !raw.ends_with(']')) {
+        return Err(bad());
+    }
+    if raw.is_ascii() {
+        normalize_host(raw).ok_or_else(bad)
+    } else {
+        crate::host::normalize_domain(raw).map_err(|_| bad())
     }
 }
 
@@ -191,9 +212,7 @@ impl Minter {
         let host: Cow<'_, str> = if crate::host::is_normalized(&req.host) {
             Cow::Borrowed(&req.host)
         } else {
-            Cow::Owned(
-                normalize_host(&req.host).ok_or_else(|| Refused::BadHost(req.host.to_string()))?,
-            )
+            Cow::Owned(host_of(&req.host)?)
         };
         match hosts.standing(&host) {
             Standing::Active | Standing::Unchecked => {}
@@ -377,6 +396,39 @@ mod tests {
             ),
             Err(Refused::BadUrl)
         );
+    }
+
+    #[test]
+    fn hosts_are_normalised_ports_refused_and_echoes_cut() {
+        let m = minter(Unregistered::Refuse);
+        let click = |h: &str| {
+            m.mint(
+                &Standing::Active,
+                &req(h, LinkKind::Click, Some("https://e.com/")),
+                1,
+            )
+        };
+        assert!(
+            click("Link.Example.COM.")
+                .unwrap()
+                .starts_with("https://link.example.com/c/")
+        );
+        assert!(
+            click("bücher.example")
+                .unwrap()
+                .starts_with("https://xn--bcher-kva.example/c/")
+        );
+        assert!(
+            click("[2001:db8::1]")
+                .unwrap()
+                .starts_with("https://[2001:db8::1]/c/")
+        );
+        assert_eq!(
+            click("link.example.com:8443").unwrap_err().code(),
+            "bad_host"
+        );
+        let e = click(&"\u{7f}".repeat(100_000)).unwrap_err();
+        assert!(e.to_string().len() < 600, "{} bytes", e.to_string().len());
     }
 
     #[test]

@@ -45,7 +45,10 @@ pub const MAX_URL_LEN: usize = 2048;
 /// Shortest secret a keyring accepts, in bytes.
 pub const MIN_SECRET_LEN: usize = 32;
 /// Longest token (base64 text) the decoder looks at; anything longer is rejected before decoding.
-pub const MAX_TOKEN_LEN: usize = (MAX_URL_LEN + 64) * 4 / 3 + 4;
+/// The largest token minted (version, kind, a 5-byte key id, four 10-byte ids, a 2-byte URL
+/// length, a [`MAX_URL_LEN`]-byte URL, check and mac: 2,117 bytes) is 2,823 characters.
+pub const MAX_TOKEN_LEN: usize =
+    (2 + 5 + 4 * 10 + 2 + MAX_URL_LEN + CHECK_LEN + MAC_LEN) * 4 / 3 + 4;
 /// Room for any token of at most [`MAX_TOKEN_LEN`] characters, decoded.
 const MAX_DECODED: usize = MAX_TOKEN_LEN * 3 / 4 + 3;
 /// Tokens up to this long (a destination of up to about 200 characters) decode into a buffer of
@@ -288,7 +291,8 @@ impl Keyring {
     }
 
     /// Mints a token for `host` (already normalised) with the minting key, appended to `out`;
-    /// nothing is appended when it is refused. No allocation beyond `out`'s growth.
+    /// nothing is appended when it is refused. No allocation beyond `out`'s growth for
+    /// destinations up to 200 bytes.
     pub fn mint_into(&self, host: &str, d: &Draft<'_>, out: &mut String) -> Result<(), MintError> {
         if !crate::host::is_normalized(host) {
             return Err(MintError::BadHost);

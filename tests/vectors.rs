@@ -321,6 +321,22 @@ fn valid_cases() -> Vec<Case> {
             [7, 9, 21, T],
             "https://example.com/",
         ),
+        case(
+            "link host an IPv6 literal",
+            k1,
+            "[2001:db8::1]",
+            "click",
+            [7, 9, 22, T],
+            "https://example.com/",
+        ),
+        case(
+            "the largest token: key 2^32-1, every id 2^64-1, a 2048-byte destination",
+            k2,
+            H,
+            "trap",
+            [MAX; 4],
+            &long(MAX_URL_LEN),
+        ),
     ]
 }
 
@@ -641,6 +657,26 @@ fn generate() -> Value {
                 trap,
             };
             let token = ring(c.key).mint(c.host, &link).unwrap();
+            // The codec's token is the format's, built here byte by byte without it.
+            let kind_byte = match c.kind {
+                "click" => 1,
+                "open" => 2,
+                _ => 3,
+            };
+            let p = payload(
+                1,
+                kind_byte,
+                &[
+                    &v(c.key as u64),
+                    &v(c.ids[0]),
+                    &v(c.ids[1]),
+                    &v(c.ids[2]),
+                    &v(c.ids[3]),
+                    &v(c.url.len() as u64),
+                ],
+                c.url.as_bytes(),
+            );
+            assert_eq!(token, sign(c.key, c.host, &p), "{}", c.name);
             json!({
                 "name": c.name,
                 "key_id": c.key,

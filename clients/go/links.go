@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // MaxURLLen is the longest destination linkedge redirects to, in bytes.
@@ -59,7 +60,7 @@ func NewMinter(keyID uint32, secret []byte, scheme string) (*Minter, error) {
 // ValidDestination reports whether linkedge redirects to url: an absolute http(s) URL with a
 // host, at most 2048 bytes, without spaces or control characters.
 func ValidDestination(url string) bool {
-	if len(url) > MaxURLLen {
+	if len(url) > MaxURLLen || !utf8.ValidString(url) {
 		return false
 	}
 	for i := 0; i < len(url); i++ {
@@ -86,6 +87,9 @@ func ValidDestination(url string) bool {
 
 func checkHost(host string) error {
 	bad := fmt.Errorf("host %q must be a normalised host name: lowercase, no port, no trailing dot", host)
+	if host == "" || len(host) > 253 {
+		return bad
+	}
 	if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") && strings.Contains(host, ":") {
 		for _, c := range host[1 : len(host)-1] {
 			if !strings.ContainsRune("0123456789abcdef:.", c) {
@@ -94,7 +98,7 @@ func checkHost(host string) error {
 		}
 		return nil
 	}
-	if host == "" || len(host) > 253 || host[0] == '.' || host[len(host)-1] == '.' || strings.Contains(host, "..") {
+	if host[0] == '.' || host[len(host)-1] == '.' || strings.Contains(host, "..") {
 		return bad
 	}
 	for _, c := range host {

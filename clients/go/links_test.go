@@ -81,7 +81,7 @@ func TestRefusesWhatLinkedgeRefuses(t *testing.T) {
 	_, keys := load(t)
 	m, _ := NewMinter(1, keys[1], "https")
 	ids := IDs{Workspace: 1, Message: 2}
-	for _, u := range []string{"javascript:alert(1)", "/relative", "https://e.com/a b", "https:///x", "https://e.com/" + strings.Repeat("x", 2048)} {
+	for _, u := range []string{"javascript:alert(1)", "/relative", "https://e.com/a b", "https:///x", "https://e.com/\xff", "https://e.com/" + strings.Repeat("x", 2048)} {
 		if ValidDestination(u) {
 			t.Errorf("%q accepted", u)
 		}
@@ -89,7 +89,7 @@ func TestRefusesWhatLinkedgeRefuses(t *testing.T) {
 			t.Errorf("%q minted", u)
 		}
 	}
-	for _, h := range []string{"Link.example.com", "link.example.com.", "link.example.com:443", ""} {
+	for _, h := range []string{"Link.example.com", "link.example.com.", "link.example.com:443", "", "[" + strings.Repeat("0:", 130) + "1]"} {
 		if _, err := m.Click(h, "https://example.com/", ids); err == nil {
 			t.Errorf("host %q minted", h)
 		}

@@ -4,7 +4,9 @@
 // linkedge's own minting: checked against tests/vectors/tokens.json by test.js.
 //
 //   const { Minter } = require('./linkedge-links');
-//   const m = new Minter(1, fs.readFileSync('/etc/linkedge/link-key-1').toString().replace(/[\r\n]+$/, ''));
+//   let key = fs.readFileSync('/etc/linkedge/link-key-1'); // bytes, as linkedge reads them
+//   while (key.length && (key[key.length - 1] === 0x0a || key[key.length - 1] === 0x0d)) key = key.subarray(0, -1);
+//   const m = new Minter(1, key);
 //   const url = m.click('link.example.com', 'https://example.com/', { workspace: 7, message: 9, link: 1 });
 const crypto = require('crypto');
 
@@ -15,12 +17,11 @@ const KINDS = { click: 1, open: 2, trap: 3 };
 const U64 = (1n << 64n) - 1n;
 
 function varint(out, value, name) {
-  let n;
-  try {
-    n = BigInt(value);
-  } catch (e) {
-    throw new RangeError(`${name} must be an integer`);
+  // A bigint, or a Number that is an exact integer: 2**53 + 1 as a Number is already 2**53.
+  if (!(typeof value === 'bigint' || Number.isSafeInteger(value))) {
+    throw new RangeError(`${name} must be a BigInt or a safe integer (pass BigInt above 2^53), not ${String(value)}`);
   }
+  let n = BigInt(value);
   if (n < 0n || n > U64) throw new RangeError(`${name} ${n} is not between 0 and 2^64-1`);
   while (n >= 0x80n) {
     out.push(Number(n & 0x7fn) | 0x80);
@@ -33,6 +34,8 @@ function varint(out, value, name) {
  * bytes, without spaces or control characters. */
 function validDestination(url) {
   const b = Buffer.from(url, 'utf8');
+  // A lone surrogate would be minted as U+FFFD: another destination than the one asked for.
+  if (b.toString('utf8') !== url) return false;
   if (b.length > MAX_URL_LEN || b.some((c) => c <= 0x20 || c === 0x7f)) return false;
   const lower = b.subarray(0, 8).toString('latin1').toLowerCase();
   let rest;
@@ -50,8 +53,10 @@ function validDestination(url) {
 }
 
 function checkHost(host) {
-  if (/^\[[0-9a-f:.]*:[0-9a-f:.]*\]$/.test(host)) return;
-  if (host.length > 0 && host.length <= 253 && /^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/.test(host)) return;
+  if (typeof host === 'string' && host.length > 0 && host.length <= 253) {
+    if (/^\[[0-9a-f:.]+\]$/.test(host) && host.includes(':')) return;
+    if (/^[a-z0-9_-]+(\.[a-z0-9_-]+)*$/.test(host)) return;
+  }
   throw new RangeError(`host ${JSON.stringify(host)} must be a normalised host name: lowercase, no port, no trailing dot`);
 }
 

@@ -26,14 +26,18 @@ test('every valid vector mints its token', () => {
 test('refuses what linkedge refuses', () => {
   const m = new Minter(1, keys.get(1));
   const ids = { workspace: 1, message: 2 };
-  for (const url of ['javascript:alert(1)', '/relative', 'https://e.com/a b', 'https:///x', 'https://e.com/' + 'x'.repeat(2048)]) {
+  for (const url of ['javascript:alert(1)', '/relative', 'https://e.com/a b', 'https:///x', 'https://e.com/\udcff', 'https://e.com/' + 'x'.repeat(2048)]) {
     assert.strictEqual(validDestination(url), false, url);
     assert.throws(() => m.click('link.example.com', url, ids), RangeError, url);
   }
-  for (const host of ['Link.example.com', 'link.example.com.', 'link.example.com:443', '']) {
+  for (const host of ['Link.example.com', 'link.example.com.', 'link.example.com:443', '', '[' + '0:'.repeat(130) + '1]']) {
     assert.throws(() => m.click(host, 'https://example.com/', ids), RangeError, host);
   }
   assert.throws(() => m.click('link.example.com', 'https://example.com/', { workspace: -1, message: 2 }), RangeError);
   assert.throws(() => m.click('link.example.com', 'https://example.com/', { workspace: 1n << 64n, message: 2 }), RangeError);
   assert.throws(() => new Minter(1, 'short'), RangeError);
+  // Ids past 2^53 as Numbers are already rounded: refused, not minted wrong.
+  for (const bad of [2 ** 53 + 2, 1.5, '7', true, '']) {
+    assert.throws(() => m.click('link.example.com', 'https://example.com/', { workspace: bad, message: 2 }), RangeError, String(bad));
+  }
 });

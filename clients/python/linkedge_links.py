@@ -32,7 +32,10 @@ def _varint(out, n):
 def valid_destination(url):
     """True when linkedge redirects to `url`: an absolute http(s) URL with a host, at most 2048
     bytes, without spaces or control characters."""
-    b = url.encode("utf-8")
+    try:
+        b = url.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: not a URL linkedge can carry
+        return False
     if len(b) > MAX_URL_LEN or any(c <= 0x20 or c == 0x7F for c in b):
         return False
     lower = b[:8].lower()
@@ -49,15 +52,15 @@ def valid_destination(url):
 
 
 def _check_host(host):
-    b = host.encode("utf-8")
-    if b.startswith(b"[") and b.endswith(b"]") and b":" in b:
+    b = host.encode("utf-8", "replace")
+    if not b or len(b) > 253:
+        pass
+    elif b.startswith(b"[") and b.endswith(b"]") and b":" in b:
         inner = b[1:-1]
         if all(c in b"0123456789abcdef:." for c in inner):
             return
     elif (
-        b
-        and len(b) <= 253
-        and all(c in _HOST_CHARS for c in b)
+        all(c in _HOST_CHARS for c in b)
         and not b.startswith(b".")
         and not b.endswith(b".")
         and b".." not in b

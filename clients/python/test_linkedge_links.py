@@ -28,11 +28,11 @@ class Vectors(unittest.TestCase):
 
     def test_refuses_what_linkedge_refuses(self):
         m = Minter(1, self.keys[1])
-        for url in ["javascript:alert(1)", "/relative", "https://e.com/a b", "https:///x", "https://e.com/" + "x" * 2048]:
+        for url in ["javascript:alert(1)", "/relative", "https://e.com/a b", "https:///x", "https://e.com/\udcff", "https://e.com/" + "x" * 2048]:
             self.assertFalse(valid_destination(url), url)
             with self.assertRaises(ValueError):
                 m.click("link.example.com", url, 1, 2)
-        for host in ["Link.example.com", "link.example.com.", "link.example.com:443", ""]:
+        for host in ["Link.example.com", "link.example.com.", "link.example.com:443", "", "[" + "0:" * 130 + "1]"]:
             with self.assertRaises(ValueError):
                 m.click(host, "https://example.com/", 1, 2)
         with self.assertRaises(ValueError):

@@ -1,5 +1,5 @@
-//! `linkedge link mint|pixel|decode`: tracked URLs from the command line, with the config's
-//! keyring.
+//! `linkedge link mint|pixel|decode` and `linkedge rewrite`: tracked URLs and whole emails from
+//! the command line, with the config's keyring.
 
 use super::{Outcome, block_on, control, load};
 use crate::control::ControlError;
@@ -33,14 +33,7 @@ pub fn mint(
 ) -> Outcome {
     let (s, c) = control(config)?;
     let host = normalize_host(host).ok_or_else(|| format!("--host {host:?}: not a host name"))?;
-    let standing = match block_on(c.standing(&host))? {
-        Ok(standing) => standing,
-        Err(ControlError::Unavailable(why)) => {
-            eprintln!("warning: minted without checking that {host} is not retired: {why}");
-            Standing::Unchecked
-        }
-        Err(e) => return Err(e.to_string()),
-    };
+    let standing = standing(&c, &host)?;
     let minter = Minter::new(s.keyring.clone(), &s.link_scheme, Unregistered::Allow);
     let req = Request {
         host: host.into(),
@@ -58,6 +51,72 @@ pub fn mint(
         .mint(&standing, &req, crate::time::unix_s() as u64)
         .map_err(|e| e.to_string())?;
     println!("{url}");
+    Ok(true)
+}
+
+/// What the registry says of `host` for minting, or `Unchecked` with a warning when it cannot
+/// be asked.
+fn standing(c: &crate::control::Control, host: &str) -> Result<Standing, String> {
+    match block_on(c.standing(host))? {
+        Ok(standing) => Ok(standing),
+        Err(ControlError::Unavailable(why)) => {
+            eprintln!(
+                "warning: minted without checking that {host} is registered and not retired: {why}"
+            );
+            Ok(Standing::Unchecked)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `linkedge rewrite`: stdin's HTML (or, with `text`, plain-text) part tracked for `host`
+/// to stdout, the report to `report_to`; a summary on stderr. A host the registry does not
+/// know is refused (its links would fail their TLS handshake).
+pub fn rewrite(
+    config: &Path,
+    host: &str,
+    (workspace, message): (u64, u64),
+    (text, pixel): (bool, bool),
+    report_to: Option<&Path>,
+) -> Outcome {
+    use std::io::{Read, Write};
+    let (s, c) = control(config)?;
+    let host = normalize_host(host).ok_or_else(|| format!("--host {host:?}: not a host name"))?;
+    let mut doc = Vec::new();
+    std::io::stdin()
+        .take(crate::rewrite::MAX_DOCUMENT as u64 + 1)
+        .read_to_end(&mut doc)
+        .map_err(|e| format!("cannot read stdin: {e}"))?;
+    let standing = standing(&c, &host)?;
+    let minter = Minter::new(s.keyring.clone(), &s.link_scheme, Unregistered::Refuse);
+    let opts = crate::rewrite::Options {
+        host,
+        workspace,
+        message,
+        text,
+        pixel,
+        issued: crate::time::unix_s() as u64,
+    };
+    let done =
+        crate::rewrite::rewrite(&minter, &standing, &opts, &doc).map_err(|e| e.to_string())?;
+    if let Some(path) = report_to {
+        let json = serde_json::to_vec_pretty(&done.report).expect("reports serialize");
+        std::fs::write(path, json).map_err(|e| format!("--report {}: {e}", path.display()))?;
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(&done.document)
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write stdout: {e}"))?;
+    let left = done.report.len() - done.tracked();
+    eprintln!(
+        "{} link(s) tracked, {left} left alone{}",
+        done.tracked(),
+        if done.pixel.is_some() {
+            ", open pixel added"
+        } else {
+            ""
+        }
+    );
     Ok(true)
 }
 

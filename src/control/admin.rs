@@ -32,13 +32,21 @@ const MAX_BODY: usize = 64 << 10;
 pub const MAX_LINKS_BODY: usize = 32 << 20;
 /// Most links one `POST /v1/links` mints.
 pub const MAX_LINKS: usize = 10_000;
+/// Batches and rewrites worked on at once.
+const MINT_JOBS: usize = 2;
+/// Longest error text per refused link: a hostile item's echoed input is cut here.
+const MAX_ITEM_ERROR: usize = 240;
 
 /// The admin application.
 pub struct Admin {
     token: Option<AdminToken>,
     control: Control,
-    /// Minting for `POST /v1/links`, hosts checked against the registry mirror.
-    links: Option<(Minter, Arc<Mirror>)>,
+    /// Minting for `POST /v1/links` and `/v1/rewrite`, hosts checked against the registry
+    /// mirror.
+    links: Option<(Arc<Minter>, Arc<Mirror>)>,
+    /// Batches and rewrites minting at once (each on a blocking thread, not the runtime that
+    /// answers `/health` and `/metrics`); more wait.
+    jobs: Arc<tokio::sync::Semaphore>,
 }
 
 impl Admin {
@@ -48,13 +56,14 @@ impl Admin {
             token,
             control,
             links: None,
+            jobs: Arc::new(tokio::sync::Semaphore::new(MINT_JOBS)),
         }
     }
 
     /// Serves `POST /v1/links` with `minter`, hosts checked against `mirror` (no Redis command
     /// per link).
     pub fn with_links(mut self, minter: Minter, mirror: Arc<Mirror>) -> Admin {
-        self.links = Some((minter, mirror));
+        self.links = Some((Arc::new(minter), mirror));
         self
     }
 }
@@ -107,6 +116,18 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
 }
 
 async fn read_body_up_to(session: &mut ServerSession, max: usize) -> Result<Vec<u8>, Reply> {
+    // curl sends `Expect: 100-continue` before a large body and waits for the go-ahead.
+    let expects = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects && let Err(e) = session.write_continue_response().await {
+        return Err(Reply::json_error(
+            400,
+            format!("cannot answer 100-continue: {e}"),
+        ));
+    }
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
@@ -153,6 +174,12 @@ impl Admin {
                 return Reply::json_error(405, "use POST with a JSON array or NDJSON of links");
             }
             return self.links(session).await;
+        }
+        if path == "/v1/rewrite" {
+            if method != Method::POST {
+                return Reply::json_error(405, "use POST with the email part as the body");
+            }
+            return self.rewrite(session).await;
         }
         let rest = path.strip_prefix("/v1/domains").unwrap_or("\0");
         let c = &self.control;
@@ -265,11 +292,19 @@ impl Admin {
             Err(r) => return r,
         };
         let issued = crate::time::unix_s() as u64;
-        let answer = if ndjson {
-            mint_ndjson(minter, &**mirror, &body, issued)
-        } else {
-            mint_array(minter, &**mirror, &body, issued)
+        let Ok(_permit) = self.jobs.acquire().await else {
+            return Reply::json_error(503, "shutting down; nothing was minted");
         };
+        let (minter, mirror) = (minter.clone(), mirror.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            if ndjson {
+                mint_ndjson(&minter, &*mirror, &body, issued)
+            } else {
+                mint_array(&minter, &*mirror, &body, issued)
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(Reply::json_error(500, format!("minting failed: {e}"))));
         match answer {
             Ok((body, minted, refused)) => {
                 crate::metrics::links_minted(minted, refused);
@@ -283,6 +318,120 @@ impl Admin {
                 }
             }
             Err(r) => r,
+        }
+    }
+}
+
+/// The query of `POST /v1/rewrite`: `host`, `workspace`, `message`, optional `text`, `pixel`
+/// and `report` (`1`/`true` or `0`/`false`).
+struct RewriteQuery {
+    opts: crate::rewrite::Options,
+    report: bool,
+}
+
+fn rewrite_query(query: &str) -> Result<RewriteQuery, String> {
+    let (mut host, mut workspace, mut message) = (None, None, None);
+    let (mut text, mut pixel, mut report) = (false, true, false);
+    let flag = |k: &str, v: &str| match v {
+        "1" | "true" | "" => Ok(true),
+        "0" | "false" => Ok(false),
+        _ => Err(format!("{k}: expected 1 or 0, not {v:?}")),
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let id = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{k}: expected a number from 0 to 2^64-1, not {v:?}"))
+        };
+        match k {
+            "host" => host = Some(v.to_string()),
+            "workspace" => workspace = Some(id(v)?),
+            "message" => message = Some(id(v)?),
+            "text" => text = flag(k, v)?,
+            "pixel" => pixel = flag(k, v)?,
+            "report" => report = flag(k, v)?,
+            _ => {
+                return Err(format!(
+                    "unknown parameter {k:?}: expected host, workspace, message, text, pixel, report"
+                ));
+            }
+        }
+    }
+    let missing = |n: &str| {
+        format!("missing {n}: POST /v1/rewrite?host=<domain>&workspace=<id>&message=<id>")
+    };
+    Ok(RewriteQuery {
+        opts: crate::rewrite::Options {
+            host: host.ok_or_else(|| missing("host"))?,
+            workspace: workspace.ok_or_else(|| missing("workspace"))?,
+            message: message.ok_or_else(|| missing("message"))?,
+            pixel: pixel && !text,
+            text,
+            issued: crate::time::unix_s() as u64,
+        },
+        report,
+    })
+}
+
+impl Admin {
+    /// `POST /v1/rewrite`: the email part tracked; see [`crate::rewrite`].
+    async fn rewrite(&self, session: &mut ServerSession) -> Reply {
+        let Some((minter, mirror)) = &self.links else {
+            return Reply::json_error(404, "rewriting is not served by this process");
+        };
+        let q = match rewrite_query(session.req_header().uri.query().unwrap_or("")) {
+            Ok(q) => q,
+            Err(e) => return Reply::json_error(400, e),
+        };
+        if !mirror.ready() {
+            return Reply::json_error(
+                503,
+                "the domain registry has not been loaded from Redis yet; nothing was rewritten",
+            );
+        }
+        let body = match read_body_up_to(session, crate::rewrite::MAX_DOCUMENT).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let Ok(_permit) = self.jobs.acquire().await else {
+            return Reply::json_error(503, "shutting down; nothing was rewritten");
+        };
+        let (minter, mirror, opts) = (minter.clone(), mirror.clone(), q.opts.clone());
+        let done = tokio::task::spawn_blocking(move || {
+            crate::rewrite::rewrite(&minter, &*mirror, &opts, &body)
+        })
+        .await;
+        let done = match done {
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => return Reply::json_error(422, format!("{e}; nothing was rewritten")),
+            Err(e) => return Reply::json_error(500, format!("rewriting failed: {e}")),
+        };
+        crate::metrics::links_minted(done.tracked() as u64, 0);
+        if q.report {
+            let mut v = serde_json::json!({
+                "tracked": done.tracked(),
+                "left_alone": done.report.len() - done.tracked(),
+                "pixel": done.pixel,
+                "report": done.report,
+            });
+            match String::from_utf8(done.document) {
+                Ok(doc) => v["document"] = doc.into(),
+                Err(e) => {
+                    use base64::Engine;
+                    v["document_base64"] = base64::engine::general_purpose::STANDARD
+                        .encode(e.into_bytes())
+                        .into();
+                }
+            }
+            return ok(v);
+        }
+        Reply {
+            content_type: Some(if q.opts.text {
+                "text/plain; charset=utf-8"
+            } else {
+                "text/html"
+            }),
+            ..Reply::text(200, done.document)
         }
     }
 }
@@ -315,6 +464,16 @@ fn answer_item(
         }
         Err(e) => ("bad_item", format!("not a link: {e}")),
     };
+    let mut message = refused.1;
+    if message.len() > MAX_ITEM_ERROR {
+        let mut cut = MAX_ITEM_ERROR;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+    let refused = (refused.0, message);
     serde_json::to_writer(
         &mut *out,
         &serde_json::json!({ "error": refused.1, "code": refused.0 }),
@@ -330,6 +489,43 @@ fn too_many() -> Reply {
     )
 }
 
+/// A JSON array of at most [`MAX_LINKS`] items, each left unparsed; `None` past that (the rest
+/// not read: a long array of zeros costs no memory).
+struct Bounded<'a>(Option<Vec<&'a serde_json::value::RawValue>>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Bounded<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Items;
+        impl<'de> serde::de::Visitor<'de> for Items {
+            type Value = Bounded<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+                    if items.len() == MAX_LINKS {
+                        // Stopping here ends the parse with an error the caller never sees.
+                        return Err(serde::de::Error::custom(TOO_MANY));
+                    }
+                    items.push(item);
+                }
+                Ok(Bounded(Some(items)))
+            }
+        }
+        match d.deserialize_seq(Items) {
+            Err(e) if e.to_string().starts_with(TOO_MANY) => Ok(Bounded(None)),
+            r => r,
+        }
+    }
+}
+
+/// The marker of an array cut at [`MAX_LINKS`].
+const TOO_MANY: &str = "linkedge: too many links";
+
 /// A JSON array of links: `{"minted":N,"refused":M,"links":[...]}`. A body that is not a JSON
 /// array is refused whole; an item that is not a link is refused alone.
 fn mint_array(
@@ -338,15 +534,20 @@ fn mint_array(
     body: &[u8],
     issued: u64,
 ) -> Result<Minted, Reply> {
-    let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body).map_err(|e| {
+    let bad = |e: serde_json::Error| {
         Reply::json_error(
             400,
-            format!("expected a JSON array of links ({{\"host\", \"url\", \"workspace\", \"message\", \"link\", \"kind\"}}), or NDJSON with Content-Type: application/x-ndjson: {e}; nothing was minted"),
+            format!(
+                "expected a JSON array of links ({{\"host\", \"url\", \"workspace\", \"message\", \"link\", \"kind\"}}), or NDJSON with Content-Type: application/x-ndjson: {e}; nothing was minted"
+            ),
         )
-    })?;
-    if items.len() > MAX_LINKS {
-        return Err(too_many());
-    }
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let items = match serde::Deserialize::deserialize(&mut de).map_err(bad)? {
+        Bounded(Some(items)) => items,
+        Bounded(None) => return Err(too_many()),
+    };
+    de.end().map_err(bad)?;
     let mut links = Vec::with_capacity(items.len() * 200);
     let (mut minted, mut refused) = (0, 0);
     let mut url = String::new();

@@ -131,9 +131,10 @@ pub struct Spool {
     /// Segments taken over from an exited process whose first chunk replay has not yet
     /// committed: that chunk may have been sent before the exit, so its events are uncertain.
     inherited: std::collections::HashSet<u64>,
-    /// Exited processes' subdirectories this process may not take over (another user's, such
-    /// as one left by `linkedge serve` run once as root): reported once each until taken.
-    stranded: std::collections::HashSet<PathBuf>,
+    /// Subdirectories this process may not take over (another user's, such as one left by
+    /// `linkedge serve` run once as root), with their ctime when found: reported once, then
+    /// skipped until a chown or chmod changes that ctime.
+    stranded: std::collections::HashMap<PathBuf, i64>,
 }
 
 /// At most one "spool full" ERROR line per this interval while events are dropped.
@@ -239,7 +240,7 @@ impl Spool {
             drops_unlogged: 0,
             drop_logged_at: None,
             inherited: std::collections::HashSet::new(),
-            stranded: std::collections::HashSet::new(),
+            stranded: std::collections::HashMap::new(),
         };
         spool.adopt()?;
         spool.publish();
@@ -275,6 +276,11 @@ impl Spool {
                 loose = true;
             }
         }
+        if !self.stranded.is_empty() {
+            // Another process took it over, or someone removed it.
+            self.stranded.retain(|p, _| orphans.contains(p));
+            self.metrics.spool_stranded.set(self.stranded.len() as i64);
+        }
         if orphans.is_empty() && !loose {
             return Ok(0);
         }
@@ -285,6 +291,12 @@ impl Spool {
             adopted += self.take_segments(&self.root.clone())?;
         }
         for sub in orphans {
+            if let Some(&ctime) = self.stranded.get(&sub) {
+                use std::os::unix::fs::MetadataExt;
+                if fs::metadata(&sub).map_or(true, |m| m.ctime() == ctime) {
+                    continue;
+                }
+            }
             let lock = match File::open(sub.join(LOCK)) {
                 Ok(f) => Some(f),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -319,7 +331,9 @@ impl Spool {
                 }
             }
             let _ = fs::remove_dir(&sub);
-            self.stranded.remove(&sub);
+            if self.stranded.remove(&sub).is_some() {
+                self.metrics.spool_stranded.set(self.stranded.len() as i64);
+            }
         }
         drop(guard);
         if adopted > 0 {
@@ -333,22 +347,25 @@ impl Spool {
         Ok(adopted)
     }
 
-    /// Reports that the exited process's subdirectory `sub` cannot be taken over, once until
-    /// it can (adoption tries again on its usual schedule).
+    /// Reports that the subdirectory `sub` cannot be taken over: logged once, then skipped
+    /// until its ctime changes (a chown), counted in `linkedge_event_spool_stranded_dirs`.
     fn strand(&mut self, sub: PathBuf, e: io::Error) {
-        if self.stranded.contains(&sub) {
+        use std::os::unix::fs::MetadataExt;
+        let ctime = fs::metadata(&sub).map_or(0, |m| m.ctime());
+        if self.stranded.insert(sub.clone(), ctime).is_some() {
             return;
         }
-        let segments = list_segments(&sub).map(|s| s.len()).unwrap_or(0);
+        self.metrics.spool_stranded.set(self.stranded.len() as i64);
+        let segments =
+            list_segments(&sub).map_or_else(|_| "unknown".to_string(), |s| s.len().to_string());
         tracing::error!(
             dir = %sub.display(),
             segments,
             error = %e,
-            "spool: an exited process's directory belongs to another user and cannot be taken \
-             over; its events stay there, replayed once it is given to this process's user \
-             (chown -R)"
+            "spool: a directory of another user (linkedge run as that user, now exited or still \
+             running) cannot be taken over; its events stay there, replayed once it is given to \
+             this process's user (chown -R)"
         );
-        self.stranded.insert(sub);
     }
 
     /// Moves the segments in `from` (and their progress files) into this process's directory.
