@@ -140,8 +140,9 @@ struct Found {
     raw: String,
     /// On a VML element (`v:roundrect`...).
     vml: bool,
-    /// `data-linkedge="off"`: the attribute's span (with the space before it) to remove.
-    off: Option<Range<usize>>,
+    /// `data-linkedge="off"`: the attribute's span (with the spaces before it) to replace, and
+    /// what replaces it (a space when the next attribute would otherwise join the previous).
+    off: Option<(Range<usize>, &'static [u8])>,
 }
 
 /// Rewrites `doc`: see the module documentation and the README's rules. The host is checked
@@ -185,7 +186,7 @@ pub fn rewrite(
     {
         return Err(RewriteError::NotUtf8(e.valid_up_to()));
     }
-    let (found, body_end) = scan(doc, encoding, 0)?;
+    let (found, body_end) = scan(doc, encoding, 0, false)?;
     for f in found {
         r.link(f)?;
     }
@@ -218,38 +219,50 @@ pub fn rewrite(
 /// The encoding a `<meta>` in the first 4 KiB declares (UTF-8 when none does); an encoding
 /// the parser cannot read byte for byte (UTF-16, ISO-2022-JP) or an unknown label is refused.
 fn declared_encoding(doc: &[u8]) -> Result<&'static encoding_rs::Encoding, RewriteError> {
+    // A byte-order mark wins over any declaration, as in a browser.
+    if doc.starts_with(b"\xEF\xBB\xBF") {
+        return Ok(encoding_rs::UTF_8);
+    }
     let head = &doc[..doc.len().min(4096)];
     let lower = head.to_ascii_lowercase();
     let mut at = 0;
-    while let Some(i) = memchr::memmem::find(&lower[at..], b"<meta") {
+    while at < lower.len() {
+        let Some(i) = memchr::memchr(b'<', &lower[at..]) else {
+            break;
+        };
         let start = at + i;
-        let end = memchr::memchr(b'>', &lower[start..]).map_or(lower.len(), |e| start + e);
+        let rest = &lower[start..];
+        // Comments (Outlook's conditional ones included) declare nothing.
+        if rest.starts_with(b"<!--") {
+            at =
+                memchr::memmem::find(&rest[4..], b"-->").map_or(lower.len(), |e| start + 4 + e + 3);
+            continue;
+        }
+        let end = memchr::memchr(b'>', rest).map_or(lower.len(), |e| start + e);
+        at = end.max(start + 1);
+        let is_meta = rest.starts_with(b"<meta")
+            && rest
+                .get(5)
+                .is_some_and(|b| b.is_ascii_whitespace() || *b == b'/');
+        if !is_meta {
+            continue;
+        }
         let tag = &lower[start..end];
-        at = end;
-        let Some(c) = memchr::memmem::find(tag, b"charset") else {
+        let Some(label) = charset_in(tag) else {
             continue;
         };
-        let rest = &tag[c + 7..];
-        let rest = rest.trim_ascii_start();
-        let Some(rest) = rest.strip_prefix(b"=") else {
-            continue;
-        };
-        let rest = rest.trim_ascii_start();
-        let rest = rest
-            .strip_prefix(b"\"")
-            .or_else(|| rest.strip_prefix(b"'"))
-            .unwrap_or(rest);
-        let len = rest
-            .iter()
-            .position(|b| matches!(b, b'"' | b'\'' | b';' | b'/') || b.is_ascii_whitespace())
-            .unwrap_or(rest.len());
-        let label = &rest[..len];
         let name = String::from_utf8_lossy(label).into_owned();
         let enc = encoding_rs::Encoding::for_label(label).ok_or_else(|| {
             RewriteError::Encoding(format!(
                 "the document declares charset {name:?}, which is not an encoding"
             ))
         })?;
+        // HTML reads x-user-defined as windows-1252.
+        let enc = if enc == encoding_rs::X_USER_DEFINED {
+            encoding_rs::WINDOWS_1252
+        } else {
+            enc
+        };
         // A UTF-16 declaration in an ASCII-readable document means UTF-8 (HTML's rule), but a
         // document really in UTF-16 would not be readable here: refuse either way.
         if AsciiCompatibleEncoding::new(enc).is_none() {
@@ -263,12 +276,42 @@ fn declared_encoding(doc: &[u8]) -> Result<&'static encoding_rs::Encoding, Rewri
     Ok(encoding_rs::UTF_8)
 }
 
+/// The label of the first `charset=` in a lowercased `<meta ...` tag (as an attribute or inside
+/// `content="text/html; charset=..."`).
+fn charset_in(tag: &[u8]) -> Option<&[u8]> {
+    let mut from = 0;
+    while let Some(c) = memchr::memmem::find(&tag[from..], b"charset") {
+        let c = from + c;
+        from = c + 7;
+        let before = if c == 0 { b' ' } else { tag[c - 1] };
+        if !(before.is_ascii_whitespace() || matches!(before, b';' | b'"' | b'\'')) {
+            continue;
+        }
+        let Some(rest) = tag[c + 7..].trim_ascii_start().strip_prefix(b"=") else {
+            continue;
+        };
+        let rest = rest.trim_ascii_start();
+        let rest = rest
+            .strip_prefix(b"\"")
+            .or_else(|| rest.strip_prefix(b"'"))
+            .unwrap_or(rest)
+            .trim_ascii_start();
+        let len = rest
+            .iter()
+            .position(|b| matches!(b, b'"' | b'\'' | b';' | b'/' | b'>') || b.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        return Some(&rest[..len]);
+    }
+    None
+}
+
 /// Every link `href` in `doc` (offsets plus `base`), conditional comments included, and where
 /// `</body>` starts.
 fn scan(
     doc: &[u8],
     encoding: &'static encoding_rs::Encoding,
     base: usize,
+    nested: bool,
 ) -> Result<(Vec<Found>, Option<usize>), RewriteError> {
     let found: RefCell<Vec<Found>> = RefCell::default();
     let body_end: Rc<RefCell<Option<usize>>> = Rc::default();
@@ -284,10 +327,13 @@ fn scan(
             return Ok(());
         }
         let mut href = None;
+        let mut seen_href = false;
         let mut off = None;
         for a in el.attributes() {
             let name = a.name();
-            if name == "href" && href.is_none() {
+            if name == "href" && !seen_href {
+                // The first `href` is the one a browser follows, even when it has no value.
+                seen_href = true;
                 if let Some(loc) = a.value_source_location() {
                     href = Some((loc.bytes(), a.value()));
                 }
@@ -296,7 +342,8 @@ fn scan(
                 && let (Some(n), Some(v)) = (a.name_source_location(), a.value_source_location())
             {
                 let (n, v) = (n.bytes(), v.bytes());
-                // The attribute from the spaces before its name to its closing quote, if any.
+                // The attribute to its closing quote, if any, with the spaces before it; a
+                // space is put back when the next attribute followed without one.
                 let mut start = n.start;
                 while start > 0 && doc[start - 1].is_ascii_whitespace() {
                     start -= 1;
@@ -308,7 +355,11 @@ fn scan(
                 {
                     end += 1;
                 }
-                off = Some(start + base..end + base);
+                let joins = doc
+                    .get(end)
+                    .is_some_and(|b| !b.is_ascii_whitespace() && !matches!(b, b'>' | b'/'));
+                let with: &'static [u8] = if joins { b" " } else { b"" };
+                off = Some((start + base..end + base, with));
             }
         }
         if let Some((value, raw)) = href {
@@ -338,17 +389,28 @@ fn scan(
         Ok(())
     };
     let on_comment = |c: &mut Comment<'_>| {
+        // Only `<!--[if ...]> ... <![endif]-->` holds markup (Outlook's VML buttons). Its content
+        // is scanned once, without comments: a conditional comment cannot nest (it ends at the
+        // first `-->`), and a comment left open at the end of the document is not markup.
+        if nested {
+            return Ok(());
+        }
         let loc = c.source_location().bytes();
-        // `<!--` + text + `-->`: an Outlook conditional comment holds HTML (VML buttons).
-        let (start, end) = (loc.start + 4, loc.end.saturating_sub(3));
-        if start >= end || !c.text().trim_start().starts_with("[if") {
+        let raw = &doc[loc.clone()];
+        let tail = if raw.ends_with(b"--!>") { 4 } else { 3 };
+        let closed = raw.ends_with(b"-->") || raw.ends_with(b"--!>");
+        if !raw.starts_with(b"<!--") || !closed || raw.len() < 4 + tail {
+            return Ok(());
+        }
+        let (start, end) = (loc.start + 4, loc.end - tail);
+        if !c.text().trim_start().starts_with("[if") {
             return Ok(());
         }
         let inner = &doc[start..end];
         if memchr::memmem::find(inner, b"href").is_none() {
             return Ok(());
         }
-        match scan(inner, encoding, start + base) {
+        match scan(inner, encoding, start + base, true) {
             Ok((mut more, _)) => {
                 let mut f = found.borrow_mut();
                 if f.len() + more.len() > MAX_LINKS {
@@ -426,10 +488,10 @@ impl<H: Hosts> Run<'_, H> {
             Some(LeftAlone::Template)
         } else if !is_http(destination) {
             Some(LeftAlone::Scheme)
-        } else if destination.len() > MAX_URL_LEN {
-            Some(LeftAlone::TooLong)
         } else if self.already_tracked(destination) {
             Some(LeftAlone::AlreadyTracked)
+        } else if destination.len() > MAX_URL_LEN {
+            Some(LeftAlone::TooLong)
         } else if !valid_destination(destination) {
             Some(LeftAlone::BadUrl)
         } else {
@@ -502,10 +564,10 @@ impl<H: Hosts> Run<'_, H> {
     }
 
     fn link(&mut self, f: Found) -> Result<(), RewriteError> {
-        if let Some(off) = f.off.clone() {
+        if let Some((off, with)) = f.off.clone() {
             self.edits.push(Edit {
                 range: off,
-                with: Vec::new(),
+                with: with.to_vec(),
             });
             self.vml_pending = None;
             self.report.push(Entry {
@@ -537,6 +599,23 @@ impl<H: Hosts> Run<'_, H> {
                 continue;
             }
             let range = l.start()..l.end();
+            // The URL as written up to the next space: linkify stops before `|`, `{`, `%`...,
+            // so a template tag inside it would be cut off and then corrupt the token.
+            let word_end = text[l.start()..]
+                .find(char::is_whitespace)
+                .map_or(text.len(), |i| l.start() + i);
+            if has_template(&text[l.start()..word_end]) {
+                self.vml_pending = None;
+                self.report.push(Entry {
+                    index: self.report.len() + 1,
+                    destination: text[l.start()..word_end].to_owned(),
+                    link: None,
+                    url: None,
+                    left_alone: Some(LeftAlone::Template),
+                    source: l.start()..word_end,
+                });
+                continue;
+            }
             if let Some(url) = self.decide(s, false, range.clone())? {
                 self.edits.push(Edit {
                     range,
@@ -567,9 +646,14 @@ impl<H: Hosts> Run<'_, H> {
 }
 
 /// An `href` as a browser follows it: character references decoded (HTML's attribute rules:
-/// `&copy=` in a query string stays as written), surrounding ASCII whitespace trimmed.
+/// `&copy=` in a query string stays as written), then as its URL parser does.
 fn decode(raw: &str) -> String {
-    htmlize::unescape_attribute(raw)
-        .trim_matches(|c: char| c.is_ascii_whitespace())
-        .to_owned()
+    let decoded = htmlize::unescape_attribute(raw);
+    // As a browser's URL parser: C0 controls and spaces trimmed at both ends, tabs and line
+    // breaks removed anywhere.
+    decoded
+        .trim_matches(|c: char| c <= ' ')
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect()
 }

@@ -65,6 +65,27 @@ fn check_preserved(doc: &[u8], out: &[u8], done: &linkedge::rewrite::Rewritten) 
         );
         assert_eq!(Some(link.link), e.link);
         assert_eq!((link.workspace, link.message, link.issued), (7, 9, ISSUED));
+        // The range the report names is the link as written: the href's value (right after
+        // its quote or `=`), or the URL in a text part.
+        let written = &doc[e.source.clone()];
+        if let Ok(written) = std::str::from_utf8(written) {
+            let decoded: String = htmlize::unescape_attribute(written)
+                .trim_matches(|c: char| c <= ' ')
+                .chars()
+                .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+                .collect();
+            assert_eq!(decoded, e.destination, "link {}", e.index);
+        }
+        assert!(
+            e.source.start == 0
+                || matches!(
+                    doc[e.source.start - 1],
+                    b'"' | b'\'' | b'=' | b' ' | b'\n' | b'(' | b'<'
+                ),
+            "link {} does not start at a value: {:?}",
+            e.index,
+            String::from_utf8_lossy(&doc[e.source.start.saturating_sub(10)..e.source.end])
+        );
         let found = memchr::memmem::find(&out[pos..], url.as_bytes())
             .expect("the tracked URL is in the output")
             + pos;
@@ -208,6 +229,34 @@ fn rules_in_detail() {
         "{out}"
     );
     assert!(out.ends_with(',') && t.pixel.is_none(), "{out}");
+    // data-linkedge="off" removed without joining its neighbours; the first href counts;
+    // tabs and line breaks in a URL are dropped as a browser does; template in a text URL.
+    let done = run(
+        "<a data-linkedge=\"off\"href=\"https://e.com/a\">x</a><a href href=\"https://e.com/b\">y</a><a href=\"https://e.com/\n\tc\">z</a>",
+    );
+    let out = String::from_utf8(done.document.clone()).unwrap();
+    assert!(
+        out.starts_with("<a href=\"https://e.com/a\">x</a><a href href=\"https://e.com/b\">"),
+        "{out}"
+    );
+    assert_eq!(done.report.len(), 2, "{:?}", done.report);
+    assert_eq!(done.report[1].destination, "https://e.com/c");
+    let t = rewrite(
+        &m,
+        &Standing::Active,
+        &opts(true),
+        b"Go https://e.com/?e=*|EMAIL|* now",
+    )
+    .unwrap();
+    assert_eq!(t.report[0].left_alone, Some(LeftAlone::Template));
+    assert_eq!(t.document, b"Go https://e.com/?e=*|EMAIL|* now");
+    // A conditional comment nested in itself a thousand times is scanned once, not recursed.
+    let deep = format!(
+        "<body>{}<a href=\"https://e.com/\">x</a>{}</body>",
+        "<!--[if mso]>".repeat(1000),
+        "-->"
+    );
+    assert!(rewrite(&m, &Standing::Active, &opts(false), deep.as_bytes()).is_ok());
     // --no-pixel.
     let mut o = opts(false);
     o.pixel = false;

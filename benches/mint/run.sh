@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# POST /v1/links throughput (#24): batches of 1,000 links, JSON and NDJSON in alternating
-# rounds; links per second and per CPU-second of linkedge (one worker, core 0; wrk on core 1).
+# POST /v1/links (#24) and POST /v1/rewrite (#25) throughput: batches of 1,000 links, JSON and
+# NDJSON, and a 100 KB email with 40 links, in alternating rounds; links (emails) per second and
+# per CPU-second of linkedge (one worker, core 0; wrk on core 1).
 # Builds linkedge in release mode first.
 #   benches/mint/run.sh [--rounds 5] [--duration 10]
 set -euo pipefail

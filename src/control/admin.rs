@@ -287,14 +287,16 @@ impl Admin {
                 .iter()
                 .any(|n| t.eq_ignore_ascii_case(n))
             });
-        let body = match read_body_up_to(session, MAX_LINKS_BODY).await {
+        // The permit first: at most MINT_JOBS bodies are held at once, each read within
+        // BODY_DEADLINE.
+        let Ok(_permit) = self.jobs.acquire().await else {
+            return Reply::json_error(503, "shutting down; nothing was minted");
+        };
+        let body = match read_job_body(session, MAX_LINKS_BODY).await {
             Ok(b) => b,
             Err(r) => return r,
         };
         let issued = crate::time::unix_s() as u64;
-        let Ok(_permit) = self.jobs.acquire().await else {
-            return Reply::json_error(503, "shutting down; nothing was minted");
-        };
         let (minter, mirror) = (minter.clone(), mirror.clone());
         let answer = tokio::task::spawn_blocking(move || {
             if ndjson {
@@ -329,6 +331,32 @@ struct RewriteQuery {
     report: bool,
 }
 
+/// `v` with its `%XX` escapes (and `+` as a space) decoded; `None` when they are not UTF-8.
+fn percent_decoded(v: &str) -> Option<String> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'%' => return None,
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn rewrite_query(query: &str) -> Result<RewriteQuery, String> {
     let (mut host, mut workspace, mut message) = (None, None, None);
     let (mut text, mut pixel, mut report) = (false, true, false);
@@ -344,7 +372,12 @@ fn rewrite_query(query: &str) -> Result<RewriteQuery, String> {
                 .map_err(|_| format!("{k}: expected a number from 0 to 2^64-1, not {v:?}"))
         };
         match k {
-            "host" => host = Some(v.to_string()),
+            "host" => {
+                host = Some(
+                    percent_decoded(v)
+                        .ok_or_else(|| format!("host: {v:?} is not valid percent-encoded UTF-8"))?,
+                )
+            }
             "workspace" => workspace = Some(id(v)?),
             "message" => message = Some(id(v)?),
             "text" => text = flag(k, v)?,
@@ -389,12 +422,12 @@ impl Admin {
                 "the domain registry has not been loaded from Redis yet; nothing was rewritten",
             );
         }
-        let body = match read_body_up_to(session, crate::rewrite::MAX_DOCUMENT).await {
-            Ok(b) => b,
-            Err(r) => return r,
-        };
         let Ok(_permit) = self.jobs.acquire().await else {
             return Reply::json_error(503, "shutting down; nothing was rewritten");
+        };
+        let body = match read_job_body(session, crate::rewrite::MAX_DOCUMENT).await {
+            Ok(b) => b,
+            Err(r) => return r,
         };
         let (minter, mirror, opts) = (minter.clone(), mirror.clone(), q.opts.clone());
         let done = tokio::task::spawn_blocking(move || {
@@ -414,16 +447,18 @@ impl Admin {
                 "pixel": done.pixel,
                 "report": done.report,
             });
+            // Control characters would grow six-fold as JSON escapes: such a document, or one
+            // not in UTF-8, comes base64-encoded instead.
+            let plain = !done
+                .document
+                .iter()
+                .any(|&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r'));
             match String::from_utf8(done.document) {
-                Ok(doc) => v["document"] = doc.into(),
-                Err(e) => {
-                    use base64::Engine;
-                    v["document_base64"] = base64::engine::general_purpose::STANDARD
-                        .encode(e.into_bytes())
-                        .into();
-                }
+                Ok(doc) if plain => v["document"] = doc.into(),
+                Ok(doc) => v["document_base64"] = base64_of(doc.as_bytes()).into(),
+                Err(e) => v["document_base64"] = base64_of(e.as_bytes()).into(),
             }
-            return ok(v);
+            return Reply::json(200, &v);
         }
         Reply {
             content_type: Some(if q.opts.text {
@@ -433,6 +468,28 @@ impl Admin {
             }),
             ..Reply::text(200, done.document)
         }
+    }
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// How long a batch or a document may take to arrive once its turn has come.
+const BODY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A `POST /v1/links` or `/v1/rewrite` body: at most `max` bytes, within [`BODY_DEADLINE`].
+async fn read_job_body(session: &mut ServerSession, max: usize) -> Result<Vec<u8>, Reply> {
+    match tokio::time::timeout(BODY_DEADLINE, read_body_up_to(session, max)).await {
+        Ok(r) => r,
+        Err(_) => Err(Reply::json_error(
+            408,
+            format!(
+                "the body did not arrive within {} s",
+                BODY_DEADLINE.as_secs()
+            ),
+        )),
     }
 }
 
