@@ -83,7 +83,7 @@ ls /var/lib/linkedge/spool/*/*.evz >/dev/null 2>&1 || { cat "$work/rootlog" >&2;
 runuser -u linkedge -- /usr/bin/linkedge serve --config "$work/linkedge.yaml" >"$work/log" 2>&1 & le=$!
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$hp/health" && break; sleep 0.1; done
 [ "$(ps -o user= -p "$(pgrep -f "serve --config $work/linkedge.yaml" | tail -1)")" = linkedge ] || fail "not running as linkedge"
-grep -q "belongs to another user" "$work/log" || fail "the root-owned spool directory is not reported"
+grep -q "a directory of another user" "$work/log" || fail "the root-owned spool directory is not reported"
 code=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "http://127.0.0.1:$hp$path")
 [ "$code" = "302 https://example.com/landing" ] || fail "link answered '$code'"
 for _ in $(seq 1 50); do [ "$(redis-cli -p "$rp" XLEN linkedge:events)" = 1 ] && break; sleep 0.1; done
