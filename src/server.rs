@@ -14,6 +14,7 @@ use crate::host::normalize_host;
 use crate::limits::{self, Conns, Guarded};
 use crate::mint::{Minter, Unregistered};
 use crate::registry::{Follower, LastClicks, Mirror};
+use crate::store::follow::Following;
 use crate::store::Db;
 use crate::store::keys::replication_marker;
 use crate::tls::{Cache, CertStore, Certificates, Invalidator, Own, Selector, Terminator};
@@ -200,8 +201,8 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     let state = s.db("state")?;
     // Every registered domain in memory, followed through the registry's change feed.
     let mirror = Arc::new(Mirror::new(s.region_names()));
-    let follower = Follower::new(
-        mirror.clone(),
+    let follower = Following::new(
+        Follower::new(mirror.clone(), s.db("registry")?),
         s.db("registry")?,
         s.registry.resync_interval,
     );

@@ -19,12 +19,13 @@
 use super::{Domain, State};
 use crate::metrics;
 use crate::store::Db;
+use crate::store::follow::Followed;
 use async_trait::async_trait;
 use redis::AsyncCommands;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Host → entry. Hashed with foldhash (keyed per process): looked up on every handshake and
 /// proxied request; its keys come from the registry, not from clients.
@@ -237,11 +238,10 @@ impl Mirror {
     }
 }
 
-/// Keeps a [`Mirror`] current from Redis, as a background service.
+/// Reads the registry from Redis into a [`Mirror`]; followed by [`crate::store::follow::Following`].
 pub struct Follower {
     mirror: Arc<Mirror>,
     db: Db,
-    resync: Duration,
 }
 
 fn parse(host: &str, raw: &str) -> Option<Domain> {
@@ -255,9 +255,10 @@ fn parse(host: &str, raw: &str) -> Option<Domain> {
 }
 
 impl Follower {
-    /// Follows the registry in `db` into `mirror`, loading it all again every `resync`.
-    pub fn new(mirror: Arc<Mirror>, db: Db, resync: Duration) -> Follower {
-        Follower { mirror, db, resync }
+    /// The registry in `db`, into `mirror`; run it with [`crate::store::follow::Following::new`] and
+    /// `registry.resync_interval`.
+    pub fn new(mirror: Arc<Mirror>, db: Db) -> Follower {
+        Follower { mirror, db }
     }
 
     /// Which of `hosts` have a certificate stored (one pipelined EXISTS per host).
@@ -327,77 +328,25 @@ impl Follower {
         metrics::REGISTRY_CHANGES.inc();
         Ok(())
     }
-
-    /// Subscribes to the change feed, loads everything, then applies changes until the
-    /// subscription fails.
-    async fn follow(&self) -> redis::RedisResult<()> {
-        use futures_util::StreamExt;
-        let bound = self.db.timeout();
-        let timed_out = || {
-            redis::RedisError::from(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no answer within redis.timeout",
-            ))
-        };
-        let keys = self.db.keys();
-        let (domains, certs) = (keys.domains_channel(), keys.cert_channel());
-        let mut pubsub = self.db.pubsub().await?;
-        tokio::time::timeout(bound, pubsub.subscribe(&[&domains, &certs]))
-            .await
-            .map_err(|_| timed_out())??;
-        // Subscribed first, then loaded: a change made during the load is announced after it.
-        self.load().await?;
-        let (mut sink, mut stream) = pubsub.split();
-        let mut ping = tokio::time::interval(PING_EVERY);
-        ping.tick().await;
-        let mut resync = tokio::time::interval(self.resync);
-        resync.tick().await;
-        loop {
-            tokio::select! {
-                msg = stream.next() => {
-                    let Some(msg) = msg else {
-                        return Err(redis::RedisError::from(std::io::Error::new(
-                            std::io::ErrorKind::ConnectionAborted,
-                            "the subscription ended",
-                        )));
-                    };
-                    if let Ok(host) = msg.get_payload::<String>() {
-                        self.refresh(&host).await?;
-                    }
-                }
-                _ = ping.tick() => {
-                    tokio::time::timeout(bound, sink.ping::<redis::Value>())
-                        .await
-                        .map_err(|_| timed_out())??;
-                }
-                _ = resync.tick() => {
-                    self.load().await?;
-                }
-            }
-        }
-    }
 }
 
-/// How often the change feed's connection is checked with a PING.
-const PING_EVERY: Duration = Duration::from_secs(5);
-
 #[async_trait]
-impl pingora::services::background::BackgroundService for Follower {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        loop {
-            tokio::select! {
-                r = self.follow() => {
-                    if let Err(e) = r {
-                        tracing::warn!(error = %e, "registry change feed lost; serving the last known registry, retrying");
-                    }
-                }
-                _ = shutdown.changed() => return,
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
+impl Followed for Follower {
+    fn name(&self) -> &'static str {
+        "registry"
+    }
+
+    fn channels(&self) -> Vec<String> {
+        let keys = self.db.keys();
+        vec![keys.domains_channel(), keys.cert_channel()]
+    }
+
+    async fn load(&self) -> redis::RedisResult<usize> {
+        Follower::load(self).await
+    }
+
+    async fn changed(&self, _channel: &str, host: &str) -> redis::RedisResult<()> {
+        self.refresh(host).await
     }
 }
 

@@ -25,6 +25,7 @@
 //! Why not the crate's `ConnectionManager`? It reconnects to one fixed address, so it cannot
 //! follow a Sentinel master; one mechanism for all three topologies is one thing to test.
 
+pub mod follow;
 pub mod keys;
 
 pub use keys::Keys;
