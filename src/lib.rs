@@ -18,6 +18,7 @@ pub mod store;
 pub mod registry;
 pub mod mint;
 pub mod rewrite;
+pub mod blocks;
 pub mod agent;
 pub mod tls;
 pub mod config;

@@ -73,6 +73,9 @@ enum Command {
     /// Manage the registry of customer tracking domains (kept in Redis).
     #[command(subcommand)]
     Domain(DomainCommand),
+    /// Stop bad links on every node within a second: the block list (kept in Redis).
+    #[command(subcommand)]
+    Block(BlockCommand),
     /// Manage per-domain certificates in the certificate store (needs `certs` in the config).
     #[command(subcommand)]
     Cert(CertCommand),
@@ -99,6 +102,71 @@ enum Command {
         /// Write the report (JSON, one entry per link) to this file.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BlockCommand {
+    /// Add a rule; exactly one of --url, --prefix, --host, --subdomains, --workspace (with
+    /// --message: one message) and --domain says what it matches. Prints it as JSON.
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Exactly this destination.
+        #[arg(long, group = "target")]
+        url: Option<String>,
+        /// Every destination starting with this (http(s)://host/...).
+        #[arg(long, group = "target")]
+        prefix: Option<String>,
+        /// Every destination on exactly this host.
+        #[arg(long, group = "target")]
+        host: Option<String>,
+        /// Every destination on this host and its subdomains.
+        #[arg(long, group = "target")]
+        subdomains: Option<String>,
+        /// Every link of this workspace (with --message: of that message only).
+        #[arg(long, group = "target")]
+        workspace: Option<u64>,
+        /// With --workspace: every link of this message.
+        #[arg(long, requires = "workspace")]
+        message: Option<u64>,
+        /// Every link on this branded tracking domain.
+        #[arg(long, group = "target")]
+        domain: Option<String>,
+        /// block (a "link disabled" page, 410) or warn (a page to continue from).
+        #[arg(long, value_parser = ["block", "warn"])]
+        action: String,
+        /// Why (shown in list and the audit stream).
+        #[arg(long)]
+        reason: String,
+        /// Who adds it.
+        #[arg(long)]
+        by: String,
+        /// Lift it after this long (e.g. 24h, 30m); default: until removed.
+        #[arg(long = "for", value_name = "DURATION")]
+        lasts: Option<String>,
+    },
+    /// Print every rule as JSON.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print one rule as JSON.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The rule's id.
+        id: String,
+    },
+    /// Remove a rule; every node stops applying it within a second.
+    Remove {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The rule's id.
+        id: String,
+        /// Who removes it.
+        #[arg(long)]
+        by: String,
     },
 }
 
@@ -307,6 +375,59 @@ fn main() -> ExitCode {
             online,
         } => cli::check(&config.config, *offline, *online),
         Command::Reload { config, log } => cli::reload::reload(&config.config, log.as_deref()),
+        Command::Block(cmd) => match cmd {
+            BlockCommand::Add {
+                config,
+                url,
+                prefix,
+                host,
+                subdomains,
+                workspace,
+                message,
+                domain,
+                action,
+                reason,
+                by,
+                lasts,
+            } => {
+                use linkedge::blocks::{Action, Target};
+                let target = match (url, prefix, host, subdomains, workspace, message, domain) {
+                    (Some(url), ..) => Some(Target::Url { url: url.clone() }),
+                    (_, Some(prefix), ..) => Some(Target::Prefix {
+                        prefix: prefix.clone(),
+                    }),
+                    (_, _, Some(host), ..) => Some(Target::Host { host: host.clone() }),
+                    (_, _, _, Some(host), ..) => Some(Target::Subdomains { host: host.clone() }),
+                    (_, _, _, _, Some(w), Some(m), _) => Some(Target::Message {
+                        workspace: *w,
+                        message: *m,
+                    }),
+                    (_, _, _, _, Some(w), None, _) => Some(Target::Workspace { workspace: *w }),
+                    (.., Some(d)) => Some(Target::Domain { domain: d.clone() }),
+                    _ => None,
+                };
+                let lasts = match lasts {
+                    Some(l) => match linkedge::config::parse_duration(l) {
+                        Some(d) if !d.is_zero() => Ok(Some(d)),
+                        _ => Err(format!(
+                            "--for {l:?}: expected a duration such as 24h or 30m"
+                        )),
+                    },
+                    None => Ok(None),
+                };
+                match (target, lasts) {
+                    (None, _) => Err("say what the rule matches: one of --url, --prefix, --host, --subdomains, --workspace [--message], --domain".to_string()),
+                    (_, Err(e)) => Err(e),
+                    (Some(target), Ok(lasts)) => {
+                        let action = if action == "block" { Action::Block } else { Action::Warn };
+                        cli::block::add(&config.config, target, action, (reason, by), lasts)
+                    }
+                }
+            }
+            BlockCommand::List { config } => cli::block::list(&config.config),
+            BlockCommand::Show { config, id } => cli::block::get(&config.config, id),
+            BlockCommand::Remove { config, id, by } => cli::block::remove(&config.config, id, by),
+        },
         Command::Rewrite {
             config,
             host,

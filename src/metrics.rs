@@ -312,6 +312,10 @@ pub fn init() {
     LazyLock::force(&REGISTRY_SYNCED);
     LazyLock::force(&REGISTRY_CHANGES);
     LazyLock::force(&REGISTRY_LOADS);
+    LazyLock::force(&BLOCK_RULES);
+    for a in ["block", "warn", "continue"] {
+        blocked_click(a);
+    }
     for r in ["per_ip", "global"] {
         connection_refused(r);
     }
@@ -768,4 +772,30 @@ static LINKS_MINTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub fn links_minted(minted: u64, refused: u64) {
     LINKS_MINTED.with_label_values(&["minted"]).inc_by(minted);
     LINKS_MINTED.with_label_values(&["refused"]).inc_by(refused);
+}
+
+/// Block rules loaded on this node ([`crate::blocks`]).
+pub static BLOCK_RULES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "linkedge_block_rules",
+        "Block rules loaded on this node (expired ones included until removed)."
+    )
+    .expect("metric registers")
+});
+
+static BLOCKED_CLICKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        Opts::new(
+            "linkedge_blocked_clicks_total",
+            "Clicks a block rule met, by action: block (disabled page), warn (warning page), \
+             continue (redirected after the warning)."
+        ),
+        &["action"]
+    )
+    .expect("metric registers")
+});
+
+/// The blocked-click counter of `action` (block, warn, continue).
+pub fn blocked_click(action: &str) -> IntCounter {
+    BLOCKED_CLICKS.with_label_values(&[action])
 }

@@ -3,6 +3,7 @@
 
 use crate::acme::{Acme, Issuer};
 use crate::agent::{self, Detector, networks::Reloader};
+use crate::blocks::{BlockFollower, BlockList};
 use crate::config::Settings;
 use crate::control::Control;
 use crate::control::admin::Admin;
@@ -14,8 +15,8 @@ use crate::host::normalize_host;
 use crate::limits::{self, Conns, Guarded};
 use crate::mint::{Minter, Unregistered};
 use crate::registry::{Follower, LastClicks, Mirror};
-use crate::store::follow::Following;
 use crate::store::Db;
+use crate::store::follow::Following;
 use crate::store::keys::replication_marker;
 use crate::tls::{Cache, CertStore, Certificates, Invalidator, Own, Selector, Terminator};
 use crate::{metrics, tls, upstream};
@@ -207,6 +208,14 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         s.registry.resync_interval,
     );
     server.add_service(background_service("registry mirror", follower));
+    // Every block rule in memory, followed through the block list's change feed.
+    let block_list = Arc::new(BlockList::new());
+    let blocks = Following::new(
+        BlockFollower::new(block_list.clone(), s.db("blocks")?),
+        s.db("blocks")?,
+        s.blocks.resync_interval,
+    );
+    server.add_service(background_service("block list", blocks));
     let last_clicks = LastClicks::new(
         mirror.clone(),
         s.db("registry")?,
@@ -254,7 +263,8 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
         s.client_ip.clone(),
     )
     .with_limits(s.limits.clone())
-    .with_registry(mirror.clone());
+    .with_registry(mirror.clone())
+    .with_blocks(block_list.clone(), s.blocks.clone());
     let edge = match &s.access_log {
         None => edge,
         Some(to) => {

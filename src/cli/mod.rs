@@ -3,6 +3,7 @@
 //! such as a link that does not verify) or `Err` with the message for stderr (exit 2). The
 //! `domain` and `cert` commands go through [`crate::control`], as the admin API does.
 
+pub mod block;
 pub mod cert;
 pub mod domain;
 pub mod link;

@@ -45,6 +45,9 @@ pub struct File {
     /// The domain registry's in-memory mirror on each node.
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// The block list: rules that stop bad links on every node.
+    #[serde(default)]
+    pub blocks: BlocksConfig,
     /// How machine clicks and opens are recognised (the events' `agent` and `agent_reasons`).
     #[serde(default)]
     pub bots: Bots,
@@ -512,6 +515,32 @@ impl Default for RegistryConfig {
         RegistryConfig {
             resync_interval: Duration::from_secs(300),
             last_click_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The block list ([`crate::blocks`]): every rule in memory on each node, kept current by its
+/// change feed; the pages a blocked or warned click gets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlocksConfig {
+    /// How often every rule is loaded again, so a change whose announcement was lost still
+    /// arrives. Default `1m`.
+    #[serde(deserialize_with = "de_duration")]
+    pub resync_interval: Duration,
+    /// An HTML file replacing the "link disabled" page (410); `{{request_id}}` is filled in.
+    pub blocked_page: Option<PathBuf>,
+    /// An HTML file replacing the warning page; `{{destination}}`, `{{continue_url}}` (which
+    /// it must hold) and `{{request_id}}` are filled in, HTML-escaped.
+    pub warned_page: Option<PathBuf>,
+}
+
+impl Default for BlocksConfig {
+    fn default() -> Self {
+        BlocksConfig {
+            resync_interval: Duration::from_secs(60),
+            blocked_page: None,
+            warned_page: None,
         }
     }
 }

@@ -108,6 +108,8 @@ pub struct Settings {
     pub routing: Routing,
     /// The registry mirror.
     pub registry: RegistryConfig,
+    /// The block list: its resync interval and pages (read from their files).
+    pub blocks: BlockSettings,
     /// Machine-click detection (`scanner_networks` absolute).
     pub bots: Bots,
     /// How `domain verify` checks a domain.
@@ -318,6 +320,7 @@ impl Settings {
             regions: file.regions,
             routing,
             registry: file.registry,
+            blocks: block_settings(&file.blocks)?,
             bots: file.bots,
             verify: file.verify,
             certs,
@@ -363,6 +366,48 @@ pub fn checked_file(path: &Path) -> Result<File, ConfigError> {
 }
 
 /// Every relative path in `file` made relative to `base`.
+/// The block list's settings: the pages read and checked.
+#[derive(Debug, Clone)]
+pub struct BlockSettings {
+    /// How often every rule is loaded again.
+    pub resync_interval: Duration,
+    /// The "link disabled" page.
+    pub blocked_page: std::sync::Arc<str>,
+    /// The warning page.
+    pub warned_page: std::sync::Arc<str>,
+}
+
+fn block_settings(b: &file::BlocksConfig) -> Result<BlockSettings, ConfigError> {
+    let read = |field: &str, path: &Option<PathBuf>, default: &str, needs: &[&str]| {
+        let Some(path) = path else {
+            return Ok(std::sync::Arc::<str>::from(default));
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid(field, format!("cannot read {}: {e}", path.display())))?;
+        for n in needs {
+            if !text.contains(n) {
+                return Err(invalid(field, format!("{} has no {n}", path.display())));
+            }
+        }
+        Ok(text.into())
+    };
+    Ok(BlockSettings {
+        resync_interval: b.resync_interval,
+        blocked_page: read(
+            "blocks.blocked_page",
+            &b.blocked_page,
+            crate::blocks::BLOCKED_PAGE,
+            &[],
+        )?,
+        warned_page: read(
+            "blocks.warned_page",
+            &b.warned_page,
+            crate::blocks::WARNED_PAGE,
+            &["{{continue_url}}"],
+        )?,
+    })
+}
+
 fn resolve_paths(mut file: File, base: &Path) -> File {
     let resolve = |p: &mut PathBuf| {
         if p.is_relative() {
@@ -384,6 +429,8 @@ fn resolve_paths(mut file: File, base: &Path) -> File {
     file.verify.ca_file.as_mut().map(resolve);
     file.admin.token_file.as_mut().map(resolve);
     file.bots.scanner_networks.as_mut().map(resolve);
+    file.blocks.blocked_page.as_mut().map(resolve);
+    file.blocks.warned_page.as_mut().map(resolve);
     if !matches!(file.access_log.to.as_str(), "off" | "stdout") {
         let mut p = PathBuf::from(&file.access_log.to);
         resolve(&mut p);
@@ -558,6 +605,9 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
             "access_log.to",
             "expected off, stdout or a file path",
         ));
+    }
+    if file.blocks.resync_interval < Duration::from_secs(1) {
+        return Err(invalid("blocks.resync_interval", "must be at least 1s"));
     }
     if file.registry.resync_interval < Duration::from_secs(1) {
         return Err(invalid("registry.resync_interval", "must be at least 1s"));

@@ -175,6 +175,9 @@ impl Admin {
             }
             return self.links(session).await;
         }
+        if let Some(rest) = path.strip_prefix("/v1/blocks") {
+            return self.blocks(session, rest).await;
+        }
         if path == "/v1/rewrite" {
             if method != Method::POST {
                 return Reply::json_error(405, "use POST with the email part as the body");
@@ -320,6 +323,81 @@ impl Admin {
                 }
             }
             Err(r) => r,
+        }
+    }
+}
+
+/// The body of `DELETE /v1/blocks/<id>`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveBlock {
+    /// Who removes it.
+    removed_by: String,
+}
+
+fn block_failed(e: crate::blocks::BlockError) -> Reply {
+    match e {
+        crate::blocks::BlockError::Invalid(why) => Reply::json_error(400, why),
+        crate::blocks::BlockError::NotFound(_) => Reply::json_error(404, e),
+        crate::blocks::BlockError::Redis(detail) => {
+            tracing::error!(error = %detail, "admin API: block list unavailable");
+            Reply::json_error(
+                503,
+                "linkedge's shared state is unavailable; nothing was decided; see the linkedge log",
+            )
+        }
+    }
+}
+
+impl Admin {
+    /// `/v1/blocks`: `GET` lists, `POST` adds; `/v1/blocks/<id>`: `GET` shows, `DELETE` (body
+    /// `{"removed_by": ...}`) removes.
+    async fn blocks(&self, session: &mut ServerSession, rest: &str) -> Reply {
+        let method = session.req_header().method.clone();
+        let b = self.control.blocks();
+        let id = rest.strip_prefix('/').filter(|i| !i.is_empty());
+        match (method, id) {
+            (Method::GET, None) if rest.is_empty() || rest == "/" => match b.list().await {
+                Ok(all) => ok(serde_json::json!({ "blocks": all })),
+                Err(e) => block_failed(e),
+            },
+            (Method::POST, None) if rest.is_empty() || rest == "/" => {
+                let body = match read_body(session).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
+                match serde_json::from_slice::<crate::blocks::NewRule>(&body) {
+                    Ok(new) => b.add(new).await.map(ok).unwrap_or_else(block_failed),
+                    Err(e) => Reply::json_error(
+                        400,
+                        format!(
+                            "expected {{\"match\": \"url|prefix|host|subdomains|message|workspace|domain\", <its fields>, \"action\": \"block|warn\", \"reason\", \"added_by\", \"expires_ms\" (optional)}}: {e}; nothing changed"
+                        ),
+                    ),
+                }
+            }
+            (Method::GET, Some(id)) => b.get(id).await.map(ok).unwrap_or_else(block_failed),
+            (Method::DELETE, Some(id)) => {
+                let body = match read_body(session).await {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
+                match serde_json::from_slice::<RemoveBlock>(&body) {
+                    Ok(r) => b
+                        .remove(id, &r.removed_by)
+                        .await
+                        .map(|rule| ok(serde_json::json!({ "removed": rule.id })))
+                        .unwrap_or_else(block_failed),
+                    Err(e) => Reply::json_error(
+                        400,
+                        format!("expected {{\"removed_by\": \"<who>\"}}: {e}; nothing changed"),
+                    ),
+                }
+            }
+            _ => Reply::json_error(
+                405,
+                "use GET or POST on /v1/blocks, GET or DELETE on /v1/blocks/<id>",
+            ),
         }
     }
 }

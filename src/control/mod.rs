@@ -120,6 +120,7 @@ pub struct Moved {
 /// The shared-state operations of one node, built once from its settings.
 pub struct Control {
     registry: Registry,
+    blocks: crate::blocks::Blocks,
     verify: config::Verify,
     acme: Option<Acme>,
     certs: Option<CertStore>,
@@ -137,6 +138,7 @@ impl Control {
             _ => None,
         };
         Control {
+            blocks: crate::blocks::Blocks::new(db.clone()),
             registry: Registry::new(db, settings.region_names()),
             verify: settings.verify.clone(),
             acme,
@@ -155,6 +157,11 @@ impl Control {
         fronted: bool,
     ) -> Result<Domain, ControlError> {
         Ok(self.registry.add(host, workspace, region, fronted).await?)
+    }
+
+    /// The block rules ([`crate::blocks`]).
+    pub fn blocks(&self) -> &crate::blocks::Blocks {
+        &self.blocks
     }
 
     /// One registered domain.

@@ -18,7 +18,7 @@ pub use reply::{HOST_MISMATCH_BODY, PIXEL_GIF, REQUEST_ID, Reply};
 pub use well_known::WellKnown;
 
 use crate::agent::{self, Detector};
-use crate::events::{Event, Sinks};
+use crate::events::{Blocked, BlockedAction, Event, Sinks};
 use crate::host::normalize_host;
 use crate::metrics::{self, Served};
 use crate::privacy::Privacy;
@@ -51,6 +51,8 @@ pub struct Edge {
     limits: crate::config::Limits,
     /// The registry mirror, which notes clicks on retired domains; `None`: not noted.
     registry: Option<Arc<crate::registry::Mirror>>,
+    /// The block list and its pages; `None`: no click is checked.
+    blocks: Option<(Arc<crate::blocks::BlockList>, crate::config::BlockSettings)>,
 }
 
 impl Edge {
@@ -76,7 +78,18 @@ impl Edge {
             access: None,
             limits: crate::config::Limits::default(),
             registry: None,
+            blocks: None,
         }
+    }
+
+    /// Checks every click against `list` (memory only), answering with `settings`' pages.
+    pub fn with_blocks(
+        mut self,
+        list: Arc<crate::blocks::BlockList>,
+        settings: crate::config::BlockSettings,
+    ) -> Edge {
+        self.blocks = Some((list, settings));
+        self
     }
 
     /// Applies `limits`' per-request settings (header limits, send timeout) instead of the
@@ -134,6 +147,13 @@ fn send_timed_out(e: &Error) -> bool {
     e.etype() == &ErrorType::WriteTimedout && e.esource() != &ErrorSource::Upstream
 }
 
+/// Whether a click's query says the person chose to continue past a warning page.
+fn continues(req: &RequestHeader) -> bool {
+    req.uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "linkedge=continue"))
+}
+
 /// The Host the client asked for: the `Host` header, or the HTTP/2 `:authority`.
 fn raw_host(req: &RequestHeader) -> Option<&str> {
     req.headers
@@ -169,6 +189,25 @@ impl Edge {
         });
         // The verdict saw the full address; the event keeps what `events.client_ip` allows.
         let (ip, ip_hash) = self.privacy.reduce(ip);
+        // Opens are never blocked; a click is checked in memory, and only when rules exist.
+        let met = match (&self.blocks, link.kind) {
+            (Some((list, _)), Kind::Click) => list
+                .check(&host, link.workspace, link.message, &link.url)
+                .map(|rule| {
+                    let action = match rule.action {
+                        crate::blocks::Action::Block => BlockedAction::Block,
+                        crate::blocks::Action::Warn if continues(req) => BlockedAction::Continue,
+                        crate::blocks::Action::Warn => BlockedAction::Warn,
+                    };
+                    metrics::blocked_click(action.as_str()).inc();
+                    Blocked {
+                        rule: rule.id.as_str().into(),
+                        action,
+                    }
+                }),
+            _ => None,
+        };
+        let action = met.as_ref().map(|b| b.action);
         // One buffer for the destination, shared by the event and the Location header.
         let url = Bytes::from(link.url);
         // The event goes where the Host's region keeps its click data.
@@ -177,8 +216,10 @@ impl Edge {
             m.clicked(&host);
         }
         let recorder = self.sinks.for_region(region.as_deref());
+        let id = recorder.next_id();
         recorder.record(Event {
-            id: recorder.next_id(),
+            blocked: met,
+            id,
             region,
             agent,
             agent_reasons,
@@ -194,9 +235,25 @@ impl Edge {
             ua,
             referer: header(http::header::REFERER),
         });
-        match link.kind {
-            Kind::Click => Reply::redirect(url),
-            Kind::Open => Reply::pixel(),
+        match (link.kind, action) {
+            (Kind::Open, _) => Reply::pixel(),
+            (Kind::Click, None | Some(BlockedAction::Continue)) => Reply::redirect(url),
+            (Kind::Click, Some(action)) => {
+                let (_, pages) = self.blocks.as_ref().expect("a rule met means a block list");
+                let request_id = id.to_string();
+                let (status, template) = match action {
+                    BlockedAction::Block => (410, &pages.blocked_page),
+                    _ => (200, &pages.warned_page),
+                };
+                let continue_url = format!("{}?linkedge=continue", req.uri.path());
+                let destination = String::from_utf8_lossy(&url);
+                let body = crate::blocks::page(template, &request_id, &destination, &continue_url);
+                Reply {
+                    content_type: Some("text/html; charset=utf-8"),
+                    request_id: Some(request_id),
+                    ..Reply::text(status, body)
+                }
+            }
         }
     }
 

@@ -4,7 +4,8 @@
 //! A frame, as stored: `len: u32 LE` then `len` bytes of one zstd frame (with its content
 //! checksum, so a torn or damaged frame is refused, never misread). Decompressed, it holds
 //! `flags: u8` (bit 0: the events may already be in the stream; bit 1: records carry the
-//! region; bit 2: they carry the agent verdict; bit 3: the hashed client address), `count:
+//! region; bit 2: they carry the agent verdict; bit 3: the hashed client address; bit 4: the
+//! block rule met), `count:
 //! varint`, then `count` records:
 //!
 //! ```text
@@ -12,7 +13,8 @@
 //! workspace varint | message varint | link varint | url bytes | ip (u8 0, 4 or 6, then the
 //! address) | ua bytes | referer bytes | region bytes (empty: none; only with flag bit 1) |
 //! agent u8 (0 human, 1 suspect, 2 machine) | reasons u8 (bits)      (both only with bit 2) |
-//! ip hash (u8 0, or 1 then key varint and 16 bytes; only with bit 3)
+//! ip hash (u8 0, or 1 then key varint and 16 bytes; only with bit 3) |
+//! block (u8 0, or the action 1 block, 2 warn, 3 continue, then the rule id bytes; bit 4)
 //!                                                 where bytes = len varint, then the bytes
 //! ```
 //!
@@ -22,7 +24,7 @@
 //! of a few thousand events compresses to a few tens of bytes per event; see the test
 //! `realistic_batches_fit_an_hour_at_10k_per_second_in_the_default` for the measured figure.
 
-use super::{Event, EventId};
+use super::{Blocked, BlockedAction, Event, EventId};
 use crate::agent::{Agent, Reasons};
 use crate::privacy::IpHash;
 use crate::token::Kind;
@@ -99,6 +101,13 @@ pub fn encode_event(e: &Event, out: &mut Vec<u8>) {
             out.extend_from_slice(&h.digest);
         }
     }
+    match &e.blocked {
+        None => out.push(0),
+        Some(b) => {
+            out.push(b.action.to_byte());
+            put_bytes(out, b.rule.as_bytes());
+        }
+    }
 }
 
 /// Flag bit: the events may already be in the stream.
@@ -110,6 +119,9 @@ const WITH_AGENT: u8 = 4;
 /// Flag bit: each record ends, after those, with the hashed client address (`0`, or `1`, the
 /// key id as a varint and 16 bytes).
 const WITH_IP_HASH: u8 = 8;
+/// Flag bit: each record ends, after those, with the block rule met (`0`, or the action and
+/// the rule id).
+const WITH_BLOCK: u8 = 16;
 
 struct Reader<'a>(&'a [u8]);
 
@@ -202,7 +214,23 @@ fn decode_event(r: &mut Reader<'_>, flags: u8) -> Result<Event, CodecError> {
     } else {
         None
     };
+    let blocked = match flags & WITH_BLOCK != 0 {
+        true => match r.u8("blocked")? {
+            0 => None,
+            b => {
+                let action = BlockedAction::from_byte(b).ok_or(CodecError::Record("blocked"))?;
+                let rule = std::str::from_utf8(r.bytes("blocked")?)
+                    .map_err(|_| CodecError::Record("blocked"))?;
+                Some(Blocked {
+                    rule: rule.into(),
+                    action,
+                })
+            }
+        },
+        false => None,
+    };
     Ok(Event {
+        blocked,
         ip_hash,
         agent,
         agent_reasons,
@@ -224,7 +252,13 @@ fn decode_event(r: &mut Reader<'_>, flags: u8) -> Result<Event, CodecError> {
 /// One stored frame (length prefix included) holding `events`.
 pub fn encode_frame(events: &[Event], uncertain: bool) -> Vec<u8> {
     let mut plain = Vec::with_capacity(events.len() * 256 + 16);
-    plain.push(if uncertain { UNCERTAIN } else { 0 } | WITH_REGION | WITH_AGENT | WITH_IP_HASH);
+    plain.push(
+        if uncertain { UNCERTAIN } else { 0 }
+            | WITH_REGION
+            | WITH_AGENT
+            | WITH_IP_HASH
+            | WITH_BLOCK,
+    );
     put_varint(&mut plain, events.len() as u64);
     for e in events {
         encode_event(e, &mut plain);
@@ -303,6 +337,10 @@ mod tests {
                 key: 2,
                 digest: [seq as u8; 16],
             }),
+            blocked: seq.is_multiple_of(2).then(|| Blocked {
+                rule: format!("b{seq:016x}").into(),
+                action: BlockedAction::Warn,
+            }),
         }
     }
 
@@ -315,10 +353,12 @@ mod tests {
         e.agent = Agent::Human;
         e.agent_reasons = Reasons::default();
         e.ip_hash = None;
+        e.blocked = None;
         let mut record = Vec::new();
         encode_event(&e, &mut record);
-        // Drop the absent hash, the agent and its reasons, then the empty region (one zero byte).
-        record.truncate(record.len() - 3);
+        // Drop the absent block and hash, the agent and its reasons, then the empty region (one
+        // zero byte).
+        record.truncate(record.len() - 4);
         assert_eq!(record.pop(), Some(0), "an empty region is one zero byte");
         let mut plain = vec![UNCERTAIN, 1];
         plain.extend_from_slice(&record);

@@ -110,6 +110,60 @@ pub struct Event {
     /// The client address as a keyed hash (`events.client_ip: hashed`), instead of `ip`.
     #[serde(skip)]
     pub ip_hash: Option<IpHash>,
+    /// The block rule the click met, and what came of it ([`crate::blocks`]).
+    #[serde(skip)]
+    pub blocked: Option<Blocked>,
+}
+
+/// A click a block rule met: the rule's id (`blocked` in the stream) and what came of it
+/// (`action`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    /// The rule's id.
+    pub rule: Arc<str>,
+    /// What the click got.
+    pub action: BlockedAction,
+}
+
+/// What a click a block rule met got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockedAction {
+    /// The "link disabled" page.
+    Block,
+    /// The warning page.
+    Warn,
+    /// Redirected after the person chose to continue past a warning.
+    Continue,
+}
+
+impl BlockedAction {
+    /// Its name in the stream and the metric.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockedAction::Block => "block",
+            BlockedAction::Warn => "warn",
+            BlockedAction::Continue => "continue",
+        }
+    }
+
+    /// Its byte in spool records (0 is none).
+    pub fn to_byte(self) -> u8 {
+        match self {
+            BlockedAction::Block => 1,
+            BlockedAction::Warn => 2,
+            BlockedAction::Continue => 3,
+        }
+    }
+
+    /// The action of byte `b`.
+    pub fn from_byte(b: u8) -> Option<BlockedAction> {
+        match b {
+            1 => Some(BlockedAction::Block),
+            2 => Some(BlockedAction::Warn),
+            3 => Some(BlockedAction::Continue),
+            _ => None,
+        }
+    }
 }
 
 impl Event {
@@ -165,6 +219,12 @@ impl Event {
         let mut codes = Vec::new();
         self.agent_reasons.write_codes(&mut codes);
         cmd.arg("agent_reasons").arg(&codes[..]);
+        if let Some(b) = &self.blocked {
+            cmd.arg("blocked")
+                .arg(&*b.rule)
+                .arg("action")
+                .arg(b.action.as_str());
+        }
     }
 }
 
@@ -192,8 +252,9 @@ fn write_ipv4(addr: std::net::Ipv4Addr, out: &mut [u8; 48]) -> usize {
 }
 
 /// Arguments of one `XADD` as the writer sends it: `XADD key MAXLEN ~ n *` and 13 field/value
-/// pairs (12 for an open). Sizes a command so it is built without growing.
-pub const XADD_ARGS: usize = 6 + 26;
+/// pairs (12 for an open; 15 for a click a block rule met). Sizes a command so it is built
+/// without growing.
+pub const XADD_ARGS: usize = 6 + 30;
 
 /// A `Display`/`FromStr` value as a JSON string (spool records).
 mod serde_text {

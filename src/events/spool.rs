@@ -733,6 +733,7 @@ mod tests {
             agent: Default::default(),
             agent_reasons: Default::default(),
             ip_hash: None,
+            blocked: None,
         }
     }
 

@@ -37,6 +37,22 @@ impl Keys {
         format!("{}domains:last_click", self.prefix)
     }
 
+    /// Hash of every block rule: field the rule's id, value its JSON.
+    pub fn blocks(&self) -> String {
+        format!("{}blocks", self.prefix)
+    }
+
+    /// Pub/sub channel on which a changed block rule's id is announced (the change feed of
+    /// every node's block list).
+    pub fn blocks_channel(&self) -> String {
+        format!("{}blocks:changed", self.prefix)
+    }
+
+    /// Stream of every change to the block list: who, what, when.
+    pub fn blocks_audit(&self) -> String {
+        format!("{}blocks:audit", self.prefix)
+    }
+
     /// Hash of `host`'s stored certificate (chain, sealed key, validity).
     pub fn cert(&self, host: &str) -> String {
         format!("{}cert:{host}", self.prefix)

@@ -1,0 +1,890 @@
+//! The block list: rules an abuse team adds to stop bad links on every node within a second,
+//! without a deploy. A rule names a destination (an exact URL, a URL prefix, a host, or a host
+//! and all its subdomains), a message, a whole workspace, or a branded domain; its action is
+//! `block` (the click gets a "link disabled" page, 410) or `warn` (a page naming the
+//! destination, with a link to continue).
+//!
+//! Rules live in Redis (`<prefix>blocks`, one JSON record per id); every change is announced on
+//! `<prefix>blocks:changed` and written to the audit stream `<prefix>blocks:audit`. Every node
+//! holds all rules in memory ([`BlockList`]), followed like the registry mirror
+//! ([`crate::store::follow`]): loaded at start, kept current by the change feed, re-synced
+//! periodically, kept as they were while Redis is away. A click is checked in memory only: hash
+//! look-ups for the link's domain, workspace, message, the destination's exact URL and host, one
+//! per label for host suffixes, and one per distinct prefix length for prefixes under the
+//! destination's host; with no rule loaded, one atomic load.
+
+use crate::store::Db;
+use crate::store::follow::Followed;
+use async_trait::async_trait;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// What a rule does to a click it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// A page saying the link was disabled, status 410; no redirect.
+    Block,
+    /// A page naming the destination, with a link the person must click to continue.
+    Warn,
+}
+
+impl Action {
+    /// The action's name, as stored and in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Block => "block",
+            Action::Warn => "warn",
+        }
+    }
+}
+
+/// What a rule matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "match", rename_all = "snake_case")]
+pub enum Target {
+    /// Exactly this destination.
+    Url {
+        /// The absolute http(s) URL.
+        url: String,
+    },
+    /// Every destination starting with this (scheme and host included).
+    Prefix {
+        /// `http(s)://host/...`.
+        prefix: String,
+    },
+    /// Every destination on exactly this host.
+    Host {
+        /// The destination's host.
+        host: String,
+    },
+    /// Every destination on this host and its subdomains.
+    Subdomains {
+        /// The parent host.
+        host: String,
+    },
+    /// Every link of one message.
+    Message {
+        /// Its workspace.
+        workspace: u64,
+        /// The message (delivery) id.
+        message: u64,
+    },
+    /// Every link of a workspace.
+    Workspace {
+        /// The workspace id.
+        workspace: u64,
+    },
+    /// Every link on one branded tracking domain.
+    Domain {
+        /// The tracking domain.
+        domain: String,
+    },
+}
+
+/// A rule as stored and listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Its id (`b` and 16 hex digits).
+    pub id: String,
+    /// What it matches.
+    #[serde(flatten)]
+    pub target: Target,
+    /// What it does.
+    pub action: Action,
+    /// Why, in words.
+    pub reason: String,
+    /// Who added it.
+    pub added_by: String,
+    /// Unix milliseconds when added.
+    pub created_ms: u64,
+    /// Unix milliseconds after which it no longer applies; none: until removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+}
+
+impl Rule {
+    fn live(&self, now_ms: u64) -> bool {
+        self.expires_ms.is_none_or(|e| e > now_ms)
+    }
+}
+
+/// A rule to add, as the command line and `POST /v1/blocks` take it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NewRule {
+    /// What it matches.
+    #[serde(flatten)]
+    pub target: Target,
+    /// What it does.
+    pub action: Action,
+    /// Why, in words (required).
+    pub reason: String,
+    /// Who adds it (required).
+    pub added_by: String,
+    /// Unix milliseconds after which it no longer applies.
+    #[serde(default)]
+    pub expires_ms: Option<u64>,
+}
+
+/// Why a rule was refused or a change could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// Bad input; nothing changed.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such rule.
+    #[error("no block rule {0}")]
+    NotFound(String),
+    /// Redis failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+fn invalid(why: impl Into<String>) -> BlockError {
+    BlockError::Invalid(why.into())
+}
+
+/// `url` with its scheme and host lowercased (what matching compares), or `None` when it is not
+/// `http(s)://` with a host.
+fn normal_url(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{scheme}://{}{path}",
+        authority.to_ascii_lowercase()
+    ))
+}
+
+/// The host of a destination: after any user info, before any port, lowercased only when needed.
+fn dest_host(url: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let hostport = authority.rsplit('@').next().unwrap_or("");
+    let host = if hostport.starts_with('[') {
+        &hostport[..hostport.find(']').map_or(hostport.len(), |i| i + 1)]
+    } else {
+        hostport.split(':').next().unwrap_or("")
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() {
+        return None;
+    }
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    })
+}
+
+fn host_name(field: &str, host: &str) -> Result<String, BlockError> {
+    let h = host.trim();
+    if h.is_empty() || h.contains('*') {
+        return Err(invalid(format!(
+            "{field}: {host:?} is not a host name (for a host and all its subdomains, use the subdomains rule)"
+        )));
+    }
+    crate::host::normalize_host(h)
+        .ok_or_else(|| invalid(format!("{field}: {host:?} is not a host name")))
+}
+
+impl NewRule {
+    /// The rule, checked and normalised, with `id` and `now_ms`; bad input is refused with
+    /// the reason.
+    pub fn checked(self, id: String, now_ms: u64) -> Result<Rule, BlockError> {
+        let target = match self.target {
+            Target::Url { url } => {
+                if !crate::token::valid_destination(&url) {
+                    return Err(invalid(format!(
+                        "url: {url:?} is not an absolute http:// or https:// URL without spaces"
+                    )));
+                }
+                Target::Url {
+                    url: normal_url(&url).expect("a valid destination has a scheme and host"),
+                }
+            }
+            Target::Prefix { prefix } => {
+                let Some(p) = normal_url(&prefix) else {
+                    return Err(invalid(format!(
+                        "prefix: {prefix:?} must start with http:// or https:// and a host (a prefix without them would match far more than one site)"
+                    )));
+                };
+                Target::Prefix { prefix: p }
+            }
+            Target::Host { host } => Target::Host {
+                host: host_name("host", &host)?,
+            },
+            Target::Subdomains { host } => {
+                let h = host_name("host", &host)?;
+                if !h.contains('.') {
+                    return Err(invalid(format!(
+                        "host: {h:?} is a top-level domain: the rule would match every site under it"
+                    )));
+                }
+                Target::Subdomains { host: h }
+            }
+            Target::Domain { domain } => Target::Domain {
+                domain: host_name("domain", &domain)?,
+            },
+            t @ (Target::Message { .. } | Target::Workspace { .. }) => t,
+        };
+        if self.reason.trim().is_empty() {
+            return Err(invalid("reason: say why the rule is added"));
+        }
+        if self.added_by.trim().is_empty() {
+            return Err(invalid("added_by: say who adds the rule"));
+        }
+        if let Some(e) = self.expires_ms
+            && e <= now_ms
+        {
+            return Err(invalid(format!(
+                "expires_ms: {e} is in the past (now {now_ms})"
+            )));
+        }
+        Ok(Rule {
+            id,
+            target,
+            action: self.action,
+            reason: self.reason.trim().to_string(),
+            added_by: self.added_by.trim().to_string(),
+            created_ms: now_ms,
+            expires_ms: self.expires_ms,
+        })
+    }
+}
+
+type Rules = Vec<Arc<Rule>>;
+type Map<K> = HashMap<K, Rules, foldhash::fast::RandomState>;
+
+/// Prefix rules under one destination host: by prefix, and the distinct prefix lengths.
+#[derive(Default)]
+struct Prefixes {
+    lens: Vec<usize>,
+    rules: Map<Box<str>>,
+}
+
+/// The rules, indexed for a click's look-ups.
+#[derive(Default)]
+struct Index {
+    urls: Map<Box<str>>,
+    prefixes: HashMap<Box<str>, Prefixes, foldhash::fast::RandomState>,
+    hosts: Map<Box<str>>,
+    subdomains: Map<Box<str>>,
+    messages: Map<(u64, u64)>,
+    workspaces: Map<u64>,
+    domains: Map<Box<str>>,
+    by_id: HashMap<Box<str>, Arc<Rule>, foldhash::fast::RandomState>,
+}
+
+fn push<K: std::hash::Hash + Eq>(m: &mut Map<K>, k: K, r: &Arc<Rule>) {
+    m.entry(k).or_default().push(r.clone());
+}
+
+fn pull<K: std::hash::Hash + Eq>(m: &mut Map<K>, k: &K, id: &str) {
+    if let Some(v) = m.get_mut(k) {
+        v.retain(|r| r.id != id);
+        if v.is_empty() {
+            m.remove(k);
+        }
+    }
+}
+
+impl Index {
+    fn insert(&mut self, rule: Rule) {
+        self.remove(&rule.id);
+        let r = Arc::new(rule);
+        match &r.target {
+            Target::Url { url } => push(&mut self.urls, url.as_str().into(), &r),
+            Target::Prefix { prefix } => {
+                let host = dest_host(prefix)
+                    .map(|h| h.into_owned())
+                    .unwrap_or_default();
+                let p = self.prefixes.entry(host.into()).or_default();
+                push(&mut p.rules, prefix.as_str().into(), &r);
+                if let Err(at) = p.lens.binary_search(&prefix.len()) {
+                    p.lens.insert(at, prefix.len());
+                }
+            }
+            Target::Host { host } => push(&mut self.hosts, host.as_str().into(), &r),
+            Target::Subdomains { host } => push(&mut self.subdomains, host.as_str().into(), &r),
+            Target::Message { workspace, message } => {
+                push(&mut self.messages, (*workspace, *message), &r)
+            }
+            Target::Workspace { workspace } => push(&mut self.workspaces, *workspace, &r),
+            Target::Domain { domain } => push(&mut self.domains, domain.as_str().into(), &r),
+        }
+        self.by_id.insert(r.id.as_str().into(), r);
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(r) = self.by_id.remove(id) else {
+            return;
+        };
+        match &r.target {
+            Target::Url { url } => pull(&mut self.urls, &url.as_str().into(), id),
+            Target::Prefix { prefix } => {
+                let host: Box<str> = dest_host(prefix)
+                    .map(|h| h.into_owned())
+                    .unwrap_or_default()
+                    .into();
+                if let Some(p) = self.prefixes.get_mut(&host) {
+                    pull(&mut p.rules, &prefix.as_str().into(), id);
+                    if !p.rules.keys().any(|k| k.len() == prefix.len()) {
+                        p.lens.retain(|l| *l != prefix.len());
+                    }
+                    if p.rules.is_empty() {
+                        self.prefixes.remove(&host);
+                    }
+                }
+            }
+            Target::Host { host } => pull(&mut self.hosts, &host.as_str().into(), id),
+            Target::Subdomains { host } => pull(&mut self.subdomains, &host.as_str().into(), id),
+            Target::Message { workspace, message } => {
+                pull(&mut self.messages, &(*workspace, *message), id)
+            }
+            Target::Workspace { workspace } => pull(&mut self.workspaces, workspace, id),
+            Target::Domain { domain } => pull(&mut self.domains, &domain.as_str().into(), id),
+        }
+    }
+}
+
+/// The strongest live rule of `rules` into `best` (block beats warn, then the oldest).
+fn consider(best: &mut Option<Arc<Rule>>, rules: Option<&Rules>, now_ms: u64) {
+    for r in rules.into_iter().flatten() {
+        if !r.live(now_ms) {
+            continue;
+        }
+        let better = match best {
+            None => true,
+            Some(b) => {
+                (r.action == Action::Block && b.action == Action::Warn)
+                    || (r.action == b.action && r.created_ms < b.created_ms)
+            }
+        };
+        if better {
+            *best = Some(r.clone());
+        }
+    }
+}
+
+/// Every rule, in memory; see the module documentation.
+#[derive(Default)]
+pub struct BlockList {
+    index: RwLock<Index>,
+    count: AtomicUsize,
+}
+
+impl BlockList {
+    /// An empty block list.
+    pub fn new() -> BlockList {
+        BlockList::default()
+    }
+
+    /// How many rules are loaded (expired ones included until removed).
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// True when no rule is loaded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rule a click on `domain` (the link's host) of `workspace`'s `message` to `url`
+    /// meets, if any: memory only.
+    pub fn check(
+        &self,
+        domain: &str,
+        workspace: u64,
+        message: u64,
+        url: &str,
+    ) -> Option<Arc<Rule>> {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let now = crate::time::unix_ms();
+        let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let mut best = None;
+        consider(&mut best, ix.domains.get(domain), now);
+        consider(&mut best, ix.workspaces.get(&workspace), now);
+        consider(&mut best, ix.messages.get(&(workspace, message)), now);
+        if ix.urls.is_empty()
+            && ix.prefixes.is_empty()
+            && ix.hosts.is_empty()
+            && ix.subdomains.is_empty()
+        {
+            return best;
+        }
+        let Some(host) = dest_host(url) else {
+            return best;
+        };
+        consider(&mut best, ix.hosts.get(&*host), now);
+        if !ix.subdomains.is_empty() {
+            // The host and each parent: one look-up per label.
+            let mut h: &str = &host;
+            loop {
+                consider(&mut best, ix.subdomains.get(h), now);
+                match h.split_once('.') {
+                    Some((_, parent)) if !parent.is_empty() => h = parent,
+                    _ => break,
+                }
+            }
+        }
+        if !ix.urls.is_empty() || ix.prefixes.contains_key(&*host) {
+            let normal = normal_url(url);
+            let normal = normal.as_deref().unwrap_or(url);
+            consider(&mut best, ix.urls.get(normal), now);
+            if let Some(p) = ix.prefixes.get(&*host) {
+                for &len in &p.lens {
+                    if len > normal.len() {
+                        break;
+                    }
+                    if let Some(head) = normal.get(..len) {
+                        consider(&mut best, p.rules.get(head), now);
+                    }
+                }
+            }
+        }
+        best
+    }
+
+    /// Every rule, by id.
+    pub fn rules(&self) -> Vec<Arc<Rule>> {
+        let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = ix.by_id.values().cloned().collect();
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all
+    }
+
+    /// Replaces every rule.
+    pub fn replace(&self, rules: Vec<Rule>) {
+        let mut fresh = Index::default();
+        for r in rules {
+            fresh.insert(r);
+        }
+        let n = fresh.by_id.len();
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        self.count.store(n, Ordering::Relaxed);
+        crate::metrics::BLOCK_RULES.set(n as i64);
+    }
+
+    /// Adds or replaces one rule (`Some`), or removes rule `id` (`None`).
+    pub fn apply(&self, id: &str, rule: Option<Rule>) {
+        let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+        match rule {
+            Some(r) => ix.insert(r),
+            None => ix.remove(id),
+        }
+        let n = ix.by_id.len();
+        drop(ix);
+        self.count.store(n, Ordering::Relaxed);
+        crate::metrics::BLOCK_RULES.set(n as i64);
+    }
+}
+
+fn parse(id: &str, raw: &str) -> Option<Rule> {
+    match serde_json::from_str(raw) {
+        Ok(r) => Some(r),
+        Err(_) => {
+            tracing::warn!(id, "block list: stored rule is damaged; skipped");
+            None
+        }
+    }
+}
+
+/// The block rules in Redis: what the command line and the admin API change.
+#[derive(Clone)]
+pub struct Blocks {
+    db: Db,
+}
+
+impl Blocks {
+    /// The block rules of `db`.
+    pub fn new(db: Db) -> Blocks {
+        Blocks { db }
+    }
+
+    /// Checks and stores `new`, announces it, and writes it to the audit stream.
+    pub async fn add(&self, new: NewRule) -> Result<Rule, BlockError> {
+        let id = format!("b{:016x}", rand::random::<u64>());
+        let rule = new.checked(id, crate::time::unix_ms())?;
+        let json = serde_json::to_string(&rule).expect("rules serialize");
+        self.write(&rule.id, Some(&json), "add", &rule.added_by)
+            .await?;
+        Ok(rule)
+    }
+
+    /// Removes rule `id`; who removes it goes to the audit stream.
+    pub async fn remove(&self, id: &str, by: &str) -> Result<Rule, BlockError> {
+        if by.trim().is_empty() {
+            return Err(invalid("removed_by: say who removes the rule"));
+        }
+        let rule = self.get(id).await?;
+        self.write(id, None, "remove", by.trim()).await?;
+        Ok(rule)
+    }
+
+    async fn write(
+        &self,
+        id: &str,
+        json: Option<&str>,
+        op: &str,
+        by: &str,
+    ) -> Result<(), BlockError> {
+        let keys = self.db.keys();
+        let mut pipe = redis::pipe();
+        match json {
+            Some(j) => pipe.hset(keys.blocks(), id, j).ignore(),
+            None => pipe.hdel(keys.blocks(), id).ignore(),
+        };
+        pipe.publish(keys.blocks_channel(), id).ignore();
+        pipe.cmd("XADD")
+            .arg(keys.blocks_audit())
+            .arg("*")
+            .arg("op")
+            .arg(op)
+            .arg("id")
+            .arg(id)
+            .arg("by")
+            .arg(by)
+            .arg("at_ms")
+            .arg(crate::time::unix_ms())
+            .arg("rule")
+            .arg(json.unwrap_or(""))
+            .ignore();
+        let mut conn = self.db.conn().await?;
+        let () = pipe.query_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Rule `id`.
+    pub async fn get(&self, id: &str) -> Result<Rule, BlockError> {
+        let raw: Option<String> = self
+            .db
+            .conn()
+            .await?
+            .hget(self.db.keys().blocks(), id)
+            .await?;
+        raw.as_deref()
+            .and_then(|r| parse(id, r))
+            .ok_or_else(|| BlockError::NotFound(id.to_string()))
+    }
+
+    /// Every rule, sorted by id.
+    pub async fn list(&self) -> Result<Vec<Rule>, BlockError> {
+        let mut all = load_all(&self.db).await?;
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
+    }
+}
+
+/// Every stored rule (HSCAN pages of 1,000).
+async fn load_all(db: &Db) -> redis::RedisResult<Vec<Rule>> {
+    let key = db.keys().blocks();
+    let mut all = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, page): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+            .arg(&key)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut db.conn().await?)
+            .await?;
+        all.extend(page.iter().filter_map(|(id, raw)| parse(id, raw)));
+        cursor = next;
+        if cursor == 0 {
+            return Ok(all);
+        }
+    }
+}
+
+/// Reads the rules from Redis into a [`BlockList`]; run it with
+/// [`crate::store::follow::Following`].
+pub struct BlockFollower {
+    list: Arc<BlockList>,
+    db: Db,
+}
+
+impl BlockFollower {
+    /// The rules in `db`, into `list`.
+    pub fn new(list: Arc<BlockList>, db: Db) -> BlockFollower {
+        BlockFollower { list, db }
+    }
+}
+
+#[async_trait]
+impl Followed for BlockFollower {
+    fn name(&self) -> &'static str {
+        "block list"
+    }
+
+    fn channels(&self) -> Vec<String> {
+        vec![self.db.keys().blocks_channel()]
+    }
+
+    async fn load(&self) -> redis::RedisResult<usize> {
+        let started = std::time::Instant::now();
+        let all = load_all(&self.db).await?;
+        let n = all.len();
+        self.list.replace(all);
+        tracing::info!(
+            rules = n,
+            seconds = started.elapsed().as_secs_f64(),
+            "block list loaded"
+        );
+        Ok(n)
+    }
+
+    async fn changed(&self, _channel: &str, id: &str) -> redis::RedisResult<()> {
+        let raw: Option<String> = self
+            .db
+            .conn()
+            .await?
+            .hget(self.db.keys().blocks(), id)
+            .await?;
+        self.list
+            .apply(id, raw.as_deref().and_then(|r| parse(id, r)));
+        Ok(())
+    }
+}
+
+/// The page of a blocked click (410); `{{request_id}}` is replaced.
+pub const BLOCKED_PAGE: &str = "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>Link disabled</title>\
+<style>body{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#222}\
+small{color:#777}</style></head><body><h1>This link has been disabled</h1>\
+<p>The link you followed was reported as unsafe and has been turned off.</p>\
+<p><small>Request id: {{request_id}}</small></p></body></html>\n";
+
+/// The page of a warned click (200); `{{destination}}`, `{{continue_url}}` and
+/// `{{request_id}}` are replaced (HTML-escaped).
+pub const WARNED_PAGE: &str = "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>Check this link</title>\
+<style>body{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;color:#222}\
+code{word-break:break-all}small{color:#777}</style></head><body><h1>Check this link before you go on</h1>\
+<p>This link may be unsafe. It leads to:</p><p><code>{{destination}}</code></p>\
+<p><a href=\"{{continue_url}}\" rel=\"noreferrer\">Continue to the site</a></p>\
+<p><small>Request id: {{request_id}}</small></p></body></html>\n";
+
+/// `template` with its placeholders filled, each value HTML-escaped.
+pub fn page(template: &str, request_id: &str, destination: &str, continue_url: &str) -> String {
+    template
+        .replace("{{request_id}}", &htmlize::escape_attribute(request_id))
+        .replace("{{destination}}", &htmlize::escape_attribute(destination))
+        .replace("{{continue_url}}", &htmlize::escape_attribute(continue_url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(target: Target, action: Action) -> Rule {
+        NewRule {
+            target,
+            action,
+            reason: "phishing".into(),
+            added_by: "abuse@example.com".into(),
+            expires_ms: None,
+        }
+        .checked(format!("b{:016x}", rand::random::<u64>()), 1)
+        .unwrap()
+    }
+
+    #[test]
+    fn each_rule_matches_exactly_what_it_names() {
+        let list = BlockList::new();
+        assert!(
+            list.check("l.example.com", 1, 2, "https://bad.example/x")
+                .is_none()
+        );
+        let url = rule(
+            Target::Url {
+                url: "https://Bad.example/login?a=1".into(),
+            },
+            Action::Block,
+        );
+        let prefix = rule(
+            Target::Prefix {
+                prefix: "https://files.example/share/".into(),
+            },
+            Action::Block,
+        );
+        let host = rule(
+            Target::Host {
+                host: "evil.example".into(),
+            },
+            Action::Warn,
+        );
+        let subs = rule(
+            Target::Subdomains {
+                host: "phish.example".into(),
+            },
+            Action::Block,
+        );
+        let msg = rule(
+            Target::Message {
+                workspace: 7,
+                message: 9,
+            },
+            Action::Block,
+        );
+        let ws = rule(Target::Workspace { workspace: 66 }, Action::Warn);
+        let dom = rule(
+            Target::Domain {
+                domain: "link.bad-customer.example".into(),
+            },
+            Action::Block,
+        );
+        let all = [&url, &prefix, &host, &subs, &msg, &ws, &dom];
+        list.replace(all.iter().map(|r| (*r).clone()).collect());
+        let hit = |d: &str, w: u64, m: u64, u: &str| list.check(d, w, m, u).map(|r| r.id.clone());
+        let ok = "https://shop.example/";
+        assert_eq!(
+            hit("l.example.com", 1, 2, "https://bad.example/login?a=1"),
+            Some(url.id.clone())
+        );
+        assert_eq!(
+            hit("l.example.com", 1, 2, "HTTPS://BAD.EXAMPLE/login?a=1"),
+            Some(url.id.clone())
+        );
+        assert_eq!(
+            hit("l.example.com", 1, 2, "https://bad.example/login?a=2"),
+            None
+        );
+        assert_eq!(
+            hit("l.example.com", 1, 2, "https://files.example/share/abc"),
+            Some(prefix.id.clone())
+        );
+        assert_eq!(
+            hit("l.example.com", 1, 2, "https://files.example/other"),
+            None
+        );
+        assert_eq!(
+            hit("l.example.com", 1, 2, "https://evil.example/a"),
+            Some(host.id.clone())
+        );
+        assert_eq!(
+            hit("l.example.com", 1, 2, "https://www.evil.example/a"),
+            None
+        );
+        assert_eq!(
+            hit("l.example.com", 1, 2, "https://a.b.phish.example:8443/"),
+            Some(subs.id.clone())
+        );
+        assert_eq!(
+            hit("l.example.com", 1, 2, "https://phish.example/"),
+            Some(subs.id.clone())
+        );
+        assert_eq!(
+            hit("l.example.com", 1, 2, "https://notphish.example/"),
+            None
+        );
+        assert_eq!(hit("l.example.com", 7, 9, ok), Some(msg.id.clone()));
+        assert_eq!(hit("l.example.com", 7, 10, ok), None);
+        assert_eq!(hit("l.example.com", 8, 9, ok), None);
+        assert_eq!(hit("l.example.com", 66, 1, ok), Some(ws.id.clone()));
+        assert_eq!(
+            hit("link.bad-customer.example", 1, 2, ok),
+            Some(dom.id.clone())
+        );
+        assert_eq!(hit("l.example.com", 1, 2, ok), None);
+        // Block beats warn; removing a rule lifts it.
+        assert_eq!(
+            hit("l.example.com", 66, 1, "https://files.example/share/x"),
+            Some(prefix.id.clone())
+        );
+        list.apply(&prefix.id, None);
+        assert_eq!(
+            hit("l.example.com", 1, 2, "https://files.example/share/abc"),
+            None
+        );
+        assert_eq!(list.len(), 6);
+    }
+
+    #[test]
+    fn expired_rules_no_longer_apply() {
+        let list = BlockList::new();
+        let mut r = rule(Target::Workspace { workspace: 1 }, Action::Block);
+        r.expires_ms = Some(crate::time::unix_ms() - 1);
+        list.replace(vec![r]);
+        assert!(
+            list.check("l.example.com", 1, 1, "https://e.com/")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_rules_are_refused_with_the_reason() {
+        let new = |target: Target, expires_ms: Option<u64>| NewRule {
+            target,
+            action: Action::Block,
+            reason: "x".into(),
+            added_by: "me".into(),
+            expires_ms,
+        };
+        for (n, want) in [
+            (
+                new(
+                    Target::Url {
+                        url: "not a url".into(),
+                    },
+                    None,
+                ),
+                "url:",
+            ),
+            (new(Target::Prefix { prefix: "".into() }, None), "prefix:"),
+            (
+                new(
+                    Target::Prefix {
+                        prefix: "example.com/".into(),
+                    },
+                    None,
+                ),
+                "must start with http",
+            ),
+            (
+                new(
+                    Target::Prefix {
+                        prefix: "https://".into(),
+                    },
+                    None,
+                ),
+                "must start with http",
+            ),
+            (
+                new(Target::Host { host: "*".into() }, None),
+                "not a host name",
+            ),
+            (
+                new(Target::Subdomains { host: "com".into() }, None),
+                "top-level domain",
+            ),
+            (
+                new(Target::Workspace { workspace: 1 }, Some(5)),
+                "in the past",
+            ),
+        ] {
+            let e = n.checked("b1".into(), 10).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        let e: Result<NewRule, _> = serde_json::from_str(
+            r#"{"match":"workspace","workspace":1,"action":"delete","reason":"x","added_by":"me"}"#,
+        );
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("unknown variant `delete`")
+        );
+    }
+}
