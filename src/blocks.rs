@@ -147,44 +147,104 @@ fn invalid(why: impl Into<String>) -> BlockError {
     BlockError::Invalid(why.into())
 }
 
-/// `url` with its scheme and host lowercased (what matching compares), or `None` when it is not
-/// `http(s)://` with a host.
-fn normal_url(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme != "http" && scheme != "https" {
+/// `host` as matching compares it: lowercase ASCII, no trailing dot; a percent-encoded or
+/// internationalised name decoded and converted to punycode as a browser would. Borrowed (no
+/// work beyond one scan) for the usual lowercase ASCII name. `None` when it is not a host.
+fn canonical_host(host: &str) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || host.len() > 253 {
+        return None;
+    }
+    if host
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+        || host.starts_with('[')
+    {
+        return Some(Cow::Borrowed(host));
+    }
+    let mut bytes = Vec::with_capacity(host.len());
+    let b = host.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && let Some(v) = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            bytes.push(v);
+            i += 3;
+        } else {
+            bytes.push(b[i]);
+            i += 1;
+        }
+    }
+    let decoded = String::from_utf8(bytes).ok()?;
+    let ascii = idna::domain_to_ascii(&decoded).ok()?;
+    let ascii = ascii.strip_suffix('.').map(str::to_owned).unwrap_or(ascii);
+    (!ascii.is_empty()).then_some(Cow::Owned(ascii))
+}
+
+/// A destination split as matching compares it: its canonical host, and the rest as
+/// `scheme://host[:port]/path?query` (scheme and host lowercased, user info, a default port,
+/// a trailing dot and the fragment dropped, an empty path as `/`). Borrowed when the URL is
+/// already so written, as minted links almost always are.
+fn canonical_url(url: &str) -> Option<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+    use std::borrow::Cow;
+    let (scheme, rest) = url.split_at(url.find("://")?);
+    let rest = &rest[3..];
+    let https = scheme.eq_ignore_ascii_case("https");
+    if !https && !scheme.eq_ignore_ascii_case("http") {
         return None;
     }
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(end);
-    if authority.is_empty() {
-        return None;
+    let (authority, tail) = rest.split_at(end);
+    let tail = &tail[..tail.find('#').unwrap_or(tail.len())];
+    let userinfo = authority.contains('@');
+    let hostport = authority.rsplit('@').next().unwrap_or("");
+    let (host, port) = if hostport.starts_with('[') {
+        let close = hostport.find(']')? + 1;
+        (&hostport[..close], hostport[close..].strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    let host = canonical_host(host)?;
+    let port = port.filter(|p| !p.is_empty() && *p != if https { "443" } else { "80" });
+    let scheme_lc = if https { "https" } else { "http" };
+    let same = scheme == scheme_lc
+        && !userinfo
+        && matches!(&host, Cow::Borrowed(h) if authority.len() == h.len() + port.map_or(0, |p| p.len() + 1))
+        && !tail.is_empty()
+        && !tail.starts_with('?')
+        && tail.len() == rest.len() - end;
+    if same {
+        return Some((host, Cow::Borrowed(url)));
     }
-    Some(format!(
-        "{scheme}://{}{path}",
-        authority.to_ascii_lowercase()
-    ))
+    let mut out = format!("{scheme_lc}://{host}");
+    if let Some(p) = port {
+        out.push(':');
+        out.push_str(p);
+    }
+    if tail.is_empty() || tail.starts_with('?') {
+        out.push('/');
+    }
+    out.push_str(tail);
+    Some((host, Cow::Owned(out)))
 }
 
-/// The host of a destination: after any user info, before any port, lowercased only when needed.
+/// `url`'s canonical form ([`canonical_url`]), owned; `None` when it is not `http(s)://` with
+/// a host.
+fn normal_url(url: &str) -> Option<String> {
+    canonical_url(url).map(|(_, u)| u.into_owned())
+}
+
+/// The canonical host of a destination ([`canonical_url`]).
 fn dest_host(url: &str) -> Option<std::borrow::Cow<'_, str>> {
-    let rest = &url[url.find("://")? + 3..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let hostport = authority.rsplit('@').next().unwrap_or("");
-    let host = if hostport.starts_with('[') {
-        &hostport[..hostport.find(']').map_or(hostport.len(), |i| i + 1)]
-    } else {
-        hostport.split(':').next().unwrap_or("")
-    };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.is_empty() {
-        return None;
-    }
-    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(host)
-    })
+    canonical_url(url).map(|(h, _)| h)
 }
 
 fn host_name(field: &str, host: &str) -> Result<String, BlockError> {
@@ -194,11 +254,36 @@ fn host_name(field: &str, host: &str) -> Result<String, BlockError> {
             "{field}: {host:?} is not a host name (for a host and all its subdomains, use the subdomains rule)"
         )));
     }
-    crate::host::normalize_host(h)
-        .ok_or_else(|| invalid(format!("{field}: {host:?} is not a host name")))
+    let bad = || invalid(format!("{field}: {host:?} is not a host name"));
+    let canon = canonical_host(h).ok_or_else(bad)?;
+    crate::host::normalize_host(&canon).ok_or_else(bad)
 }
 
 impl NewRule {
+    /// A rule from the admin API's JSON; a field its kind of rule does not have is refused
+    /// (serde cannot deny unknown fields beside a flattened enum).
+    pub fn from_json(body: &[u8]) -> Result<NewRule, String> {
+        let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let obj = v.as_object().ok_or("expected a JSON object")?;
+        let own: &[&str] = match obj.get("match").and_then(|m| m.as_str()) {
+            Some("url") => &["url"],
+            Some("prefix") => &["prefix"],
+            Some("host" | "subdomains") => &["host"],
+            Some("message") => &["workspace", "message"],
+            Some("workspace") => &["workspace"],
+            Some("domain") => &["domain"],
+            _ => &[],
+        };
+        let common = ["match", "action", "reason", "added_by", "expires_ms"];
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !common.contains(&k.as_str()) && !own.contains(&k.as_str()))
+        {
+            return Err(format!("unknown field {k:?} for this kind of rule"));
+        }
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
     /// The rule, checked and normalised, with `id` and `now_ms`; bad input is refused with
     /// the reason.
     pub fn checked(self, id: String, now_ms: u64) -> Result<Rule, BlockError> {
@@ -214,21 +299,28 @@ impl NewRule {
                 }
             }
             Target::Prefix { prefix } => {
-                let Some(p) = normal_url(&prefix) else {
-                    return Err(invalid(format!(
+                let refused = || {
+                    invalid(format!(
                         "prefix: {prefix:?} must start with http:// or https:// and a host (a prefix without them would match far more than one site)"
-                    )));
+                    ))
                 };
-                Target::Prefix { prefix: p }
+                if !crate::token::valid_destination(&prefix) {
+                    return Err(refused());
+                }
+                let (host, p) = canonical_url(&prefix).ok_or_else(refused)?;
+                host_name("prefix", &host).map_err(|_| refused())?;
+                Target::Prefix {
+                    prefix: p.into_owned(),
+                }
             }
             Target::Host { host } => Target::Host {
                 host: host_name("host", &host)?,
             },
             Target::Subdomains { host } => {
                 let h = host_name("host", &host)?;
-                if !h.contains('.') {
+                if !h.contains('.') || psl::suffix_str(&h) == Some(h.as_str()) {
                     return Err(invalid(format!(
-                        "host: {h:?} is a top-level domain: the rule would match every site under it"
+                        "host: {h:?} is a public suffix: the rule would match every site under it"
                     )));
                 }
                 Target::Subdomains { host: h }
@@ -358,10 +450,14 @@ impl Index {
     }
 }
 
-/// The strongest live rule of `rules` into `best` (block beats warn, then the oldest).
-fn consider(best: &mut Option<Arc<Rule>>, rules: Option<&Rules>, now_ms: u64) {
+/// The strongest live rule of `rules` into `best` (block beats warn, then the oldest). The
+/// clock is read (into `now_ms`, 0 until then) only when a rule is found.
+fn consider(best: &mut Option<Arc<Rule>>, rules: Option<&Rules>, now_ms: &mut u64) {
     for r in rules.into_iter().flatten() {
-        if !r.live(now_ms) {
+        if *now_ms == 0 {
+            *now_ms = crate::time::unix_ms();
+        }
+        if !r.live(*now_ms) {
             continue;
         }
         let better = match best {
@@ -412,7 +508,8 @@ impl BlockList {
         if self.count.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let now = crate::time::unix_ms();
+        let mut now = 0;
+        let now = &mut now;
         let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
         let mut best = None;
         consider(&mut best, ix.domains.get(domain), now);
@@ -425,12 +522,12 @@ impl BlockList {
         {
             return best;
         }
-        let Some(host) = dest_host(url) else {
+        let Some((host, normal)) = canonical_url(url) else {
             return best;
         };
         consider(&mut best, ix.hosts.get(&*host), now);
         if !ix.subdomains.is_empty() {
-            // The host and each parent: one look-up per label.
+            // The host and each parent: one look-up per label (a host is at most 253 bytes).
             let mut h: &str = &host;
             loop {
                 consider(&mut best, ix.subdomains.get(h), now);
@@ -440,18 +537,14 @@ impl BlockList {
                 }
             }
         }
-        if !ix.urls.is_empty() || ix.prefixes.contains_key(&*host) {
-            let normal = normal_url(url);
-            let normal = normal.as_deref().unwrap_or(url);
-            consider(&mut best, ix.urls.get(normal), now);
-            if let Some(p) = ix.prefixes.get(&*host) {
-                for &len in &p.lens {
-                    if len > normal.len() {
-                        break;
-                    }
-                    if let Some(head) = normal.get(..len) {
-                        consider(&mut best, p.rules.get(head), now);
-                    }
+        consider(&mut best, ix.urls.get(&*normal), now);
+        if let Some(p) = ix.prefixes.get(&*host) {
+            for &len in &p.lens {
+                if len > normal.len() {
+                    break;
+                }
+                if let Some(head) = normal.get(..len) {
+                    consider(&mut best, p.rules.get(head), now);
                 }
             }
         }
@@ -473,7 +566,11 @@ impl BlockList {
             fresh.insert(r);
         }
         let n = fresh.by_id.len();
-        *self.index.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        let mut ix = self.index.write().unwrap_or_else(|p| p.into_inner());
+        let old = std::mem::replace(&mut *ix, fresh);
+        drop(ix);
+        // Freed outside the lock: a million rules take a while, and clicks wait on the lock.
+        drop(old);
         self.count.store(n, Ordering::Relaxed);
         crate::metrics::BLOCK_RULES.set(n as i64);
     }
@@ -519,7 +616,7 @@ impl Blocks {
         let id = format!("b{:016x}", rand::random::<u64>());
         let rule = new.checked(id, crate::time::unix_ms())?;
         let json = serde_json::to_string(&rule).expect("rules serialize");
-        self.write(&rule.id, Some(&json), "add", &rule.added_by)
+        self.write(&rule.id, Some(&json), "add", &rule.added_by, &json)
             .await?;
         Ok(rule)
     }
@@ -529,20 +626,39 @@ impl Blocks {
         if by.trim().is_empty() {
             return Err(invalid("removed_by: say who removes the rule"));
         }
-        let rule = self.get(id).await?;
-        self.write(id, None, "remove", by.trim()).await?;
-        Ok(rule)
+        let raw: Option<String> = self
+            .db
+            .conn()
+            .await?
+            .hget(self.db.keys().blocks(), id)
+            .await?;
+        // A damaged record is removed too; the audit keeps what it held.
+        let raw = raw.ok_or_else(|| BlockError::NotFound(id.to_string()))?;
+        self.write(id, None, "remove", by.trim(), &raw).await?;
+        Ok(parse(id, &raw).unwrap_or_else(|| Rule {
+            id: id.to_string(),
+            target: Target::Workspace { workspace: 0 },
+            action: Action::Block,
+            reason: "damaged record".into(),
+            added_by: String::new(),
+            created_ms: 0,
+            expires_ms: None,
+        }))
     }
 
+    /// Stores (`Some`) or deletes rule `id`, writes the audit entry (`rule`: what it is or was)
+    /// and announces it, in one transaction.
     async fn write(
         &self,
         id: &str,
         json: Option<&str>,
         op: &str,
         by: &str,
+        rule: &str,
     ) -> Result<(), BlockError> {
         let keys = self.db.keys();
         let mut pipe = redis::pipe();
+        pipe.atomic();
         match json {
             Some(j) => pipe.hset(keys.blocks(), id, j).ignore(),
             None => pipe.hdel(keys.blocks(), id).ignore(),
@@ -560,7 +676,7 @@ impl Blocks {
             .arg("at_ms")
             .arg(crate::time::unix_ms())
             .arg("rule")
-            .arg(json.unwrap_or(""))
+            .arg(rule)
             .ignore();
         let mut conn = self.db.conn().await?;
         let () = pipe.query_async(&mut conn).await?;
@@ -680,9 +796,12 @@ code{word-break:break-all}small{color:#777}</style></head><body><h1>Check this l
 /// `template` with its placeholders filled, each value HTML-escaped.
 pub fn page(template: &str, request_id: &str, destination: &str, continue_url: &str) -> String {
     template
-        .replace("{{request_id}}", &htmlize::escape_attribute(request_id))
-        .replace("{{destination}}", &htmlize::escape_attribute(destination))
-        .replace("{{continue_url}}", &htmlize::escape_attribute(continue_url))
+        .replace("{{request_id}}", &htmlize::escape_all_quotes(request_id))
+        .replace("{{destination}}", &htmlize::escape_all_quotes(destination))
+        .replace(
+            "{{continue_url}}",
+            &htmlize::escape_all_quotes(continue_url),
+        )
 }
 
 #[cfg(test)]
@@ -813,6 +932,71 @@ mod tests {
     }
 
     #[test]
+    fn a_url_written_another_way_still_matches() {
+        let list = BlockList::new();
+        let url = rule(
+            Target::Url {
+                url: "https://bad.example/login".into(),
+            },
+            Action::Block,
+        );
+        let prefix = rule(
+            Target::Prefix {
+                prefix: "https://files.example/share/".into(),
+            },
+            Action::Block,
+        );
+        let same_len = rule(
+            Target::Prefix {
+                prefix: "https://files.example/other/".into(),
+            },
+            Action::Block,
+        );
+        let host = rule(
+            Target::Host {
+                host: "bücher.example".into(),
+            },
+            Action::Block,
+        );
+        list.replace(vec![
+            url.clone(),
+            prefix.clone(),
+            same_len.clone(),
+            host.clone(),
+        ]);
+        let hit = |u: &str| list.check("l.example.com", 1, 2, u).map(|r| r.id.clone());
+        for u in [
+            "https://bad.example/login",
+            "https://bad.example:443/login",
+            "https://user@bad.example/login",
+            "https://bad.example./login",
+            "https://BAD.example/login#x",
+            "https://%62ad.example/login",
+        ] {
+            assert_eq!(hit(u), Some(url.id.clone()), "{u}");
+        }
+        assert_eq!(hit("https://bad.example:8443/login"), None);
+        assert_eq!(hit("http://bad.example/login"), None);
+        for u in [
+            "https://files.example:443/share/x",
+            "https://u@files.example/share/x",
+            "https://files.example./share/x",
+        ] {
+            assert_eq!(hit(u), Some(prefix.id.clone()), "{u}");
+        }
+        // IDN: the rule in Unicode, the click in punycode or Unicode.
+        assert_eq!(hit("https://xn--bcher-kva.example/"), Some(host.id.clone()));
+        assert_eq!(hit("https://bücher.example/"), Some(host.id.clone()));
+        // Two prefixes of one length: removing one keeps the other.
+        list.apply(&prefix.id, None);
+        assert_eq!(hit("https://files.example/share/x"), None);
+        assert_eq!(
+            hit("https://files.example/other/x"),
+            Some(same_len.id.clone())
+        );
+    }
+
+    #[test]
     fn expired_rules_no_longer_apply() {
         let list = BlockList::new();
         let mut r = rule(Target::Workspace { workspace: 1 }, Action::Block);
@@ -868,7 +1052,34 @@ mod tests {
             ),
             (
                 new(Target::Subdomains { host: "com".into() }, None),
-                "top-level domain",
+                "public suffix",
+            ),
+            (
+                new(
+                    Target::Subdomains {
+                        host: "co.uk".into(),
+                    },
+                    None,
+                ),
+                "public suffix",
+            ),
+            (
+                new(
+                    Target::Prefix {
+                        prefix: "https://*/x".into(),
+                    },
+                    None,
+                ),
+                "must start with http",
+            ),
+            (
+                new(
+                    Target::Prefix {
+                        prefix: "https://a.example/ x".into(),
+                    },
+                    None,
+                ),
+                "must start with http",
             ),
             (
                 new(Target::Workspace { workspace: 1 }, Some(5)),

@@ -14,7 +14,7 @@ const HOST: &str = "link.example.com";
 
 fn node(redis: &Redis) -> Linkedge {
     let mut o = Options::new(redis.url());
-    o.extra_yaml = "regions:\n  us: { backends: [{ addr: \"127.0.0.1:9\" }] }\n".into();
+    o.extra_yaml = "regions:\n  us: { backends: [{ addr: \"127.0.0.1:9\" }] }\nblocks: { resync_interval: 1s }\n".into();
     Linkedge::start(&o)
 }
 
@@ -167,8 +167,31 @@ async fn rules_reach_every_node_and_block_exactly_what_they_name() {
         page.contains("https://shop.example/sale?a=1&amp;b=&lt;2&gt;"),
         "escaped: {page}"
     );
-    let continue_url = format!("{path}?linkedge=continue");
-    assert!(page.contains(&continue_url.replace('&', "&amp;")), "{page}");
+    // The page's continue link is signed: appending the parameter by hand shows the page again.
+    let href = page
+        .split("<a href=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let continue_url = htmlize::unescape_attribute(href).into_owned();
+    assert!(
+        continue_url.starts_with(&format!("{path}?linkedge=continue&exp=")),
+        "{continue_url}"
+    );
+    assert_eq!(
+        follow(&b, &format!("{path}?linkedge=continue")).await.0,
+        StatusCode::OK
+    );
+    let forged = continue_url.replace("&sig=", "&sig=A");
+    assert_eq!(follow(&b, &forged).await.0, StatusCode::OK);
+    // A blocked link cannot be continued past.
+    let blocked = path_to(phish, 3);
+    assert_eq!(
+        follow(&b, &format!("{blocked}?linkedge=continue")).await.0,
+        StatusCode::GONE
+    );
     let (status, location, _) = follow(&b, &continue_url).await;
     assert_eq!(
         (status, location.as_str()),
@@ -190,7 +213,7 @@ async fn rules_reach_every_node_and_block_exactly_what_they_name() {
             .count()
     };
     assert!(
-        with("block") >= 7 && with("warn") == 1 && with("continue") == 1,
+        with("block") >= 8 && with("warn") == 3 && with("continue") == 1,
         "{events:?}"
     );
     assert!(
@@ -201,8 +224,9 @@ async fn rules_reach_every_node_and_block_exactly_what_they_name() {
         .metric("linkedge_blocked_clicks_total{action=\"continue\"}")
         == 1.0));
 
-    // Redis down: node B keeps every rule.
+    // Redis down: node B keeps every rule, through several failed re-syncs.
     redis.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(follow(&b, &path_to(phish, 4)).await.0, StatusCode::GONE);
     assert_eq!(
         follow(&b, &path_to(ok_url, 4)).await.0,
@@ -229,7 +253,7 @@ async fn rules_reach_every_node_and_block_exactly_what_they_name() {
         "still warned by workspace 11"
     );
     // The audit stream has every change.
-    let audit: Vec<_> = redis.entries("linkedge:blocks:audit");
+    let audit: Vec<_> = redis.entries("linkedge:{blocks}:audit");
     assert_eq!(audit.len(), 8, "{audit:?}");
     assert_eq!(audit[7].get("op").map(String::as_str), Some("remove"));
     assert_eq!(
@@ -318,6 +342,8 @@ async fn expiry_lifts_a_rule_and_bad_input_changes_nothing() {
         serde_json::json!({"match": "host", "host": "x.example", "action": "nuke", "reason": "r", "added_by": "me"}),
         serde_json::json!({"match": "workspace", "workspace": 1, "action": "block", "reason": "r", "added_by": "me", "expires_ms": 1}),
         serde_json::json!({"match": "host", "host": "x.example", "action": "block", "reason": "", "added_by": "me"}),
+        serde_json::json!({"match": "host", "host": "x.example", "action": "block", "reason": "r", "added_by": "me", "expires": 5}),
+        serde_json::json!({"match": "prefix", "prefix": "https://x.example/", "url": "https://y.example/", "action": "block", "reason": "r", "added_by": "me"}),
     ] {
         let r = post(body.clone()).await.unwrap();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");

@@ -91,6 +91,15 @@ def measure(binary, what, n, work):
                   f"\nrouting: {{ default_region: us }}\n")
     redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"],
                              stdout=subprocess.DEVNULL)
+    seed = int(os.environ.get("SEED_BLOCKS", "0"))
+    if seed:
+        # SEED_BLOCKS=N: N block rules loaded (benches/blocks/seed.py), none matching the click.
+        for _ in range(100):
+            if subprocess.run(["redis-cli", "-p", str(redis_port), "ping"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        subprocess.run([sys.executable, str(ROOT / "benches/blocks/seed.py"), str(redis_port), str(seed)],
+                       check=True)
     key = work / "link-key"
     key.write_text("instructions-bench-key-not-a-secret-0123456789")
     conf = work / "linkedge.yaml"

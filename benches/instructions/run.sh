@@ -7,6 +7,7 @@
 # A BINARY of floor-proxy:PATH, floor-app:PATH or floor-raw:PATH runs examples/floor (Pingora
 # answering a fixed 302 from request_filter, or from an HttpServerApp with no proxy; or tokio and
 # httparse with no Pingora): the floor under linkedge.
+# SEED_BLOCKS=N loads N block rules (benches/blocks/seed.py) that the click does not match.
 # Prints one line per binary and path; with several binaries, the differences. Kernel time
 # (syscalls, loopback TCP) is not counted: it is what benches/load measures.
 set -euo pipefail

@@ -25,7 +25,9 @@ pub fn add(
         action,
         reason: reason.to_string(),
         added_by: by.to_string(),
-        expires_ms: lasts.map(|d| crate::time::unix_ms() + d.as_millis() as u64),
+        expires_ms: lasts.map(|d| {
+            crate::time::unix_ms().saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        }),
     };
     let rule = block_on(c.blocks().add(new))?.map_err(|e| e.to_string())?;
     println!("{}", show(&rule));

@@ -365,7 +365,6 @@ pub fn checked_file(path: &Path) -> Result<File, ConfigError> {
     checked(&text, base, &|k| std::env::var(k).ok())
 }
 
-/// Every relative path in `file` made relative to `base`.
 /// The block list's settings: the pages read and checked.
 #[derive(Debug, Clone)]
 pub struct BlockSettings {
@@ -408,6 +407,7 @@ fn block_settings(b: &file::BlocksConfig) -> Result<BlockSettings, ConfigError> 
     })
 }
 
+/// Every relative path in `file` made relative to `base`.
 fn resolve_paths(mut file: File, base: &Path) -> File {
     let resolve = |p: &mut PathBuf| {
         if p.is_relative() {

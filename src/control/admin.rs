@@ -343,7 +343,7 @@ fn block_failed(e: crate::blocks::BlockError) -> Reply {
             tracing::error!(error = %detail, "admin API: block list unavailable");
             Reply::json_error(
                 503,
-                "linkedge's shared state is unavailable; nothing was decided; see the linkedge log",
+                "linkedge's shared state is unavailable; a change may or may not have been applied (list the rules to see); see the linkedge log",
             )
         }
     }
@@ -366,7 +366,7 @@ impl Admin {
                     Ok(b) => b,
                     Err(r) => return r,
                 };
-                match serde_json::from_slice::<crate::blocks::NewRule>(&body) {
+                match crate::blocks::NewRule::from_json(&body) {
                     Ok(new) => b.add(new).await.map(ok).unwrap_or_else(block_failed),
                     Err(e) => Reply::json_error(
                         400,

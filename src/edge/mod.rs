@@ -147,12 +147,8 @@ fn send_timed_out(e: &Error) -> bool {
     e.etype() == &ErrorType::WriteTimedout && e.esource() != &ErrorSource::Upstream
 }
 
-/// Whether a click's query says the person chose to continue past a warning page.
-fn continues(req: &RequestHeader) -> bool {
-    req.uri
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p == "linkedge=continue"))
-}
+/// How long a warning page's continue link works.
+const CONTINUE_FOR_S: u64 = 600;
 
 /// The Host the client asked for: the `Host` header, or the HTTP/2 `:authority`.
 fn raw_host(req: &RequestHeader) -> Option<&str> {
@@ -196,7 +192,9 @@ impl Edge {
                 .map(|rule| {
                     let action = match rule.action {
                         crate::blocks::Action::Block => BlockedAction::Block,
-                        crate::blocks::Action::Warn if continues(req) => BlockedAction::Continue,
+                        crate::blocks::Action::Warn if self.continues(req, &rule.id) => {
+                            BlockedAction::Continue
+                        }
                         crate::blocks::Action::Warn => BlockedAction::Warn,
                     };
                     metrics::blocked_click(action.as_str()).inc();
@@ -208,6 +206,7 @@ impl Edge {
             _ => None,
         };
         let action = met.as_ref().map(|b| b.action);
+        let met_rule = met.as_ref().map(|b| b.rule.clone());
         // One buffer for the destination, shared by the event and the Location header.
         let url = Bytes::from(link.url);
         // The event goes where the Host's region keeps its click data.
@@ -245,7 +244,7 @@ impl Edge {
                     BlockedAction::Block => (410, &pages.blocked_page),
                     _ => (200, &pages.warned_page),
                 };
-                let continue_url = format!("{}?linkedge=continue", req.uri.path());
+                let continue_url = self.continue_url(req.uri.path(), met_rule.as_deref());
                 let destination = String::from_utf8_lossy(&url);
                 let body = crate::blocks::page(template, &request_id, &destination, &continue_url);
                 Reply {
@@ -255,6 +254,54 @@ impl Edge {
                 }
             }
         }
+    }
+
+    /// The warning page's continue link for the click at `path` warned by `rule`: signed, so
+    /// only a person shown that page can skip it, for [`CONTINUE_FOR_S`].
+    fn continue_url(&self, path: &str, rule: Option<&str>) -> String {
+        let exp = (crate::time::unix_s() as u64 + CONTINUE_FOR_S).to_string();
+        let rule = rule.unwrap_or("");
+        let sig = self.keyring.seal(&[
+            b"continue",
+            path.as_bytes(),
+            rule.as_bytes(),
+            exp.as_bytes(),
+        ]);
+        format!("{path}?linkedge=continue&exp={exp}&sig={sig}")
+    }
+
+    /// Whether the click's query is a current continue link ([`Edge::continue_url`]) for the
+    /// warning of `rule`.
+    fn continues(&self, req: &RequestHeader, rule: &str) -> bool {
+        let Some(q) = req.uri.query() else {
+            return false;
+        };
+        let (mut cont, mut exp, mut sig) = (false, None, None);
+        for p in q.split('&') {
+            match p.split_once('=') {
+                Some(("linkedge", "continue")) => cont = true,
+                Some(("exp", v)) => exp = Some(v),
+                Some(("sig", v)) => sig = Some(v),
+                _ => {}
+            }
+        }
+        let (Some(exp), Some(sig)) = (exp, sig) else {
+            return false;
+        };
+        let now = crate::time::unix_s() as u64;
+        let fresh = exp
+            .parse::<u64>()
+            .is_ok_and(|e| e >= now && e <= now + CONTINUE_FOR_S);
+        cont && fresh
+            && self.keyring.unseal(
+                &[
+                    b"continue",
+                    req.uri.path().as_bytes(),
+                    rule.as_bytes(),
+                    exp.as_bytes(),
+                ],
+                sig,
+            )
     }
 
     /// The client's address: the peer, or the last untrusted hop of `X-Forwarded-For` when the

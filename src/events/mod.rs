@@ -251,8 +251,8 @@ fn write_ipv4(addr: std::net::Ipv4Addr, out: &mut [u8; 48]) -> usize {
     n
 }
 
-/// Arguments of one `XADD` as the writer sends it: `XADD key MAXLEN ~ n *` and 13 field/value
-/// pairs (12 for an open; 15 for a click a block rule met). Sizes a command so it is built
+/// Arguments of one `XADD` as the writer sends it: `XADD key MAXLEN ~ n *` and 14 field/value
+/// pairs (13 for an open; 16 for a click a block rule met). Sizes a command so it is built
 /// without growing.
 pub const XADD_ARGS: usize = 6 + 30;
 

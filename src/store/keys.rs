@@ -37,9 +37,10 @@ impl Keys {
         format!("{}domains:last_click", self.prefix)
     }
 
-    /// Hash of every block rule: field the rule's id, value its JSON.
+    /// Hash of every block rule: field the rule's id, value its JSON. Under the `{blocks}` hash
+    /// tag with its audit stream: a change writes both in one transaction.
     pub fn blocks(&self) -> String {
-        format!("{}blocks", self.prefix)
+        format!("{}{{blocks}}", self.prefix)
     }
 
     /// Pub/sub channel on which a changed block rule's id is announced (the change feed of
@@ -48,9 +49,10 @@ impl Keys {
         format!("{}blocks:changed", self.prefix)
     }
 
-    /// Stream of every change to the block list: who, what, when.
+    /// Stream of every change to the block list: who, what, when (never trimmed: an audit
+    /// log).
     pub fn blocks_audit(&self) -> String {
-        format!("{}blocks:audit", self.prefix)
+        format!("{}{{blocks}}:audit", self.prefix)
     }
 
     /// Hash of `host`'s stored certificate (chain, sealed key, validity).
