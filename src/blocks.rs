@@ -365,13 +365,77 @@ struct Prefixes {
     rules: Map<Box<str>>,
 }
 
+/// A Bloom filter over every key the rules are indexed by, two bits per key: small enough to
+/// stay in cache (16 bits per rule), so a click that matches nothing is answered without
+/// touching the large maps, whose look-ups would each miss the cache. Never a false "no":
+/// removals leave their bits until the next full load rebuilds it.
+struct Bloom {
+    bits: Vec<u64>,
+    mask: u64,
+}
+
+impl Bloom {
+    fn with_capacity(keys: usize) -> Bloom {
+        let bits = (keys.max(1024) * 16).next_power_of_two();
+        Bloom {
+            bits: vec![0; bits / 64],
+            mask: bits as u64 - 1,
+        }
+    }
+
+    fn positions(&self, tag: u8, key: &[u8]) -> (u64, u64) {
+        use std::hash::BuildHasher;
+        let h = foldhash::fast::FixedState::with_seed(0x6c69_6e6b_6564_6765).hash_one((tag, key));
+        (h & self.mask, (h >> 32 | h << 32) & self.mask)
+    }
+
+    fn add(&mut self, tag: u8, key: &[u8]) {
+        let (a, b) = self.positions(tag, key);
+        self.bits[(a / 64) as usize] |= 1 << (a % 64);
+        self.bits[(b / 64) as usize] |= 1 << (b % 64);
+    }
+
+    fn may(&self, tag: u8, key: &[u8]) -> bool {
+        let (a, b) = self.positions(tag, key);
+        self.bits[(a / 64) as usize] & (1 << (a % 64)) != 0
+            && self.bits[(b / 64) as usize] & (1 << (b % 64)) != 0
+    }
+}
+
+impl Default for Bloom {
+    fn default() -> Bloom {
+        Bloom::with_capacity(0)
+    }
+}
+
+/// The Bloom filter's key kinds.
+const B_URL: u8 = 1;
+const B_PREFIX: u8 = 2;
+const B_HOST: u8 = 3;
+const B_SUB: u8 = 4;
+const B_MESSAGE: u8 = 5;
+const B_WORKSPACE: u8 = 6;
+const B_DOMAIN: u8 = 7;
+const B_PREFIX_HOST: u8 = 8;
+
+fn message_key(workspace: u64, message: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&workspace.to_le_bytes());
+    k[8..].copy_from_slice(&message.to_le_bytes());
+    k
+}
+
 /// The rules, indexed for a click's look-ups.
 #[derive(Default)]
 struct Index {
+    bloom: Bloom,
     urls: Map<Box<str>>,
     prefixes: HashMap<Box<str>, Prefixes, foldhash::fast::RandomState>,
     hosts: Map<Box<str>>,
     subdomains: Map<Box<str>>,
+    /// How many subdomain rules have each number of labels (index: labels): a click looks up
+    /// only the suffixes of its host with a number of labels some rule has.
+    subdomain_depths: Vec<usize>,
     messages: Map<(u64, u64)>,
     workspaces: Map<u64>,
     domains: Map<Box<str>>,
@@ -395,6 +459,23 @@ impl Index {
     fn insert(&mut self, rule: Rule) {
         self.remove(&rule.id);
         let r = Arc::new(rule);
+        let (tag, key): (u8, Vec<u8>) = match &r.target {
+            Target::Url { url } => (B_URL, url.as_bytes().to_vec()),
+            Target::Prefix { prefix } => (B_PREFIX, prefix.as_bytes().to_vec()),
+            Target::Host { host } => (B_HOST, host.as_bytes().to_vec()),
+            Target::Subdomains { host } => (B_SUB, host.as_bytes().to_vec()),
+            Target::Message { workspace, message } => {
+                (B_MESSAGE, message_key(*workspace, *message).to_vec())
+            }
+            Target::Workspace { workspace } => (B_WORKSPACE, workspace.to_le_bytes().to_vec()),
+            Target::Domain { domain } => (B_DOMAIN, domain.as_bytes().to_vec()),
+        };
+        self.bloom.add(tag, &key);
+        if let Target::Prefix { prefix } = &r.target
+            && let Some(h) = dest_host(prefix)
+        {
+            self.bloom.add(B_PREFIX_HOST, h.as_bytes());
+        }
         match &r.target {
             Target::Url { url } => push(&mut self.urls, url.as_str().into(), &r),
             Target::Prefix { prefix } => {
@@ -408,7 +489,14 @@ impl Index {
                 }
             }
             Target::Host { host } => push(&mut self.hosts, host.as_str().into(), &r),
-            Target::Subdomains { host } => push(&mut self.subdomains, host.as_str().into(), &r),
+            Target::Subdomains { host } => {
+                push(&mut self.subdomains, host.as_str().into(), &r);
+                let depth = host.split('.').count();
+                if self.subdomain_depths.len() <= depth {
+                    self.subdomain_depths.resize(depth + 1, 0);
+                }
+                self.subdomain_depths[depth] += 1;
+            }
             Target::Message { workspace, message } => {
                 push(&mut self.messages, (*workspace, *message), &r)
             }
@@ -440,7 +528,13 @@ impl Index {
                 }
             }
             Target::Host { host } => pull(&mut self.hosts, &host.as_str().into(), id),
-            Target::Subdomains { host } => pull(&mut self.subdomains, &host.as_str().into(), id),
+            Target::Subdomains { host } => {
+                pull(&mut self.subdomains, &host.as_str().into(), id);
+                let depth = host.split('.').count();
+                if let Some(n) = self.subdomain_depths.get_mut(depth) {
+                    *n = n.saturating_sub(1);
+                }
+            }
             Target::Message { workspace, message } => {
                 pull(&mut self.messages, &(*workspace, *message), id)
             }
@@ -512,9 +606,16 @@ impl BlockList {
         let now = &mut now;
         let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
         let mut best = None;
-        consider(&mut best, ix.domains.get(domain), now);
-        consider(&mut best, ix.workspaces.get(&workspace), now);
-        consider(&mut best, ix.messages.get(&(workspace, message)), now);
+        let bloom = &ix.bloom;
+        if bloom.may(B_DOMAIN, domain.as_bytes()) {
+            consider(&mut best, ix.domains.get(domain), now);
+        }
+        if bloom.may(B_WORKSPACE, &workspace.to_le_bytes()) {
+            consider(&mut best, ix.workspaces.get(&workspace), now);
+        }
+        if bloom.may(B_MESSAGE, &message_key(workspace, message)) {
+            consider(&mut best, ix.messages.get(&(workspace, message)), now);
+        }
         if ix.urls.is_empty()
             && ix.prefixes.is_empty()
             && ix.hosts.is_empty()
@@ -525,25 +626,44 @@ impl BlockList {
         let Some((host, normal)) = canonical_url(url) else {
             return best;
         };
-        consider(&mut best, ix.hosts.get(&*host), now);
+        if bloom.may(B_HOST, host.as_bytes()) {
+            consider(&mut best, ix.hosts.get(&*host), now);
+        }
         if !ix.subdomains.is_empty() {
-            // The host and each parent: one look-up per label (a host is at most 253 bytes).
+            // The host and each parent with as many labels as some rule has (a host is at most
+            // 253 bytes): usually one or two look-ups.
             let mut h: &str = &host;
+            let mut labels = host.split('.').count();
             loop {
-                consider(&mut best, ix.subdomains.get(h), now);
+                if ix.subdomain_depths.get(labels).is_some_and(|n| *n > 0)
+                    && bloom.may(B_SUB, h.as_bytes())
+                {
+                    consider(&mut best, ix.subdomains.get(h), now);
+                }
                 match h.split_once('.') {
-                    Some((_, parent)) if !parent.is_empty() => h = parent,
+                    Some((_, parent)) if !parent.is_empty() => {
+                        h = parent;
+                        labels -= 1;
+                    }
                     _ => break,
                 }
             }
         }
-        consider(&mut best, ix.urls.get(&*normal), now);
-        if let Some(p) = ix.prefixes.get(&*host) {
+        if !ix.urls.is_empty() && bloom.may(B_URL, normal.as_bytes()) {
+            consider(&mut best, ix.urls.get(&*normal), now);
+        }
+        if let Some(p) = bloom
+            .may(B_PREFIX_HOST, host.as_bytes())
+            .then(|| ix.prefixes.get(&*host))
+            .flatten()
+        {
             for &len in &p.lens {
                 if len > normal.len() {
                     break;
                 }
-                if let Some(head) = normal.get(..len) {
+                if let Some(head) = normal.get(..len)
+                    && bloom.may(B_PREFIX, head.as_bytes())
+                {
                     consider(&mut best, p.rules.get(head), now);
                 }
             }
@@ -561,7 +681,10 @@ impl BlockList {
 
     /// Replaces every rule.
     pub fn replace(&self, rules: Vec<Rule>) {
-        let mut fresh = Index::default();
+        let mut fresh = Index {
+            bloom: Bloom::with_capacity(rules.len()),
+            ..Index::default()
+        };
         for r in rules {
             fresh.insert(r);
         }

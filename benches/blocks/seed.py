@@ -39,7 +39,7 @@ def rule(i):
 def main():
     port, n = int(sys.argv[1]), int(sys.argv[2])
     prefix = sys.argv[3] if len(sys.argv) > 3 else "linkedge:"
-    key = f"{prefix}blocks"
+    key = f"{prefix}{{blocks}}"
     p = subprocess.Popen(["redis-cli", "-p", str(port), "--pipe"], stdin=subprocess.PIPE,
                          stdout=subprocess.DEVNULL)
     batch = []
