@@ -386,7 +386,7 @@ impl Bloom {
     fn positions(&self, tag: u8, key: &[u8]) -> (u64, u64) {
         use std::hash::BuildHasher;
         let h = foldhash::fast::FixedState::with_seed(0x6c69_6e6b_6564_6765).hash_one((tag, key));
-        (h & self.mask, (h >> 32 | h << 32) & self.mask)
+        (h & self.mask, h.rotate_left(32) & self.mask)
     }
 
     fn add(&mut self, tag: u8, key: &[u8]) {
