@@ -192,39 +192,45 @@ fn canonical_host(host: &str) -> Option<std::borrow::Cow<'_, str>> {
 /// already so written, as minted links almost always are.
 fn canonical_url(url: &str) -> Option<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
     use std::borrow::Cow;
-    let (scheme, rest) = url.split_at(url.find("://")?);
-    let rest = &rest[3..];
-    let https = scheme.eq_ignore_ascii_case("https");
-    if !https && !scheme.eq_ignore_ascii_case("http") {
+    // Byte searches only (memchr): this runs on every click while rules exist.
+    let b = url.as_bytes();
+    let (https, after) = if b.len() >= 8 && b[..8].eq_ignore_ascii_case(b"https://") {
+        (true, 8)
+    } else if b.len() >= 7 && b[..7].eq_ignore_ascii_case(b"http://") {
+        (false, 7)
+    } else {
         return None;
-    }
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let tail = &tail[..tail.find('#').unwrap_or(tail.len())];
-    let userinfo = authority.contains('@');
-    let hostport = authority.rsplit('@').next().unwrap_or("");
+    };
+    let end = memchr::memchr3(b'/', b'?', b'#', &b[after..]).map_or(b.len(), |i| after + i);
+    let frag = memchr::memchr(b'#', &b[end..]).map_or(b.len(), |i| end + i);
+    let authority = &url[after..end];
+    let tail = &url[end..frag];
+    let userinfo = memchr::memrchr(b'@', authority.as_bytes());
+    let hostport = userinfo.map_or(authority, |i| &authority[i + 1..]);
     let (host, port) = if hostport.starts_with('[') {
-        let close = hostport.find(']')? + 1;
+        let close = memchr::memchr(b']', hostport.as_bytes())? + 1;
         (&hostport[..close], hostport[close..].strip_prefix(':'))
     } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
+        match memchr::memrchr(b':', hostport.as_bytes()) {
+            Some(i) => (&hostport[..i], Some(&hostport[i + 1..])),
             None => (hostport, None),
         }
     };
     let host = canonical_host(host)?;
     let port = port.filter(|p| !p.is_empty() && *p != if https { "443" } else { "80" });
-    let scheme_lc = if https { "https" } else { "http" };
-    let same = scheme == scheme_lc
-        && !userinfo
+    let scheme_lc = if https { "https://" } else { "http://" };
+    let same = b[..after] == *scheme_lc.as_bytes()
+        && userinfo.is_none()
         && matches!(&host, Cow::Borrowed(h) if authority.len() == h.len() + port.map_or(0, |p| p.len() + 1))
         && !tail.is_empty()
         && !tail.starts_with('?')
-        && tail.len() == rest.len() - end;
+        && frag == b.len();
     if same {
         return Some((host, Cow::Borrowed(url)));
     }
-    let mut out = format!("{scheme_lc}://{host}");
+    let mut out = String::with_capacity(url.len() + 1);
+    out.push_str(scheme_lc);
+    out.push_str(&host);
     if let Some(p) = port {
         out.push(':');
         out.push_str(p);
@@ -633,16 +639,16 @@ impl BlockList {
             // The host and each parent with as many labels as some rule has (a host is at most
             // 253 bytes): usually one or two look-ups.
             let mut h: &str = &host;
-            let mut labels = host.split('.').count();
+            let mut labels = memchr::memchr_iter(b'.', host.as_bytes()).count() + 1;
             loop {
                 if ix.subdomain_depths.get(labels).is_some_and(|n| *n > 0)
                     && bloom.may(B_SUB, h.as_bytes())
                 {
                     consider(&mut best, ix.subdomains.get(h), now);
                 }
-                match h.split_once('.') {
-                    Some((_, parent)) if !parent.is_empty() => {
-                        h = parent;
+                match memchr::memchr(b'.', h.as_bytes()) {
+                    Some(i) if i + 1 < h.len() => {
+                        h = &h[i + 1..];
                         labels -= 1;
                     }
                     _ => break,

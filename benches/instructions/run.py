@@ -147,7 +147,8 @@ server: {{ threads: 1, pid_file: {work}/pid, upgrade_sock: {work}/upgrade.sock, 
                                  capture_output=True, text=True, check=True).stdout.strip()
             path = "/c/" + url.rsplit("/c/", 1)[1]
         requests(http_port, path, 2000)
-        time.sleep(1)
+        # SETTLE_S: seconds before counting (a large block list loads slowly under valgrind).
+        time.sleep(float(os.environ.get("SETTLE_S", "1")))
         subprocess.run(["callgrind_control", "-z", str(vg.pid)], capture_output=True, check=True)
         requests(http_port, path, n)
         time.sleep(1)  # the writer's last batch
