@@ -356,16 +356,7 @@ impl Keyring {
     /// leading byte), for a short-lived value the edge hands out and checks back, such as a
     /// warning page's continue link. URL-safe base64, 22 characters.
     pub fn seal(&self, parts: &[&[u8]]) -> String {
-        let key = self
-            .key(self.mint_id)
-            .expect("the mint key is in the keyring");
-        let mut m = key.clone();
-        m.update(&[TAG_SEAL]);
-        for p in parts {
-            m.update(&(p.len() as u32).to_le_bytes());
-            m.update(p);
-        }
-        URL_SAFE_NO_PAD.encode(&m.finalize().into_bytes()[..MAC_LEN])
+        URL_SAFE_NO_PAD.encode(&self.seal_mac(parts).finalize().into_bytes()[..MAC_LEN])
     }
 
     /// Whether `tag` is [`Keyring::seal`]'s for `parts` (compared in constant time).
@@ -374,6 +365,14 @@ impl Keyring {
         let Ok(MAC_LEN) = URL_SAFE_NO_PAD.decode_slice(tag.as_bytes(), &mut raw) else {
             return false;
         };
+        self.seal_mac(parts)
+            .verify_truncated_left(&raw[..MAC_LEN])
+            .is_ok()
+    }
+
+    /// The minting key's MAC over [`Keyring::seal`]'s input: its tag byte, then each part with
+    /// its length.
+    fn seal_mac(&self, parts: &[&[u8]]) -> HmacSha256 {
         let key = self
             .key(self.mint_id)
             .expect("the mint key is in the keyring");
@@ -383,7 +382,7 @@ impl Keyring {
             m.update(&(p.len() as u32).to_le_bytes());
             m.update(p);
         }
-        m.verify_truncated_left(&raw[..MAC_LEN]).is_ok()
+        m
     }
 
     /// Decodes and verifies `token` for the Host the request arrived on (normalised).
