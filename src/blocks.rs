@@ -147,25 +147,156 @@ fn invalid(why: impl Into<String>) -> BlockError {
     BlockError::Invalid(why.into())
 }
 
-/// `host` as matching compares it: lowercase ASCII, no trailing dot; a percent-encoded or
-/// internationalised name decoded and converted to punycode as a browser would. Borrowed (no
-/// work beyond one scan) for the usual lowercase ASCII name. `None` when it is not a host.
+/// True when `host` (lowercase ASCII letters, digits, `.`, `-`, `_`) is one the URL standard
+/// would read as an IPv4 address: its last label is a number (decimal, octal or hex).
+fn ends_in_number(host: &str) -> bool {
+    let last = host.rsplit('.').next().unwrap_or("");
+    last.bytes().all(|b| b.is_ascii_digit())
+        || (last.starts_with("0x") && last[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// True when `host` is an IPv4 address written as the URL standard writes it: four decimal
+/// numbers up to 255, no leading zeros.
+fn dotted_quad(host: &str) -> bool {
+    let mut parts = 0;
+    for p in host.split('.') {
+        parts += 1;
+        if p.is_empty()
+            || p.len() > 3
+            || (p.len() > 1 && p.starts_with('0'))
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || p.parse::<u16>().map_or(true, |v| v > 255)
+        {
+            return false;
+        }
+    }
+    parts == 4
+}
+
+/// A host as the URL standard parses it (what a browser connects to), without a trailing
+/// dot; IPv6 in brackets.
+fn parsed_host(url: &url::Url) -> Option<String> {
+    Some(match url.host()? {
+        // An empty label (`a..b`, `a..`) is no name DNS resolves.
+        url::Host::Domain(d) => {
+            let d = d.strip_suffix('.').unwrap_or(d);
+            if d.split('.').any(str::is_empty) {
+                return None;
+            }
+            d.to_string()
+        }
+        url::Host::Ipv4(a) => a.to_string(),
+        url::Host::Ipv6(a) => format!("[{a}]"),
+    })
+    .filter(|h| !h.is_empty())
+}
+
+/// `host` as matching compares it: what a browser would connect to (the URL standard's host
+/// parser: lowercase, percent-decoded, internationalised names in punycode, IPv4 written any
+/// way as four decimal numbers, IPv6 compressed), without a trailing dot. Borrowed (one scan)
+/// for the usual lowercase ASCII name. `None` when it is not a host.
 fn canonical_host(host: &str) -> Option<std::borrow::Cow<'_, str>> {
     use std::borrow::Cow;
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.is_empty() || host.len() > 253 {
+    if host.is_empty() || host.len() > 254 {
         return None;
     }
-    if host
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
-        || host.starts_with('[')
+    if !host.ends_with('.')
+        && host.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        })
+        && (!ends_in_number(host) || dotted_quad(host))
     {
         return Some(Cow::Borrowed(host));
     }
-    let mut bytes = Vec::with_capacity(host.len());
-    let b = host.as_bytes();
+    if host.contains(['/', '?', '#', '@', '\\']) {
+        return None;
+    }
+    let parsed = url::Url::parse(&format!("http://{host}/")).ok()?;
+    parsed_host(&parsed)
+        .filter(|h| h.len() <= 253)
+        .map(Cow::Owned)
+}
+
+/// Whether `b` may stand as it is in a canonical path (`query` false) or query: printable
+/// ASCII the URL standard's serialisation leaves alone there, and not `%` (see
+/// [`canonical_tail`]) or, in a path, `\\` (read as `/`).
+const fn plain(b: u8, query: bool) -> bool {
+    b > 0x20
+        && b < 0x7f
+        && !matches!(b, b'"' | b'#' | b'<' | b'>' | b'%')
+        && if query {
+            b != b'\''
+        } else {
+            !matches!(b, b'`' | b'{' | b'}' | b'\\')
+        }
+}
+
+/// [`plain`] as tables: path, query.
+static PLAIN: [[bool; 256]; 2] = {
+    let mut t = [[false; 256]; 2];
     let mut i = 0;
+    while i < 256 {
+        t[0][i] = plain(i as u8, false);
+        t[1][i] = plain(i as u8, true);
+        i += 1;
+    }
+    t
+};
+
+/// Whether the byte `%XX` stands for is one URLs need not encode (RFC 3986's unreserved).
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// True when `tail` (path and query, no fragment) is already canonical: only [`plain`] bytes,
+/// `%XX` escapes with upper-case digits of bytes that need them, and no dot segment in the
+/// path.
+fn canonical_tail(tail: &[u8]) -> bool {
+    let mut part = 0; // 0: the path, 1: the query
+    let mut i = 0;
+    while i < tail.len() {
+        let b = tail[i];
+        if part == 0 && b == b'?' {
+            part = 1;
+            i += 1;
+        } else if PLAIN[part][b as usize] {
+            if part == 0 && b == b'/' {
+                // A `.` or `..` segment.
+                let seg = &tail[i + 1..];
+                let dots = seg.iter().take_while(|&&c| c == b'.').count();
+                if (dots == 1 || dots == 2) && matches!(seg.get(dots), None | Some(b'/' | b'?')) {
+                    return false;
+                }
+            }
+            i += 1;
+        } else if b == b'%' {
+            match tail.get(i + 1..i + 3) {
+                Some(&[h, l]) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                    let upper = |d: u8| !d.is_ascii_lowercase();
+                    let v = (h as char).to_digit(16).unwrap_or(0) * 16
+                        + (l as char).to_digit(16).unwrap_or(0);
+                    if !upper(h) || !upper(l) || unreserved(v as u8) {
+                        return false;
+                    }
+                    i += 3;
+                }
+                // A `%` that starts no escape: canonical as `%25`.
+                _ => return false,
+            }
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// `s` with each `%XX` of an unreserved byte decoded, every other escape's digits in upper
+/// case, and a `%` that starts no escape as `%25`: the same resource to any server, written
+/// one way.
+fn normalize_escapes(s: &str, out: &mut String) {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut plain_from = 0;
     while i < b.len() {
         if b[i] == b'%'
             && let Some(v) = b
@@ -173,73 +304,98 @@ fn canonical_host(host: &str) -> Option<std::borrow::Cow<'_, str>> {
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
-            bytes.push(v);
+            out.push_str(&s[plain_from..i]);
+            if unreserved(v) {
+                out.push(v as char);
+            } else {
+                out.push('%');
+                out.push_str(&s[i + 1..i + 3].to_ascii_uppercase());
+            }
             i += 3;
+            plain_from = i;
+        } else if b[i] == b'%' {
+            // A `%` that starts no escape stands for itself: written as its escape, so that
+            // what follows cannot form one once decoded.
+            out.push_str(&s[plain_from..i]);
+            out.push_str("%25");
+            i += 1;
+            plain_from = i;
         } else {
-            bytes.push(b[i]);
             i += 1;
         }
     }
-    let decoded = String::from_utf8(bytes).ok()?;
-    let ascii = idna::domain_to_ascii(&decoded).ok()?;
-    let ascii = ascii.strip_suffix('.').map(str::to_owned).unwrap_or(ascii);
-    (!ascii.is_empty()).then_some(Cow::Owned(ascii))
+    out.push_str(&s[plain_from..]);
 }
 
-/// A destination split as matching compares it: its canonical host, and the rest as
-/// `scheme://host[:port]/path?query` (scheme and host lowercased, user info, a default port,
-/// a trailing dot and the fragment dropped, an empty path as `/`). Borrowed when the URL is
-/// already so written, as minted links almost always are.
+/// A destination split as matching compares it: its canonical host ([`canonical_host`]),
+/// and the URL as a browser would request it (the URL standard's serialisation: scheme and
+/// host lowercased, user info, a default port, a trailing dot and the fragment dropped, an
+/// empty path as `/`, dot segments resolved, characters a browser escapes escaped), with
+/// escapes of unreserved characters decoded and the rest in upper case. Borrowed, after one
+/// scan, when the URL is already so written, as minted links almost always are.
 fn canonical_url(url: &str) -> Option<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
     use std::borrow::Cow;
     // Byte searches only (memchr): this runs on every click while rules exist.
     let b = url.as_bytes();
-    let (https, after) = if b.len() >= 8 && b[..8].eq_ignore_ascii_case(b"https://") {
-        (true, 8)
-    } else if b.len() >= 7 && b[..7].eq_ignore_ascii_case(b"http://") {
-        (false, 7)
+    let after = if b.starts_with(b"https://") {
+        8
+    } else if b.starts_with(b"http://") {
+        7
     } else {
-        return None;
+        return canonical_url_parsed(url);
     };
     let end = memchr::memchr3(b'/', b'?', b'#', &b[after..]).map_or(b.len(), |i| after + i);
-    let frag = memchr::memchr(b'#', &b[end..]).map_or(b.len(), |i| end + i);
     let authority = &url[after..end];
-    let tail = &url[end..frag];
-    let userinfo = memchr::memrchr(b'@', authority.as_bytes());
-    let hostport = userinfo.map_or(authority, |i| &authority[i + 1..]);
-    let (host, port) = if hostport.starts_with('[') {
-        let close = memchr::memchr(b']', hostport.as_bytes())? + 1;
-        (&hostport[..close], hostport[close..].strip_prefix(':'))
-    } else {
-        match memchr::memrchr(b':', hostport.as_bytes()) {
-            Some(i) => (&hostport[..i], Some(&hostport[i + 1..])),
-            None => (hostport, None),
-        }
+    let (host, port) = match memchr::memrchr(b':', authority.as_bytes()) {
+        Some(i) => (&authority[..i], Some(&authority[i + 1..])),
+        None => (authority, None),
     };
-    let host = canonical_host(host)?;
-    let port = port.filter(|p| !p.is_empty() && *p != if https { "443" } else { "80" });
-    let scheme_lc = if https { "https://" } else { "http://" };
-    let same = b[..after] == *scheme_lc.as_bytes()
-        && userinfo.is_none()
-        && matches!(&host, Cow::Borrowed(h) if authority.len() == h.len() + port.map_or(0, |p| p.len() + 1))
-        && !tail.is_empty()
-        && !tail.starts_with('?')
-        && frag == b.len();
-    if same {
-        return Some((host, Cow::Borrowed(url)));
+    let default = if after == 8 { "443" } else { "80" };
+    let fast = b.get(end) == Some(&b'/')
+        && memchr::memchr(b'#', &b[end..]).is_none()
+        && port.is_none_or(|p| {
+            !p.is_empty()
+                && p != default
+                && (!p.starts_with('0') || p == "0")
+                && p.len() <= 5
+                && p.bytes().all(|d| d.is_ascii_digit())
+                && p.parse::<u16>().is_ok()
+        })
+        && canonical_tail(&b[end..]);
+    if fast
+        && let Some(Cow::Borrowed(h)) = canonical_host(host)
+        && h.len() == host.len()
+    {
+        return Some((Cow::Borrowed(h), Cow::Borrowed(url)));
     }
-    let mut out = String::with_capacity(url.len() + 1);
-    out.push_str(scheme_lc);
+    canonical_url_parsed(url)
+}
+
+/// [`canonical_url`] by the URL standard's parser: URLs not already canonical.
+fn canonical_url_parsed(
+    url: &str,
+) -> Option<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
+    use std::borrow::Cow;
+    let parsed = url::Url::parse(url).ok()?;
+    let scheme = parsed.scheme();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let host = parsed_host(&parsed)?;
+    let mut out = String::with_capacity(url.len() + 8);
+    out.push_str(scheme);
+    out.push_str("://");
     out.push_str(&host);
-    if let Some(p) = port {
+    if let Some(p) = parsed.port() {
         out.push(':');
-        out.push_str(p);
+        out.push_str(&p.to_string());
     }
-    if tail.is_empty() || tail.starts_with('?') {
-        out.push('/');
+    normalize_escapes(parsed.path(), &mut out);
+    if let Some(q) = parsed.query() {
+        out.push('?');
+        normalize_escapes(q, &mut out);
     }
-    out.push_str(tail);
-    Some((host, Cow::Owned(out)))
+    Some((Cow::Owned(host), Cow::Owned(out)))
 }
 
 /// `url`'s canonical form ([`canonical_url`]), owned; `None` when it is not `http(s)://` with
@@ -371,40 +527,41 @@ struct Prefixes {
     rules: Map<Box<str>>,
 }
 
-/// A Bloom filter over every key the rules are indexed by, two bits per key: small enough to
-/// stay in cache (16 bits per rule), so a click that matches nothing is answered without
-/// touching the large maps, whose look-ups would each miss the cache. Never a false "no":
-/// removals leave their bits until the next full load rebuilds it.
+/// A Bloom filter over every key the rules are indexed by, two bits per key in one 64-bit word
+/// (one cache line per look-up): small enough to stay in cache (16 bits per rule), so a click
+/// that matches nothing is answered without touching the large maps, whose look-ups would each
+/// miss the cache. Never a false "no": removals leave their bits until the next full load
+/// rebuilds it.
 struct Bloom {
-    bits: Vec<u64>,
+    words: Vec<u64>,
     mask: u64,
 }
 
 impl Bloom {
     fn with_capacity(keys: usize) -> Bloom {
-        let bits = (keys.max(1024) * 16).next_power_of_two();
+        let words = (keys.max(1024) * 16 / 64).next_power_of_two();
         Bloom {
-            bits: vec![0; bits / 64],
-            mask: bits as u64 - 1,
+            words: vec![0; words],
+            mask: words as u64 - 1,
         }
     }
 
-    fn positions(&self, tag: u8, key: &[u8]) -> (u64, u64) {
+    /// The word `key` falls in, and its two bits there.
+    fn slot(&self, tag: u8, key: &[u8]) -> (usize, u64) {
         use std::hash::BuildHasher;
         let h = foldhash::fast::FixedState::with_seed(0x6c69_6e6b_6564_6765).hash_one((tag, key));
-        (h & self.mask, h.rotate_left(32) & self.mask)
+        let bits = (1u64 << (h >> 58)) | (1u64 << ((h >> 52) & 63));
+        ((h & self.mask) as usize, bits)
     }
 
     fn add(&mut self, tag: u8, key: &[u8]) {
-        let (a, b) = self.positions(tag, key);
-        self.bits[(a / 64) as usize] |= 1 << (a % 64);
-        self.bits[(b / 64) as usize] |= 1 << (b % 64);
+        let (w, bits) = self.slot(tag, key);
+        self.words[w] |= bits;
     }
 
     fn may(&self, tag: u8, key: &[u8]) -> bool {
-        let (a, b) = self.positions(tag, key);
-        self.bits[(a / 64) as usize] & (1 << (a % 64)) != 0
-            && self.bits[(b / 64) as usize] & (1 << (b % 64)) != 0
+        let (w, bits) = self.slot(tag, key);
+        self.words[w] & bits == bits
     }
 }
 
@@ -462,8 +619,24 @@ fn pull<K: std::hash::Hash + Eq>(m: &mut Map<K>, k: &K, id: &str) {
 }
 
 impl Index {
-    fn insert(&mut self, rule: Rule) {
+    fn insert(&mut self, mut rule: Rule) {
         self.remove(&rule.id);
+        // Indexed by the canonical form of this build, whatever the build that stored it did.
+        rule.target = match rule.target {
+            Target::Url { url } => Target::Url {
+                url: normal_url(&url).unwrap_or(url),
+            },
+            Target::Prefix { prefix } => Target::Prefix {
+                prefix: normal_url(&prefix).unwrap_or(prefix),
+            },
+            Target::Host { host } => Target::Host {
+                host: canonical_host(&host).map_or(host.clone(), |h| h.into_owned()),
+            },
+            Target::Subdomains { host } => Target::Subdomains {
+                host: canonical_host(&host).map_or(host.clone(), |h| h.into_owned()),
+            },
+            t => t,
+        };
         let r = Arc::new(rule);
         let (tag, key): (u8, Vec<u8>) = match &r.target {
             Target::Url { url } => (B_URL, url.as_bytes().to_vec()),
@@ -613,13 +786,14 @@ impl BlockList {
         let ix = self.index.read().unwrap_or_else(|p| p.into_inner());
         let mut best = None;
         let bloom = &ix.bloom;
-        if bloom.may(B_DOMAIN, domain.as_bytes()) {
+        // Each kind's maps only when some rule of that kind exists.
+        if !ix.domains.is_empty() && bloom.may(B_DOMAIN, domain.as_bytes()) {
             consider(&mut best, ix.domains.get(domain), now);
         }
-        if bloom.may(B_WORKSPACE, &workspace.to_le_bytes()) {
+        if !ix.workspaces.is_empty() && bloom.may(B_WORKSPACE, &workspace.to_le_bytes()) {
             consider(&mut best, ix.workspaces.get(&workspace), now);
         }
-        if bloom.may(B_MESSAGE, &message_key(workspace, message)) {
+        if !ix.messages.is_empty() && bloom.may(B_MESSAGE, &message_key(workspace, message)) {
             consider(&mut best, ix.messages.get(&(workspace, message)), now);
         }
         if ix.urls.is_empty()
@@ -632,7 +806,7 @@ impl BlockList {
         let Some((host, normal)) = canonical_url(url) else {
             return best;
         };
-        if bloom.may(B_HOST, host.as_bytes()) {
+        if !ix.hosts.is_empty() && bloom.may(B_HOST, host.as_bytes()) {
             consider(&mut best, ix.hosts.get(&*host), now);
         }
         if !ix.subdomains.is_empty() {
@@ -658,8 +832,7 @@ impl BlockList {
         if !ix.urls.is_empty() && bloom.may(B_URL, normal.as_bytes()) {
             consider(&mut best, ix.urls.get(&*normal), now);
         }
-        if let Some(p) = bloom
-            .may(B_PREFIX_HOST, host.as_bytes())
+        if let Some(p) = (!ix.prefixes.is_empty() && bloom.may(B_PREFIX_HOST, host.as_bytes()))
             .then(|| ix.prefixes.get(&*host))
             .flatten()
         {
@@ -792,6 +965,7 @@ impl Blocks {
             Some(j) => pipe.hset(keys.blocks(), id, j).ignore(),
             None => pipe.hdel(keys.blocks(), id).ignore(),
         };
+        pipe.incr(keys.blocks_version(), 1).ignore();
         pipe.publish(keys.blocks_channel(), id).ignore();
         pipe.cmd("XADD")
             .arg(keys.blocks_audit())
@@ -859,12 +1033,36 @@ async fn load_all(db: &Db) -> redis::RedisResult<Vec<Rule>> {
 pub struct BlockFollower {
     list: Arc<BlockList>,
     db: Db,
+    /// The version counter (`Keys::blocks_version`) read before the last full load; `-1`
+    /// before the first.
+    loaded_version: std::sync::atomic::AtomicI64,
+    /// Re-syncs skipped since the last full load because the version had not moved.
+    skipped: AtomicUsize,
 }
+
+/// A full load at least every this many re-syncs, even when the version has not moved: heals
+/// a change written to Redis by hand, without raising the version.
+const FULL_LOAD_EVERY: usize = 10;
 
 impl BlockFollower {
     /// The rules in `db`, into `list`.
     pub fn new(list: Arc<BlockList>, db: Db) -> BlockFollower {
-        BlockFollower { list, db }
+        BlockFollower {
+            list,
+            db,
+            loaded_version: std::sync::atomic::AtomicI64::new(-1),
+            skipped: AtomicUsize::new(0),
+        }
+    }
+
+    async fn version(&self) -> redis::RedisResult<i64> {
+        let v: Option<i64> = self
+            .db
+            .conn()
+            .await?
+            .get(self.db.keys().blocks_version())
+            .await?;
+        Ok(v.unwrap_or(0))
     }
 }
 
@@ -880,15 +1078,31 @@ impl Followed for BlockFollower {
 
     async fn load(&self) -> redis::RedisResult<usize> {
         let started = std::time::Instant::now();
+        // Read before the rules: a change during the load moves it past what is recorded, so
+        // the next re-sync loads again.
+        let version = self.version().await?;
         let all = load_all(&self.db).await?;
         let n = all.len();
         self.list.replace(all);
+        self.loaded_version.store(version, Ordering::Relaxed);
+        self.skipped.store(0, Ordering::Relaxed);
+        crate::metrics::BLOCKS_SYNCED.set(crate::time::unix_s());
         tracing::info!(
             rules = n,
             seconds = started.elapsed().as_secs_f64(),
             "block list loaded"
         );
         Ok(n)
+    }
+
+    async fn resync(&self) -> redis::RedisResult<()> {
+        if self.version().await? == self.loaded_version.load(Ordering::Relaxed)
+            && self.skipped.fetch_add(1, Ordering::Relaxed) + 1 < FULL_LOAD_EVERY
+        {
+            crate::metrics::BLOCKS_SYNCED.set(crate::time::unix_s());
+            return Ok(());
+        }
+        self.load().await.map(|_| ())
     }
 
     async fn changed(&self, _channel: &str, id: &str) -> redis::RedisResult<()> {
@@ -1123,6 +1337,99 @@ mod tests {
             hit("https://files.example/other/x"),
             Some(same_len.id.clone())
         );
+    }
+
+    #[test]
+    fn a_url_a_browser_reads_the_same_way_matches() {
+        let list = BlockList::new();
+        let url = rule(
+            Target::Url {
+                url: "https://bad.example/login?next=a%2Fb".into(),
+            },
+            Action::Block,
+        );
+        let quoted = rule(
+            Target::Url {
+                url: "https://bad.example/a\"b".into(),
+            },
+            Action::Block,
+        );
+        let ip = rule(
+            Target::Host {
+                host: "1.2.3.4".into(),
+            },
+            Action::Block,
+        );
+        let v6 = rule(
+            Target::Host {
+                host: "[2001:db8:0:0::1]".into(),
+            },
+            Action::Block,
+        );
+        list.replace(vec![url.clone(), quoted.clone(), ip.clone(), v6.clone()]);
+        let hit = |u: &str| list.check("l.example.com", 1, 2, u).map(|r| r.id.clone());
+        for u in [
+            "https://bad.example/login?next=a%2Fb",
+            "HTTPS://bad.example/login?next=a%2fb",
+            "https://bad.example/x/../login?next=a%2Fb",
+            "https://bad.example/./login?next=a%2Fb",
+            "https://bad.example/x/%2e%2E/login?next=a%2Fb",
+            "https://bad.example/%6Cogin?next=a%2Fb",
+            "https://bad.example/%6cogin?next=%61%2Fb",
+            "https://bad.example\\login?next=a%2Fb",
+        ] {
+            assert_eq!(hit(u), Some(url.id.clone()), "{u}");
+        }
+        assert_eq!(
+            hit("https://bad.example/login?next=a/b"),
+            None,
+            "%2F is not /"
+        );
+        assert_eq!(hit("https://bad.example/a%22b"), Some(quoted.id.clone()));
+        // IPv4 written as the URL standard reads it: one number, hex, octal, fewer parts.
+        for u in [
+            "http://1.2.3.4/",
+            "http://16909060/x",
+            "http://0x01020304/",
+            "http://01.2.3.4/",
+            "http://1.2.0x3.4/",
+            "http://1.2.772/",
+            "http://1.2.3.4./",
+        ] {
+            assert_eq!(hit(u), Some(ip.id.clone()), "{u}");
+        }
+        assert_eq!(hit("http://1.2.3.5/"), None);
+        assert_eq!(hit("http://[2001:db8::1]/"), Some(v6.id.clone()));
+        assert_eq!(hit("http://[2001:DB8:0::1]:80/"), Some(v6.id.clone()));
+    }
+
+    proptest::proptest! {
+        /// The borrowed fast path gives exactly what the URL standard's parser gives, and the
+        /// canonical form is its own canonical form.
+        #[test]
+        fn the_fast_canonical_form_is_the_parsed_one(
+            scheme in proptest::sample::select(vec!["http://", "https://", "HTTP://"]),
+            host in "(([a-z0-9_-]{1,6}|0x[0-9a-f]{1,3}|[0-9]{1,4})\\.){0,3}([a-z0-9-]{1,6}|[0-9]{1,4}|0x[0-9a-f]{1,3})\\.?",
+            port in proptest::option::of("(0|[0-9]{1,6})"),
+            tail in "(/|\\?)?([a-zA-Z0-9./?&=%\"'<>^`{}|~_-]|%[0-9a-fA-F]{2}){0,24}",
+        ) {
+            let port = port.map(|p| format!(":{p}")).unwrap_or_default();
+            let u = format!("{scheme}{host}{port}{tail}");
+            let slow = canonical_url_parsed(&u).map(|(h, n)| (h.into_owned(), n.into_owned()));
+            let fast = canonical_url(&u).map(|(h, n)| (h.into_owned(), n.into_owned()));
+            proptest::prop_assert_eq!(&fast, &slow, "{}", u);
+            if let Some((h, n)) = fast {
+                let again = canonical_url(&n).map(|(h, n)| (h.into_owned(), n.into_owned()));
+                proptest::prop_assert_eq!(again, Some((h.clone(), n.clone())), "{}", u);
+                // Taking the fast path itself (for a host of the usual characters).
+                let usual = h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'));
+                proptest::prop_assert!(
+                    !usual || matches!(canonical_url(&n), Some((_, std::borrow::Cow::Borrowed(_)))),
+                    "the canonical form {} takes the fast path", n
+                );
+                proptest::prop_assert_eq!(canonical_host(&h).map(|c| c.into_owned()), Some(h.clone()));
+            }
+        }
     }
 
     #[test]

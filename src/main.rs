@@ -200,6 +200,12 @@ enum CertCommand {
         /// The tracking host.
         host: String,
     },
+    /// Rotate the fleet's TLS session-ticket keys now (every node follows within a second).
+    /// Twice after a suspected leak: every ticket sealed before is then refused.
+    RotateTickets {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -487,6 +493,7 @@ fn main() -> ExitCode {
             } => cert::import(&config.config, host, chain, key),
             CertCommand::Show { config, host } => cert::show(&config.config, host),
             CertCommand::Remove { config, host } => cert::remove(&config.config, host),
+            CertCommand::RotateTickets { config } => cert::rotate_tickets(&config.config),
         },
     };
     match result {

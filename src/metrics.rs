@@ -313,6 +313,9 @@ pub fn init() {
     LazyLock::force(&REGISTRY_CHANGES);
     LazyLock::force(&REGISTRY_LOADS);
     LazyLock::force(&BLOCK_RULES);
+    LazyLock::force(&BLOCKS_SYNCED);
+    LazyLock::force(&TICKET_ROTATIONS);
+    LazyLock::force(&TICKET_KEYS_VERSION);
     for a in ["block", "warn", "continue"] {
         blocked_click(a);
     }
@@ -779,6 +782,36 @@ pub static BLOCK_RULES: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "linkedge_block_rules",
         "Block rules loaded on this node (expired ones included until removed)."
+    )
+    .expect("metric registers")
+});
+
+/// Rotations of the shared session-ticket keys this node made.
+pub static TICKET_ROTATIONS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "linkedge_tls_ticket_rotations_total",
+        "Rotations of the fleet's session-ticket keys made by this node (one node makes each)."
+    )
+    .expect("metric registers")
+});
+
+/// The version of the shared session-ticket keys in use.
+pub static TICKET_KEYS_VERSION: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "linkedge_tls_ticket_keys_version",
+        "Version of the fleet's session-ticket keys this node seals with (0: its own keys, not \
+         shared: resumption works only on this node). Nodes on different versions still open \
+         each other's tickets for one rotation."
+    )
+    .expect("metric registers")
+});
+
+/// When this node last confirmed it holds every block rule.
+pub static BLOCKS_SYNCED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "linkedge_block_list_synced_timestamp_seconds",
+        "Unix time this node last loaded every block rule or confirmed it holds them (0: never, \
+         so no rule applies); alert when it grows old."
     )
     .expect("metric registers")
 });

@@ -125,7 +125,7 @@ pub fn check(settings: &Settings) -> anyhow::Result<()> {
     let state = settings.db("state")?;
     if settings.listen.https.is_some() {
         let (certs, _) = certificates(settings, &state, None)?;
-        Terminator::new(certs)?;
+        Terminator::new(certs, tls::TicketKeys::new(), settings.tls.ticket_rotation)?;
     }
     upstream::build(&settings.regions, &settings.routing, None)?;
     crate::control::verify::connector(&settings.verify)?;
@@ -282,7 +282,31 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
     let mut terminator = None;
     if let Some(addr) = s.listen.https {
         let (certs, invalidator) = certificates(s, &state, Some(mirror.clone()))?;
-        terminator = Some((addr, Terminator::new(certs)?));
+        let tickets = tls::TicketKeys::new();
+        terminator = Some((
+            addr,
+            Terminator::new(certs, tickets.clone(), s.tls.ticket_rotation)?,
+        ));
+        match &s.certs {
+            Some(c) => {
+                let follower = Following::new(
+                    tls::TicketFollower::new(
+                        tickets,
+                        s.db("tickets")?,
+                        c.sealer.clone(),
+                        s.tls.ticket_rotation,
+                    ),
+                    s.db("tickets")?,
+                    tls::tickets::resync_every(s.tls.ticket_rotation),
+                );
+                server.add_service(background_service("session ticket keys", follower));
+            }
+            None => {
+                tracing::info!(
+                    "no certs section: session ticket keys are this node's own (a client resumes only on the node that made its ticket)"
+                );
+            }
+        }
         if let Some(inv) = invalidator {
             server.add_service(background_service("certificate invalidation", inv));
         }

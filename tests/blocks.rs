@@ -377,3 +377,59 @@ async fn expiry_lifts_a_rule_and_bad_input_changes_nothing() {
     let r = c.get(&base).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_announcement_heals_at_a_resync() {
+    let redis = Redis::start();
+    let le = node(&redis);
+    // Every node says when it last confirmed it holds every rule.
+    assert!(eventually(Duration::from_secs(10), || le
+        .metric("linkedge_block_list_synced_timestamp_seconds")
+        > 0.0));
+    let ok_url = "https://shop.example.org/sale";
+    assert_eq!(follow(&le, &path_to(ok_url, 1)).await.0, StatusCode::FOUND);
+    let rule = |id: &str, host: &str| {
+        serde_json::json!({
+            "id": id, "match": "host", "host": host, "action": "block",
+            "reason": "r", "added_by": "test", "created_ms": 1,
+        })
+        .to_string()
+    };
+    let mut conn = redis.conn();
+    // A change whose announcement was lost (written, version raised, nothing published): the
+    // next re-sync (every second here) sees the version move and loads every rule.
+    let () = redis::pipe()
+        .hset("linkedge:{blocks}", "b1", rule("b1", "shop.example.org"))
+        .ignore()
+        .incr("linkedge:{blocks}:version", 1)
+        .ignore()
+        .query(&mut conn)
+        .unwrap();
+    let t = Instant::now();
+    assert!(eventually(Duration::from_secs(5), || le
+        .metric("linkedge_block_rules")
+        == 1.0));
+    println!(
+        "a change without its announcement applied after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(follow(&le, &path_to(ok_url, 2)).await.0, StatusCode::GONE);
+
+    // A rule written by hand, without raising the version: loaded by the periodic full load
+    // (every tenth re-sync), not by the version check.
+    let () = redis::cmd("HSET")
+        .arg("linkedge:{blocks}")
+        .arg("b2")
+        .arg(rule("b2", "other.example.org"))
+        .query(&mut conn)
+        .unwrap();
+    assert!(eventually(Duration::from_secs(15), || le
+        .metric("linkedge_block_rules")
+        == 2.0));
+    assert_eq!(
+        follow(&le, &path_to("https://other.example.org/", 3))
+            .await
+            .0,
+        StatusCode::GONE
+    );
+}

@@ -582,6 +582,17 @@ pub struct Tls {
     pub cert: PathBuf,
     /// Private key of the leaf.
     pub key: PathBuf,
+    /// How often the session-ticket keys change. With `certs`, every node shares them
+    /// through Redis (sealed with `certs.master_keys`), so a client resumes its TLS session on
+    /// any node; the previous key still opens tickets, so a ticket is refused after two
+    /// rotations, and a ticket lives at most one rotation (and 2 hours). Without `certs`, each
+    /// node keeps its own. At least `1s`. Default `12h`.
+    #[serde(default = "default_ticket_rotation", deserialize_with = "de_duration")]
+    pub ticket_rotation: Duration,
+}
+
+fn default_ticket_rotation() -> Duration {
+    Duration::from_secs(12 * 3600)
 }
 
 /// Where linkedge keeps its shared state (events, domains, certificates, ACME state) and how it

@@ -606,6 +606,9 @@ pub fn validate(file: &File) -> Result<(), ConfigError> {
             "expected off, stdout or a file path",
         ));
     }
+    if file.tls.ticket_rotation < Duration::from_secs(1) {
+        return Err(invalid("tls.ticket_rotation", "must be at least 1s"));
+    }
     if file.blocks.resync_interval < Duration::from_secs(1) {
         return Err(invalid("blocks.resync_interval", "must be at least 1s"));
     }
@@ -1076,6 +1079,8 @@ mod tests {
         assert_eq!(parse_size("lots"), None);
         assert_eq!(parse_size("12 parsecs"), None);
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("12h"), Some(Duration::from_secs(43_200)));
+        assert_eq!(parse_duration("1d"), None);
         assert_eq!(parse_duration("2"), None);
     }
 

@@ -1,4 +1,4 @@
-//! Units in the config file: sizes (`512MiB`, `1GB`) and durations (`250ms`, `5s`, `2m`), as pure
+//! Units in the config file: sizes (`512MiB`, `1GB`) and durations (`250ms`, `5s`, `2m`, `12h`), as pure
 //! parsers and the serde adapters that use them.
 
 use serde::Deserializer;
@@ -25,7 +25,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult)
 }
 
-/// Parses a duration such as `250ms`, `5s`, `2m`.
+/// Parses a duration such as `250ms`, `5s`, `2m`, `12h`.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -35,6 +35,7 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "ms" => Some(Duration::from_millis(n)),
         "s" => Some(Duration::from_secs(n)),
         "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
         _ => None,
     }
 }

@@ -19,6 +19,11 @@ pub trait Followed: Send + Sync {
     async fn load(&self) -> redis::RedisResult<usize>;
     /// Reads again what the feed's message `payload` on `channel` names.
     async fn changed(&self, channel: &str, payload: &str) -> redis::RedisResult<()>;
+    /// The periodic re-sync: a full [`Followed::load`] unless the set can tell cheaply that
+    /// nothing was missed.
+    async fn resync(&self) -> redis::RedisResult<()> {
+        self.load().await.map(|_| ())
+    }
 }
 
 /// How often the change feed's connection is checked with a PING.
@@ -88,7 +93,7 @@ impl<F: Followed> Following<F> {
                         .map_err(|_| timed_out())??;
                 }
                 _ = resync.tick() => {
-                    self.followed.load().await?;
+                    self.followed.resync().await?;
                 }
             }
         }

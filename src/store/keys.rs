@@ -49,10 +49,27 @@ impl Keys {
         format!("{}blocks:changed", self.prefix)
     }
 
+    /// Counter raised by every change to the block list: a node's periodic re-sync reads it
+    /// and loads every rule again only when it moved.
+    pub fn blocks_version(&self) -> String {
+        format!("{}{{blocks}}:version", self.prefix)
+    }
+
     /// Stream of every change to the block list: who, what, when (never trimmed: an audit
     /// log).
     pub fn blocks_audit(&self) -> String {
         format!("{}{{blocks}}:audit", self.prefix)
+    }
+
+    /// The TLS session-ticket keys every node seals tickets with (sealed with the master
+    /// keys; see `tls::tickets`).
+    pub fn ticket_keys(&self) -> String {
+        format!("{}tls:ticket_keys", self.prefix)
+    }
+
+    /// Pub/sub channel announcing a new set of session-ticket keys.
+    pub fn ticket_keys_channel(&self) -> String {
+        format!("{}tls:ticket_keys:changed", self.prefix)
     }
 
     /// Hash of `host`'s stored certificate (chain, sealed key, validity).

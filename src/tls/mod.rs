@@ -18,6 +18,7 @@ pub mod seal;
 pub mod selector;
 pub mod sni;
 pub mod store;
+pub mod tickets;
 
 pub use cache::Cache;
 pub use invalidate::Invalidator;
@@ -26,6 +27,7 @@ pub use seal::Sealer;
 pub use selector::{OnDemand, Selector};
 pub use sni::{Handshake, Sni};
 pub use store::{CertError, CertStore, Info, Loaded};
+pub use tickets::{TicketFollower, TicketKeys};
 
 use crate::host::normalize_host;
 use crate::metrics;
@@ -178,10 +180,16 @@ pub struct Terminator {
 const ALPN_H2_H1: &[u8] = b"\x02h2\x08http/1.1";
 
 impl Terminator {
-    /// Handshakes presenting `certificates`.
-    pub fn new(certificates: Certificates) -> anyhow::Result<Terminator> {
+    /// Handshakes presenting `certificates`, resuming sessions from tickets sealed with
+    /// `tickets` (see [`tickets`]), which live at most `ticket_rotation`.
+    pub fn new(
+        certificates: Certificates,
+        tickets: Arc<TicketKeys>,
+        ticket_rotation: std::time::Duration,
+    ) -> anyhow::Result<Terminator> {
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
             .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+        tickets::attach(&mut b, tickets, ticket_rotation)?;
         b.set_alpn_select_callback(|_, offered| {
             // Clients offering nothing we speak fall back to HTTP/1.1 without ALPN.
             select_next_proto(ALPN_H2_H1, offered).ok_or(AlpnError::NOACK)

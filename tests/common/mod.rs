@@ -222,6 +222,8 @@ pub struct Options {
     pub extra_yaml: String,
     /// YAML appended inside the `events` section (indented two spaces).
     pub events_extra: String,
+    /// YAML appended inside the `tls` section (indented two spaces).
+    pub tls_extra: String,
     /// The plain HTTP port, when the test must know it before start (pebble validates there).
     pub http_port: Option<u16>,
     /// Environment variables for the `serve` processes (such as `NOTIFY_SOCKET`).
@@ -245,6 +247,7 @@ impl Options {
             spool_dir: None,
             extra_yaml: String::new(),
             events_extra: String::new(),
+            tls_extra: String::new(),
             http_port: None,
             env: Vec::new(),
             listen_host: [127, 0, 0, 1].into(),
@@ -302,7 +305,7 @@ impl Linkedge {
 tls:
   cert: {root}/certs-dev/leaf.pem
   key: {root}/certs-dev/leaf.key
-redis:
+{tls_extra}redis:
 {redis}links:
   mint_key: 2
   keys:
@@ -328,6 +331,7 @@ admin:
             host = opts.listen_host,
             extra = opts.extra_yaml,
             events_extra = opts.events_extra,
+            tls_extra = opts.tls_extra,
             redis = opts.redis_section,
             queue = opts.queue_capacity,
             spool = spool_dir.display(),
