@@ -147,6 +147,34 @@ fn invalid(why: impl Into<String>) -> BlockError {
     BlockError::Invalid(why.into())
 }
 
+/// True when `host` is already canonical as written, by one scan: lowercase ASCII letters,
+/// digits, `-` and `_` in labels that are not empty and do not start `xn--` (punycode, which
+/// the parser checks), at most 253 bytes, and not a number the URL standard would read as an
+/// IPv4 address unless written as one.
+fn fast_host(host: &[u8]) -> bool {
+    if host.len() > 253 {
+        return false;
+    }
+    let mut label_start = 0;
+    for (i, &b) in host.iter().enumerate() {
+        if b == b'.' {
+            if i == label_start {
+                return false;
+            }
+            label_start = i + 1;
+        } else if !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            || (i == label_start + 3 && b == b'-' && host[label_start..i] == *b"xn-")
+        {
+            return false;
+        }
+    }
+    // Not empty, no empty last label (a trailing dot), and a last label starting with a
+    // letter (the usual case) or an IPv4 address as the standard writes it.
+    label_start < host.len()
+        && (!host[label_start].is_ascii_digit()
+            || std::str::from_utf8(host).is_ok_and(|h| !ends_in_number(h) || dotted_quad(h)))
+}
+
 /// True when `host` (lowercase ASCII letters, digits, `.`, `-`, `_`) is one the URL standard
 /// would read as an IPv4 address: its last label is a number (decimal, octal or hex).
 fn ends_in_number(host: &str) -> bool {
@@ -186,7 +214,11 @@ fn parsed_host(url: &url::Url) -> Option<String> {
             d.to_string()
         }
         url::Host::Ipv4(a) => a.to_string(),
-        url::Host::Ipv6(a) => format!("[{a}]"),
+        // An IPv4 address written as IPv6 (`[::ffff:1.2.3.4]`) reaches that IPv4 address.
+        url::Host::Ipv6(a) => match a.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => format!("[{a}]"),
+        },
     })
     .filter(|h| !h.is_empty())
 }
@@ -200,12 +232,7 @@ fn canonical_host(host: &str) -> Option<std::borrow::Cow<'_, str>> {
     if host.is_empty() || host.len() > 254 {
         return None;
     }
-    if !host.ends_with('.')
-        && host.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
-        })
-        && (!ends_in_number(host) || dotted_quad(host))
-    {
+    if fast_host(host.as_bytes()) {
         return Some(Cow::Borrowed(host));
     }
     if host.contains(['/', '?', '#', '@', '\\']) {
@@ -301,6 +328,7 @@ fn normalize_escapes(s: &str, out: &mut String) {
         if b[i] == b'%'
             && let Some(v) = b
                 .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
@@ -398,6 +426,13 @@ fn canonical_url_parsed(
     Some((Cow::Owned(host), Cow::Owned(out)))
 }
 
+/// What URL and prefix rules are indexed and looked up by: a canonical URL without its
+/// scheme (`//host/path?query`), so that a rule written for `https://` also stops the same
+/// destination over `http://` (which the site usually redirects to `https://`).
+fn url_key(canonical: &str) -> &str {
+    canonical.find("//").map_or(canonical, |i| &canonical[i..])
+}
+
 /// `url`'s canonical form ([`canonical_url`]), owned; `None` when it is not `http(s)://` with
 /// a host.
 fn normal_url(url: &str) -> Option<String> {
@@ -457,7 +492,9 @@ impl NewRule {
                     )));
                 }
                 Target::Url {
-                    url: normal_url(&url).expect("a valid destination has a scheme and host"),
+                    url: normal_url(&url).ok_or_else(|| {
+                        invalid(format!("url: {url:?} has no host a browser could reach"))
+                    })?,
                 }
             }
             Target::Prefix { prefix } => {
@@ -635,12 +672,15 @@ impl Index {
             Target::Subdomains { host } => Target::Subdomains {
                 host: canonical_host(&host).map_or(host.clone(), |h| h.into_owned()),
             },
+            Target::Domain { domain } => Target::Domain {
+                domain: canonical_host(&domain).map_or(domain.clone(), |h| h.into_owned()),
+            },
             t => t,
         };
         let r = Arc::new(rule);
         let (tag, key): (u8, Vec<u8>) = match &r.target {
-            Target::Url { url } => (B_URL, url.as_bytes().to_vec()),
-            Target::Prefix { prefix } => (B_PREFIX, prefix.as_bytes().to_vec()),
+            Target::Url { url } => (B_URL, url_key(url).as_bytes().to_vec()),
+            Target::Prefix { prefix } => (B_PREFIX, url_key(prefix).as_bytes().to_vec()),
             Target::Host { host } => (B_HOST, host.as_bytes().to_vec()),
             Target::Subdomains { host } => (B_SUB, host.as_bytes().to_vec()),
             Target::Message { workspace, message } => {
@@ -656,15 +696,16 @@ impl Index {
             self.bloom.add(B_PREFIX_HOST, h.as_bytes());
         }
         match &r.target {
-            Target::Url { url } => push(&mut self.urls, url.as_str().into(), &r),
+            Target::Url { url } => push(&mut self.urls, url_key(url).into(), &r),
             Target::Prefix { prefix } => {
                 let host = dest_host(prefix)
                     .map(|h| h.into_owned())
                     .unwrap_or_default();
                 let p = self.prefixes.entry(host.into()).or_default();
-                push(&mut p.rules, prefix.as_str().into(), &r);
-                if let Err(at) = p.lens.binary_search(&prefix.len()) {
-                    p.lens.insert(at, prefix.len());
+                let key = url_key(prefix);
+                push(&mut p.rules, key.into(), &r);
+                if let Err(at) = p.lens.binary_search(&key.len()) {
+                    p.lens.insert(at, key.len());
                 }
             }
             Target::Host { host } => push(&mut self.hosts, host.as_str().into(), &r),
@@ -690,16 +731,17 @@ impl Index {
             return;
         };
         match &r.target {
-            Target::Url { url } => pull(&mut self.urls, &url.as_str().into(), id),
+            Target::Url { url } => pull(&mut self.urls, &url_key(url).into(), id),
             Target::Prefix { prefix } => {
                 let host: Box<str> = dest_host(prefix)
                     .map(|h| h.into_owned())
                     .unwrap_or_default()
                     .into();
                 if let Some(p) = self.prefixes.get_mut(&host) {
-                    pull(&mut p.rules, &prefix.as_str().into(), id);
-                    if !p.rules.keys().any(|k| k.len() == prefix.len()) {
-                        p.lens.retain(|l| *l != prefix.len());
+                    let key = url_key(prefix);
+                    pull(&mut p.rules, &key.into(), id);
+                    if !p.rules.keys().any(|k| k.len() == key.len()) {
+                        p.lens.retain(|l| *l != key.len());
                     }
                     if p.rules.is_empty() {
                         self.prefixes.remove(&host);
@@ -829,8 +871,9 @@ impl BlockList {
                 }
             }
         }
+        let normal = url_key(&normal);
         if !ix.urls.is_empty() && bloom.may(B_URL, normal.as_bytes()) {
-            consider(&mut best, ix.urls.get(&*normal), now);
+            consider(&mut best, ix.urls.get(normal), now);
         }
         if let Some(p) = (!ix.prefixes.is_empty() && bloom.may(B_PREFIX_HOST, host.as_bytes()))
             .then(|| ix.prefixes.get(&*host))
@@ -892,8 +935,13 @@ impl BlockList {
 }
 
 fn parse(id: &str, raw: &str) -> Option<Rule> {
-    match serde_json::from_str(raw) {
-        Ok(r) => Some(r),
+    match serde_json::from_str::<Rule>(raw) {
+        // The field names the rule, whatever the record says (a record copied by hand under
+        // another field must not replace the rule it was copied from).
+        Ok(mut r) => {
+            r.id = id.to_string();
+            Some(r)
+        }
         Err(_) => {
             tracing::warn!(id, "block list: stored rule is damaged; skipped");
             None
@@ -1055,14 +1103,15 @@ impl BlockFollower {
         }
     }
 
+    /// The version counter; -1 (unknown: never equal to a loaded one) when it is not a number.
     async fn version(&self) -> redis::RedisResult<i64> {
-        let v: Option<i64> = self
+        let v: Option<String> = self
             .db
             .conn()
             .await?
             .get(self.db.keys().blocks_version())
             .await?;
-        Ok(v.unwrap_or(0))
+        Ok(v.map_or(0, |v| v.parse().unwrap_or(-1)))
     }
 }
 
@@ -1096,7 +1145,9 @@ impl Followed for BlockFollower {
     }
 
     async fn resync(&self) -> redis::RedisResult<()> {
-        if self.version().await? == self.loaded_version.load(Ordering::Relaxed)
+        let v = self.version().await?;
+        if v >= 0
+            && v == self.loaded_version.load(Ordering::Relaxed)
             && self.skipped.fetch_add(1, Ordering::Relaxed) + 1 < FULL_LOAD_EVERY
         {
             crate::metrics::BLOCKS_SYNCED.set(crate::time::unix_s());
@@ -1319,7 +1370,13 @@ mod tests {
             assert_eq!(hit(u), Some(url.id.clone()), "{u}");
         }
         assert_eq!(hit("https://bad.example:8443/login"), None);
-        assert_eq!(hit("http://bad.example/login"), None);
+        // The same destination over http:// (the site would redirect it to https://).
+        assert_eq!(hit("http://bad.example/login"), Some(url.id.clone()));
+        assert_eq!(
+            hit("http://bad.example:443/login"),
+            None,
+            "not the same port"
+        );
         for u in [
             "https://files.example:443/share/x",
             "https://u@files.example/share/x",
@@ -1399,8 +1456,35 @@ mod tests {
             assert_eq!(hit(u), Some(ip.id.clone()), "{u}");
         }
         assert_eq!(hit("http://1.2.3.5/"), None);
+        // Written as IPv6, it still reaches 1.2.3.4.
+        assert_eq!(hit("http://[::ffff:1.2.3.4]/"), Some(ip.id.clone()));
+        assert_eq!(hit("http://[::ffff:102:304]/"), Some(ip.id.clone()));
         assert_eq!(hit("http://[2001:db8::1]/"), Some(v6.id.clone()));
         assert_eq!(hit("http://[2001:DB8:0::1]:80/"), Some(v6.id.clone()));
+    }
+
+    #[test]
+    fn the_fast_path_leaves_odd_hosts_to_the_parser() {
+        let long = format!("https://{}.example/", "a".repeat(250));
+        for u in [
+            "https://.evil.example/",
+            "HTTPS://.evil.example/",
+            "https://a..evil.example/",
+            "https://xn--.evil.example/",
+            "https://xn--bcher-kva.example/",
+            "https://evil.example../x",
+            "https://a.1/",
+            "https://e.example/a%+5",
+            long.as_str(),
+        ] {
+            let fast = canonical_url(u).map(|(h, n)| (h.into_owned(), n.into_owned()));
+            let slow = canonical_url_parsed(u).map(|(h, n)| (h.into_owned(), n.into_owned()));
+            assert_eq!(fast, slow, "{u}");
+        }
+        assert_eq!(
+            normal_url("https://e.example/a%+5").as_deref(),
+            Some("https://e.example/a%25+5")
+        );
     }
 
     proptest::proptest! {
@@ -1422,7 +1506,9 @@ mod tests {
                 let again = canonical_url(&n).map(|(h, n)| (h.into_owned(), n.into_owned()));
                 proptest::prop_assert_eq!(again, Some((h.clone(), n.clone())), "{}", u);
                 // Taking the fast path itself (for a host of the usual characters).
-                let usual = h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'));
+                let usual = h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
+                    && !h.starts_with("xn--")
+                    && !h.contains(".xn--");
                 proptest::prop_assert!(
                     !usual || matches!(canonical_url(&n), Some((_, std::borrow::Cow::Borrowed(_)))),
                     "the canonical form {} takes the fast path", n

@@ -200,11 +200,16 @@ enum CertCommand {
         /// The tracking host.
         host: String,
     },
-    /// Rotate the fleet's TLS session-ticket keys now (every node follows within a second).
-    /// Twice after a suspected leak: every ticket sealed before is then refused.
+    /// Rotate the fleet's TLS session-ticket keys now: every node hears of it at once and
+    /// seals with the new key 2 s later. Twice after a suspected leak: every ticket sealed
+    /// before is then refused.
     RotateTickets {
         #[command(flatten)]
         config: ConfigArg,
+        /// Replace a stored set no node can open (damaged, or sealed with a master key no
+        /// longer configured).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -493,7 +498,9 @@ fn main() -> ExitCode {
             } => cert::import(&config.config, host, chain, key),
             CertCommand::Show { config, host } => cert::show(&config.config, host),
             CertCommand::Remove { config, host } => cert::remove(&config.config, host),
-            CertCommand::RotateTickets { config } => cert::rotate_tickets(&config.config),
+            CertCommand::RotateTickets { config, force } => {
+                cert::rotate_tickets(&config.config, *force)
+            }
         },
     };
     match result {

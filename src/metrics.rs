@@ -316,6 +316,7 @@ pub fn init() {
     LazyLock::force(&BLOCKS_SYNCED);
     LazyLock::force(&TICKET_ROTATIONS);
     LazyLock::force(&TICKET_KEYS_VERSION);
+    LazyLock::force(&TICKET_KEYS_UNREADABLE);
     for a in ["block", "warn", "continue"] {
         blocked_click(a);
     }
@@ -802,6 +803,17 @@ pub static TICKET_KEYS_VERSION: LazyLock<IntGauge> = LazyLock::new(|| {
         "Version of the fleet's session-ticket keys this node seals with (0: its own keys, not \
          shared: resumption works only on this node). Nodes on different versions still open \
          each other's tickets for one rotation."
+    )
+    .expect("metric registers")
+});
+
+/// Whether the stored session-ticket keys fail to open on this node.
+pub static TICKET_KEYS_UNREADABLE: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "linkedge_tls_ticket_keys_unreadable",
+        "1 when the fleet's stored session-ticket keys do not open on this node (damaged, or \
+         sealed with a master key it lacks): it keeps its keys and no node rotates them until \
+         `linkedge cert rotate-tickets --force`."
     )
     .expect("metric registers")
 });

@@ -287,6 +287,12 @@ pub fn run(settings: Settings, process: ProcessOptions) -> anyhow::Result<()> {
             addr,
             Terminator::new(certs, tickets.clone(), s.tls.ticket_rotation)?,
         ));
+        // The node's own keys, rotated on the same schedule until (or unless) it reads the
+        // fleet's.
+        server.add_service(background_service(
+            "own session ticket keys",
+            tls::tickets::OwnRotation::new(tickets.clone(), s.tls.ticket_rotation),
+        ));
         match &s.certs {
             Some(c) => {
                 let follower = Following::new(

@@ -87,13 +87,19 @@ async fn a_ticket_from_one_node_resumes_on_the_other_and_never_under_another_nam
             + b.metric("linkedge_tls_ticket_rotations_total"),
         1.0
     );
-    // The key set in Redis is sealed: no secret in the clear.
+    // The key set in Redis is sealed (encrypted, not merely encoded): no key in the clear.
     let stored: String = redis::cmd("GET")
         .arg("linkedge:tls:ticket_keys")
         .query(&mut redis.conn())
         .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    use base64::Engine;
+    let sealed = base64::engine::general_purpose::STANDARD
+        .decode(v["sealed"].as_str().unwrap())
+        .unwrap();
+    let text = String::from_utf8_lossy(&sealed);
     assert!(
-        stored.contains("\"sealed\"") && !stored.contains("secret"),
+        !stored.contains("secret") && !text.contains("secret") && !text.contains("keys"),
         "{stored}"
     );
 
@@ -103,11 +109,19 @@ async fn a_ticket_from_one_node_resumes_on_the_other_and_never_under_another_nam
         let (first, mut session) = visit(&a, sni, None, version).await;
         assert!(!first);
         let mut resumed = 0;
+        let mut tickets = std::collections::HashSet::new();
+        tickets.insert(session.id().to_vec());
         for i in 0..10 {
             let le = if i % 2 == 0 { &b } else { &a };
             let (r, next) = visit(le, sni, Some(&session), version).await;
             resumed += r as usize;
+            tickets.insert(next.id().to_vec());
             session = next;
+        }
+        if version == SslVersion::TLS1_3 {
+            // Each resumed TLS 1.3 connection got a fresh ticket (the client's session id is
+            // the ticket's hash), so none is used twice.
+            assert_eq!(tickets.len(), 11, "a resumed connection got no new ticket");
         }
         println!("{version:?}: {resumed} of 10 handshakes alternating between two nodes resumed");
         assert_eq!(resumed, 10, "{version:?}");
@@ -131,6 +145,7 @@ async fn after_two_rotations_a_ticket_is_refused() {
     let version = |le: &Linkedge| le.metric("linkedge_tls_ticket_keys_version");
     let sni = "app.linkedge.test";
     let (_, session) = visit(&a, sni, None, SslVersion::TLS1_3).await;
+    let (_, session12) = visit(&a, sni, None, SslVersion::TLS1_2).await;
     let v1 = version(&a);
     let rotate = || {
         let (ok, out) = cli(&a, "cert", &["rotate-tickets"]);
@@ -144,6 +159,7 @@ async fn after_two_rotations_a_ticket_is_refused() {
         == v1 + 1.0
         && shared(&a, &b)));
     assert!(visit(&b, sni, Some(&session), SslVersion::TLS1_3).await.0);
+    assert!(visit(&b, sni, Some(&session12), SslVersion::TLS1_2).await.0);
     // Two rotations later its key is gone: a full handshake on both nodes.
     rotate();
     assert!(eventually(Duration::from_secs(3), || version(&a)
@@ -151,11 +167,41 @@ async fn after_two_rotations_a_ticket_is_refused() {
         && shared(&a, &b)));
     assert!(!visit(&a, sni, Some(&session), SslVersion::TLS1_3).await.0);
     assert!(!visit(&b, sni, Some(&session), SslVersion::TLS1_3).await.0);
+    assert!(!visit(&b, sni, Some(&session12), SslVersion::TLS1_2).await.0);
+
+    // A stored set no node can open (here: damaged): every node keeps its keys and says so,
+    // a plain rotation refuses to replace it, a forced one does.
+    let (_, kept) = visit(&a, sni, None, SslVersion::TLS1_3).await;
+    let () = redis::cmd("SET")
+        .arg("linkedge:tls:ticket_keys")
+        .arg("{\"damaged\": true}")
+        .query(&mut redis.conn())
+        .unwrap();
+    let (ok, out) = cli(&a, "cert", &["rotate-tickets"]);
+    assert!(
+        !ok && out.contains("damaged") && out.contains("--force"),
+        "{out}"
+    );
+    let unreadable = |le: &Linkedge| le.metric("linkedge_tls_ticket_keys_unreadable") == 1.0;
+    // The next read (an announcement, or the re-sync) finds it; a PUBLISH prompts one.
+    let () = redis::cmd("PUBLISH")
+        .arg("linkedge:tls:ticket_keys:changed")
+        .arg("1")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(eventually(Duration::from_secs(3), || unreadable(&a) && unreadable(&b)));
+    assert!(visit(&b, sni, Some(&kept), SslVersion::TLS1_3).await.0);
+    let (ok, out) = cli(&a, "cert", &["rotate-tickets", "--force"]);
+    assert!(ok, "{out}");
+    assert!(eventually(Duration::from_secs(3), || !unreadable(&a)
+        && !unreadable(&b)
+        && shared(&a, &b)));
 
     // Redis gone: each node keeps its keys, and still resumes what the other sealed.
     let (_, fresh) = visit(&a, sni, None, SslVersion::TLS1_3).await;
     drop(redis);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Past the change feed's 5 s ping: both nodes know Redis is gone.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(visit(&b, sni, Some(&fresh), SslVersion::TLS1_3).await.0);
 }
 

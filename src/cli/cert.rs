@@ -36,18 +36,19 @@ pub fn remove(config: &Path, host: &str) -> Outcome {
     Ok(true)
 }
 
-/// Rotates the fleet's session-ticket keys now and prints the new version.
-pub fn rotate_tickets(config: &Path) -> Outcome {
+/// Rotates the fleet's session-ticket keys now (`force`: even a set no node can open) and
+/// prints the new version.
+pub fn rotate_tickets(config: &Path, force: bool) -> Outcome {
     let s = super::load(config)?;
     let certs = s
         .certs
         .as_ref()
         .ok_or("no certs section: session ticket keys are each node's own, not shared")?;
     let db = s.db("cli").map_err(|e| format!("{e:#}"))?;
-    let version = block_on(crate::tls::tickets::rotate_now(&db, &certs.sealer))?
+    let version = block_on(crate::tls::tickets::rotate_now(&db, &certs.sealer, force))?
         .map_err(|e| format!("{e:#}"))?;
     println!(
-        "session ticket keys rotated: version {version}; every node seals with it within a second"
+        "session ticket keys rotated: version {version}; every node seals with it within seconds"
     );
     Ok(true)
 }

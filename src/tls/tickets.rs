@@ -4,19 +4,25 @@
 //! paying for a full one.
 //!
 //! - The key set is a current key, which seals new tickets, and the previous one, still
-//!   accepted (a ticket it opens is replaced by one under the current key). Every
-//!   `tls.ticket_rotation` one node (whichever gets there first: a compare-and-set in Redis)
-//!   makes a new current key; the oldest is dropped, so a ticket is refused after two rotations.
-//!   A ticket lives at most one rotation (and at most 2 hours), so it opens for its whole life.
-//!   Every node follows the set like the registry mirror (`store::follow`): read at start, on
+//!   accepted (a ticket it opens is replaced by one under the current key, as every resumed
+//!   TLS 1.3 ticket is). Every `tls.ticket_rotation` one node (whichever gets there first: a
+//!   compare-and-set in Redis, on Redis's clock) makes a new current key and announces it; the
+//!   oldest is dropped, so a ticket is refused after two rotations. A ticket lives at most one
+//!   rotation (and at most 2 hours).
+//! - Every node follows the set like the registry mirror (`store::follow`): read at start, on
 //!   each change announced, and every twentieth of a rotation (at most 10 minutes), when a due
-//!   rotation is made. A new key opens tickets at once but seals them only 2 s later, once
-//!   every node has heard of it.
-//! - A node that cannot reach Redis keeps the keys it has; one that never reached it uses a
-//!   key of its own, as if it were alone.
+//!   rotation is made. A node seals with a new key 2 s after it heard of it (a quarter of a
+//!   shorter rotation), once every node has, so a ticket does not reach a node that cannot
+//!   open it yet.
+//! - A node that cannot reach Redis, or cannot open the stored set, keeps the keys it has; one
+//!   that never read the set uses keys of its own, rotated on the same schedule, as a node
+//!   without a `certs` section always does.
 //! - Each ticket is sealed under keys derived from the key set's secret and the SNI name the
-//!   handshake asked for, so a ticket made under one name opens under no other: resumption
-//!   never carries a session across names (or past the certificate choice made for a name).
+//!   handshake asked for (or its absence), so a ticket made under one name opens under no
+//!   other: resumption never carries a session across names (or past the certificate choice
+//!   made for a name).
+//! - At most [`MAX_TICKETS_TRIED`] tickets are tried per ClientHello, each with a name of at
+//!   most 255 bytes: a ClientHello stuffed with tickets costs no more than a normal one.
 //! - The stateful session cache is off: a session id resumes nothing, tickets do.
 
 use crate::store::Db;
@@ -26,22 +32,26 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use foreign_types::ForeignTypeRef;
 use hmac::{Hmac, Mac};
-use openssl::ssl::{SslAcceptorBuilder, SslContext, SslSessionCacheMode};
+use openssl::ssl::{Ssl, SslAcceptorBuilder, SslContext, SslRef, SslSessionCacheMode};
 use openssl_sys as ffi;
 use serde::{Deserialize, Serialize};
 use std::ffi::{c_int, c_long, c_uchar};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 /// The longest a ticket lives, whatever the rotation (OpenSSL's default session lifetime).
 const MAX_LIFETIME: Duration = Duration::from_secs(7200);
 
+/// Tickets tried per connection; the rest of a ClientHello's are ignored.
+pub const MAX_TICKETS_TRIED: u8 = 2;
+
 /// One ticket key: its name (sent in every ticket it seals) and its secret.
 #[derive(Clone, PartialEq, Eq)]
 struct TicketKey {
     name: [u8; 16],
     secret: [u8; 32],
-    /// Unix milliseconds when it was made.
+    /// Unix milliseconds (Redis's clock) when it was made.
     created_ms: u64,
 }
 
@@ -57,45 +67,52 @@ impl TicketKey {
         k
     }
 
-    /// The AES-256 and HMAC-SHA256 keys of tickets for SNI name `sni` (lowercase; empty
-    /// without SNI).
-    fn derive(&self, sni: &[u8]) -> [u8; 64] {
+    /// The AES-256 and HMAC-SHA256 keys of tickets for SNI name `sni` (lowercase; `None`
+    /// without SNI, which is not the same as an empty name).
+    fn derive(&self, sni: Option<&[u8]>) -> [u8; 64] {
         let mut mac = <Hmac<sha2::Sha512> as Mac>::new_from_slice(&self.secret)
             .expect("HMAC takes any key length");
         mac.update(b"linkedge session ticket v1\0");
-        mac.update(sni);
+        match sni {
+            None => mac.update(&[0]),
+            Some(n) => {
+                mac.update(&[1, n.len() as u8]);
+                mac.update(n);
+            }
+        }
         mac.finalize().into_bytes().into()
     }
 }
 
-/// The keys in use on this node, newest first: every one opens; the newest seals once every
-/// node has had time to read it (`grace_ms` after it was made), the one before until then.
+/// The keys in use on this node, newest first: every one opens; the newest seals from
+/// `newest_seals_at_ms` (this node's clock), the one before until then.
 pub struct TicketKeys {
     keys: RwLock<Arc<Vec<TicketKey>>>,
-    /// The version of the shared set installed; 0: this node's own key.
-    version: std::sync::atomic::AtomicU64,
-    /// How long after a key is made every node has read it.
-    grace_ms: std::sync::atomic::AtomicU64,
+    /// The version of the shared set installed; 0: this node's own keys.
+    version: AtomicU64,
+    /// When this node starts sealing with the newest key.
+    newest_seals_at_ms: AtomicU64,
+    /// How long after hearing of a new key a node starts sealing with it.
+    grace_ms: AtomicU64,
 }
 
 impl TicketKeys {
-    /// A key of this node's own, until the shared set is read.
+    /// Keys of this node's own, until the shared set is read.
     pub fn new() -> Arc<TicketKeys> {
         Arc::new(TicketKeys {
             keys: RwLock::new(Arc::new(vec![TicketKey::random(0)])),
             version: 0.into(),
+            newest_seals_at_ms: 0.into(),
             grace_ms: 0.into(),
         })
     }
 
     /// Which of `set` seals new tickets (see [`TicketKeys`]).
     fn sealing(&self, set: &[TicketKey]) -> usize {
-        let grace = self.grace_ms.load(std::sync::atomic::Ordering::Relaxed);
-        match set {
-            [newest, _, ..] if crate::time::unix_ms() < newest.created_ms.saturating_add(grace) => {
-                1
-            }
-            _ => 0,
+        if set.len() > 1 && crate::time::unix_ms() < self.newest_seals_at_ms.load(Relaxed) {
+            1
+        } else {
+            0
         }
     }
 
@@ -103,19 +120,42 @@ impl TicketKeys {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn install(&self, set: &Stored) {
-        let keys: Vec<TicketKey> = set.keys.iter().filter_map(StoredKey::key).collect();
+    /// Puts `keys` (newest first) in use, unless they are the ones in use; true when they were
+    /// not.
+    fn put(&self, keys: Vec<TicketKey>, version: u64) -> bool {
         if keys.is_empty() {
-            return;
+            return false;
         }
-        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
-        self.version
-            .store(set.version, std::sync::atomic::Ordering::Relaxed);
+        let mut held = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let names = |k: &[TicketKey]| k.iter().map(|k| k.name).collect::<Vec<_>>();
+        if names(&held) == names(&keys) {
+            return false;
+        }
+        if held.first().map(|k| k.name) != Some(keys[0].name) {
+            let grace = self.grace_ms.load(Relaxed);
+            self.newest_seals_at_ms
+                .store(crate::time::unix_ms().saturating_add(grace), Relaxed);
+        }
+        *held = Arc::new(keys);
+        self.version.store(version, Relaxed);
+        true
     }
 
-    /// The version of the shared key set in use (0: this node's own key).
+    /// Makes a new key of this node's own the newest, keeping the one before: the rotation
+    /// of a node with no shared set.
+    fn rotate_own(&self) {
+        let newest = self.get().first().cloned();
+        self.put(
+            std::iter::once(TicketKey::random(crate::time::unix_ms()))
+                .chain(newest)
+                .collect(),
+            0,
+        );
+    }
+
+    /// The version of the shared key set in use (0: this node's own keys).
     pub fn version(&self) -> u64 {
-        self.version.load(std::sync::atomic::Ordering::Relaxed)
+        self.version.load(Relaxed)
     }
 }
 
@@ -131,6 +171,12 @@ fn keys_index() -> openssl::ex_data::Index<SslContext, Arc<TicketKeys>> {
     *INDEX.get_or_init(|| SslContext::new_ex_index().expect("OpenSSL has ex_data indexes"))
 }
 
+/// Tickets tried so far on a connection.
+fn tried_index() -> openssl::ex_data::Index<Ssl, u8> {
+    static INDEX: OnceLock<openssl::ex_data::Index<Ssl, u8>> = OnceLock::new();
+    *INDEX.get_or_init(|| Ssl::new_ex_index().expect("OpenSSL has ex_data indexes"))
+}
+
 /// Makes `b`'s handshakes seal and open tickets with `keys`, tickets living at most
 /// `rotation` (and 2 hours), with no stateful session cache.
 pub fn attach(
@@ -140,84 +186,109 @@ pub fn attach(
 ) -> anyhow::Result<()> {
     b.set_session_cache_mode(SslSessionCacheMode::OFF);
     b.set_ex_data(keys_index(), keys);
+    let _ = tried_index();
     let lifetime = rotation.min(MAX_LIFETIME).as_secs().max(1);
-    let cb: unsafe extern "C" fn(
+    type Cb = unsafe extern "C" fn(
         *mut ffi::SSL,
         *mut c_uchar,
         *mut c_uchar,
         *mut ffi::EVP_CIPHER_CTX,
         *mut ffi::HMAC_CTX,
         c_int,
-    ) -> c_int = ticket_key_cb;
+    ) -> c_int;
+    let cb: Cb = ticket_key_cb;
     // SAFETY: the builder's context is valid; the callback has the signature OpenSSL calls
-    // SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB's callback with, and only reads what it is given.
+    // SSL_CTRL_SET_TLSEXT_TICKET_KEY_CB's callback with (ssl/t1_lib.c), and only reads what
+    // it is given.
     unsafe {
         SSL_CTX_set_timeout(b.as_ptr(), lifetime as c_long);
         let set = ffi::SSL_CTX_callback_ctrl__fixed_rust(
             b.as_ptr(),
             SET_TICKET_KEY_CB,
-            Some(std::mem::transmute::<
-                unsafe extern "C" fn(
-                    *mut ffi::SSL,
-                    *mut c_uchar,
-                    *mut c_uchar,
-                    *mut ffi::EVP_CIPHER_CTX,
-                    *mut ffi::HMAC_CTX,
-                    c_int,
-                ) -> c_int,
-                unsafe extern "C" fn(),
-            >(cb)),
+            Some(std::mem::transmute::<Cb, unsafe extern "C" fn()>(cb)),
         );
         anyhow::ensure!(set == 1, "tls: OpenSSL refused the session ticket callback");
     }
     Ok(())
 }
 
-/// The SNI name of the ClientHello being processed, lowercased into `out` (empty without
-/// one); read from the raw extension, as OpenSSL opens a TLS 1.2 ticket before it parses SNI.
+/// An SNI name as keys are derived for it: lowercase, at most 255 bytes, on the stack.
+struct Name {
+    bytes: [u8; 255],
+    len: usize,
+}
+
+impl Name {
+    fn of(raw: &[u8]) -> Option<Name> {
+        if raw.len() > 255 || raw.contains(&0) {
+            return None;
+        }
+        let mut n = Name {
+            bytes: [0; 255],
+            len: raw.len(),
+        };
+        for (d, s) in n.bytes.iter_mut().zip(raw) {
+            *d = s.to_ascii_lowercase();
+        }
+        Some(n)
+    }
+
+    fn get(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The SNI name of the ClientHello being processed (`Ok(None)`: none), read from the raw
+/// extension, as OpenSSL opens a TLS 1.2 ticket before it parses SNI; `Err` when the
+/// extension is not one name of at most 255 bytes without NUL, as OpenSSL requires.
 ///
 /// SAFETY: `ssl` is a connection inside OpenSSL's processing of a ClientHello.
-unsafe fn hello_sni(ssl: *mut ffi::SSL, out: &mut Vec<u8>) {
+unsafe fn hello_sni(ssl: *mut ffi::SSL) -> Result<Option<Name>, ()> {
     let mut p: *const c_uchar = std::ptr::null();
     let mut len = 0usize;
     // SAFETY: as the function's contract; OpenSSL owns the returned bytes for the call.
     let ext = unsafe {
         if ffi::SSL_client_hello_get0_ext(ssl, 0, &mut p, &mut len) != 1 || p.is_null() {
-            return;
+            return Ok(None);
         }
         std::slice::from_raw_parts(p, len)
     };
-    // server_name_list: u16 length, then entries of (type u8, u16 length, name).
-    if ext.len() >= 5 && ext[2] == 0 {
-        let n = u16::from_be_bytes([ext[3], ext[4]]) as usize;
-        if let Some(name) = ext.get(5..5 + n) {
-            out.extend(name.iter().map(u8::to_ascii_lowercase));
+    // server_name_list: u16 length, then exactly one entry: type 0, u16 length, the name.
+    match ext {
+        [l0, l1, 0, n0, n1, name @ ..]
+            if usize::from(u16::from_be_bytes([*l0, *l1])) == ext.len() - 2
+                && usize::from(u16::from_be_bytes([*n0, *n1])) == name.len() =>
+        {
+            Name::of(name).map(Some).ok_or(())
         }
+        _ => Err(()),
     }
 }
 
-/// The SNI name the handshake negotiated, lowercased into `out` (empty without one).
+/// The SNI name the handshake negotiated (`None`: none).
 ///
 /// SAFETY: `ssl` is a live connection.
-unsafe fn negotiated_sni(ssl: *mut ffi::SSL, out: &mut Vec<u8>) {
+unsafe fn negotiated_sni(ssl: *mut ffi::SSL) -> Result<Option<Name>, ()> {
     // SAFETY: OpenSSL returns a NUL-terminated name it owns, or null.
     unsafe {
         let p = ffi::SSL_get_servername(ssl, ffi::TLSEXT_NAMETYPE_host_name);
-        if !p.is_null() {
-            out.extend(
-                std::ffi::CStr::from_ptr(p)
-                    .to_bytes()
-                    .iter()
-                    .map(u8::to_ascii_lowercase),
-            );
+        if p.is_null() {
+            return Ok(None);
         }
+        Name::of(std::ffi::CStr::from_ptr(p).to_bytes())
+            .map(Some)
+            .ok_or(())
     }
 }
 
+/// OpenSSL's TLS 1.3 version number.
+const TLS1_3: c_int = 0x0304;
+
 /// OpenSSL's session ticket key callback: `enc` 1 seals a new ticket (name and IV written,
-/// contexts set up; returns 1), 0 opens one named `name` (returns 0 for a key this node does
-/// not hold, so a full handshake; 1 for the current key; 2 for an older one, so the ticket is
-/// replaced).
+/// contexts set up; returns 1), 0 opens one named `name` (returns 0, so no resumption, for a
+/// key this node does not hold or past [`MAX_TICKETS_TRIED`]; 1 to resume; 2 to resume and
+/// replace the ticket: under an older key than the sealing one, and always in TLS 1.3, where
+/// a ticket is meant for one use).
 unsafe extern "C" fn ticket_key_cb(
     ssl: *mut ffi::SSL,
     name: *mut c_uchar,
@@ -227,33 +298,42 @@ unsafe extern "C" fn ticket_key_cb(
     enc: c_int,
 ) -> c_int {
     // SAFETY: OpenSSL calls this with a live connection, a 16-byte name, an IV buffer of
-    // EVP_MAX_IV_LENGTH (16) bytes, and contexts to set up.
+    // EVP_MAX_IV_LENGTH (16) bytes, and contexts to set up (ssl/t1_lib.c, statem_srvr.c).
     unsafe {
         let ctx = ffi::SSL_get_SSL_CTX(ssl);
         let Some(keys) = openssl::ssl::SslContextRef::from_ptr(ctx).ex_data(keys_index()) else {
             return -1;
         };
         let set = keys.get();
-        let mut sni = Vec::with_capacity(64);
         let sealing = keys.sealing(&set);
-        let (key, answer) = if enc == 1 {
+        let (key, sni, answer) = if enc == 1 {
+            let Ok(sni) = negotiated_sni(ssl) else {
+                return 0;
+            };
             let key = &set[sealing];
             std::ptr::copy_nonoverlapping(key.name.as_ptr(), name, 16);
             if ffi::RAND_bytes(iv, 16) != 1 {
                 return -1;
             }
-            negotiated_sni(ssl, &mut sni);
-            (key, 1)
+            (key, sni, 1)
         } else {
+            let conn = SslRef::from_ptr_mut(ssl);
+            let tried = conn.ex_data(tried_index()).copied().unwrap_or(0);
+            if tried >= MAX_TICKETS_TRIED {
+                return 0;
+            }
+            conn.set_ex_data(tried_index(), tried + 1);
             let asked = std::slice::from_raw_parts(name, 16);
             let Some(at) = set.iter().position(|k| k.name == asked) else {
                 return 0;
             };
-            hello_sni(ssl, &mut sni);
-            // A ticket under an older key than the sealing one is replaced.
-            (&set[at], if at <= sealing { 1 } else { 2 })
+            let Ok(sni) = hello_sni(ssl) else {
+                return 0;
+            };
+            let renew = at > sealing || ffi::SSL_version(ssl) == TLS1_3;
+            (&set[at], sni, if renew { 2 } else { 1 })
         };
-        let derived = key.derive(&sni);
+        let derived = key.derive(sni.as_ref().map(Name::get));
         let (aes, mac) = derived.split_at(32);
         let ok = if enc == 1 {
             ffi::EVP_EncryptInit_ex(
@@ -313,18 +393,33 @@ impl StoredKey {
     }
 }
 
-/// The shared key set, before sealing: raised `version` on every rotation, current key first.
+/// The shared key set, before sealing: current key first.
 #[derive(Clone, Serialize, Deserialize)]
 struct Stored {
-    version: u64,
     keys: Vec<StoredKey>,
 }
 
-/// The Redis value: which master key sealed the set, and the sealed JSON.
+/// The Redis value: the set's version (raised on every rotation), when its current key was
+/// made (Redis's clock), which master key sealed it, and the sealed JSON. Version and time are
+/// in the clear so that a set no node can open can still be replaced (`--force`).
 #[derive(Serialize, Deserialize)]
 struct Sealed {
+    version: u64,
+    created_ms: u64,
     master_key: u32,
     sealed: String,
+}
+
+/// What Redis holds, as read.
+struct Read {
+    /// The raw value, for the compare-and-set (`None`: no set).
+    raw: Option<String>,
+    /// Its version (0: none, or unreadable in the clear).
+    version: u64,
+    /// Its keys, when this node could open them; else why not.
+    keys: Result<Vec<TicketKey>, String>,
+    /// Its current key's time.
+    created_ms: u64,
 }
 
 /// The associated data sealed keys are bound to (the sealer's "host").
@@ -336,51 +431,87 @@ const SWAP: &str = "local v = redis.call('GET', KEYS[1]) or '' \
     if v == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2]) \
     redis.call('PUBLISH', ARGV[3], '1') return 1 end return 0";
 
-/// The stored key set (and its raw value, for the compare-and-set), `None` when there is none.
-async fn read(db: &Db, sealer: &Sealer) -> anyhow::Result<(Option<String>, Option<Stored>)> {
-    use redis::AsyncCommands;
-    let raw: Option<String> = db.conn().await?.get(db.keys().ticket_keys()).await?;
-    let stored = match &raw {
-        None => None,
-        Some(r) => {
-            let s: Sealed = serde_json::from_str(r)
-                .map_err(|e| anyhow::anyhow!("the stored ticket keys are damaged: {e}"))?;
-            // A set sealed with a master key this node lacks: keep what it has, loudly, rather
-            // than replace every other node's keys.
-            let plain = sealer
-                .open(SEAL_CONTEXT, s.master_key, &s.sealed)
-                .map_err(|e| anyhow::anyhow!("the stored ticket keys do not open: {e}"))?;
-            Some(
-                serde_json::from_slice(&plain)
-                    .map_err(|e| anyhow::anyhow!("the stored ticket keys are damaged: {e}"))?,
-            )
-        }
-    };
-    Ok((raw, stored))
+/// Redis's clock, in Unix milliseconds: every node and the command line judge rotations by
+/// one clock.
+async fn redis_now_ms(db: &Db) -> redis::RedisResult<u64> {
+    let (s, us): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut db.conn().await?)
+        .await?;
+    Ok(s * 1000 + us / 1000)
 }
 
-/// Replaces `stored` (read as `raw`) by a set with a new current key and its current key as
-/// the previous one; `None` when another node changed it first.
+/// Reads the stored set. Errors are Redis's only; a set that does not open is a [`Read`]
+/// whose `keys` say why (never with key material in it).
+async fn read(db: &Db, sealer: &Sealer) -> redis::RedisResult<Read> {
+    use redis::AsyncCommands;
+    let raw: Option<String> = db.conn().await?.get(db.keys().ticket_keys()).await?;
+    let Some(r) = &raw else {
+        return Ok(Read {
+            raw,
+            version: 0,
+            keys: Ok(Vec::new()),
+            created_ms: 0,
+        });
+    };
+    let Ok(s) = serde_json::from_str::<Sealed>(r) else {
+        return Ok(Read {
+            raw,
+            version: 0,
+            keys: Err("the stored ticket keys are damaged".into()),
+            created_ms: 0,
+        });
+    };
+    let keys = sealer
+        .open(SEAL_CONTEXT, s.master_key, &s.sealed)
+        .map_err(|e| format!("the stored ticket keys do not open: {e}"))
+        .and_then(|plain| {
+            serde_json::from_slice::<Stored>(&plain)
+                .ok()
+                .map(|st| {
+                    st.keys
+                        .iter()
+                        .filter_map(StoredKey::key)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|k| !k.is_empty())
+                .ok_or_else(|| "the stored ticket keys are damaged".to_string())
+        });
+    Ok(Read {
+        raw,
+        version: s.version,
+        keys,
+        created_ms: s.created_ms,
+    })
+}
+
+/// Replaces the set read as `old` by one with a new current key and `old`'s current key (if
+/// it opened) as the previous one; `None` when another node changed it first.
 async fn rotate(
     db: &Db,
     sealer: &Sealer,
-    raw: Option<&str>,
-    stored: Option<&Stored>,
-) -> anyhow::Result<Option<Stored>> {
-    let mut keys = vec![StoredKey::of(&TicketKey::random(crate::time::unix_ms()))];
-    keys.extend(stored.and_then(|s| s.keys.first().cloned()));
-    let next = Stored {
-        version: stored.map_or(0, |s| s.version) + 1,
-        keys,
+    old: &Read,
+) -> anyhow::Result<Option<(u64, Vec<TicketKey>)>> {
+    let now = redis_now_ms(db).await?;
+    let mut keys = vec![TicketKey::random(now)];
+    keys.extend(old.keys.as_ref().ok().and_then(|k| k.first().cloned()));
+    let version = old.version + 1;
+    let plain = Stored {
+        keys: keys.iter().map(StoredKey::of).collect(),
     };
     let (master_key, sealed) = sealer.seal(
         SEAL_CONTEXT,
-        &serde_json::to_vec(&next).expect("the key set serialises"),
+        &serde_json::to_vec(&plain).expect("the key set serialises"),
     );
-    let value = serde_json::to_string(&Sealed { master_key, sealed }).expect("serialises");
+    let value = serde_json::to_string(&Sealed {
+        version,
+        created_ms: now,
+        master_key,
+        sealed,
+    })
+    .expect("serialises");
     let swapped: i64 = redis::Script::new(SWAP)
         .key(db.keys().ticket_keys())
-        .arg(raw.unwrap_or(""))
+        .arg(old.raw.as_deref().unwrap_or(""))
         .arg(value)
         .arg(db.keys().ticket_keys_channel())
         .invoke_async(&mut db.conn().await?)
@@ -388,19 +519,25 @@ async fn rotate(
     if swapped != 1 {
         return Ok(None);
     }
-    tracing::info!(version = next.version, "session ticket keys rotated");
+    tracing::info!(version, "session ticket keys rotated");
     crate::metrics::TICKET_ROTATIONS.inc();
-    Ok(Some(next))
+    Ok(Some((version, keys)))
 }
 
 /// Rotates the fleet's key set now (what `linkedge cert rotate-tickets` does): every node
-/// seals with the new key within a second, and tickets sealed two rotations ago are refused.
-/// The new version.
-pub async fn rotate_now(db: &Db, sealer: &Sealer) -> anyhow::Result<u64> {
+/// hears of it at once and seals with the new key 2 s later; tickets sealed two rotations ago
+/// are refused. A set no node can open (damaged, or sealed with a master key no longer
+/// configured) is replaced only with `force`. The new version.
+pub async fn rotate_now(db: &Db, sealer: &Sealer, force: bool) -> anyhow::Result<u64> {
     for _ in 0..5 {
-        let (raw, stored) = read(db, sealer).await?;
-        if let Some(next) = rotate(db, sealer, raw.as_deref(), stored.as_ref()).await? {
-            return Ok(next.version);
+        let old = read(db, sealer).await?;
+        if let Err(why) = &old.keys
+            && !force
+        {
+            anyhow::bail!("{why}; --force replaces it (every ticket sealed before is refused)");
+        }
+        if let Some((version, _)) = rotate(db, sealer, &old).await? {
+            return Ok(version);
         }
     }
     anyhow::bail!("the ticket keys kept changing under the rotation; try again")
@@ -412,30 +549,31 @@ pub fn resync_every(rotation: Duration) -> Duration {
     (rotation / 20).clamp(Duration::from_millis(100), Duration::from_secs(600))
 }
 
+/// How long after hearing of a new key a node seals with it: 2 s, or a quarter of a shorter
+/// rotation.
+fn grace(rotation: Duration) -> Duration {
+    (rotation / 4).min(Duration::from_secs(2))
+}
+
 /// Keeps this node's [`TicketKeys`] to the fleet's set in Redis, and rotates the set when it
 /// is due: run it with [`crate::store::follow::Following`] and [`resync_every`]. The set is
 /// read at start, on every announcement of a change (from the node that rotated, or `cert
-/// rotate-tickets`), and every [`resync_every`], when a due rotation is made.
+/// rotate-tickets`), and every [`resync_every`], when a due rotation is made. Until it is
+/// first read, the node rotates keys of its own on the same schedule ([`OwnRotation`]).
 pub struct TicketFollower {
     keys: Arc<TicketKeys>,
     db: Db,
     sealer: Sealer,
     rotation: Duration,
-    /// Whether the last read failed to open, so it is logged once.
-    unreadable: std::sync::atomic::AtomicBool,
+    /// Whether the last read did not open, so it is logged once.
+    unreadable: AtomicBool,
 }
 
 impl TicketFollower {
     /// Keeps `keys` to the set in `db`, rotated every `rotation`.
     pub fn new(keys: Arc<TicketKeys>, db: Db, sealer: Sealer, rotation: Duration) -> Self {
-        // Every node hears of a new key within milliseconds (the change feed): it seals with
-        // it after 2 s (a quarter of a shorter rotation), so a ticket never reaches a node
-        // that cannot open it yet.
-        let grace = (rotation / 4).min(Duration::from_secs(2));
-        keys.grace_ms.store(
-            grace.as_millis() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        keys.grace_ms
+            .store(grace(rotation).as_millis() as u64, Relaxed);
         TicketFollower {
             keys,
             db,
@@ -445,56 +583,53 @@ impl TicketFollower {
         }
     }
 
-    fn install(&self, set: &Stored) {
-        if set.version != self.keys.version() {
-            self.keys.install(set);
-            crate::metrics::TICKET_KEYS_VERSION.set(set.version as i64);
+    fn install(&self, version: u64, keys: Vec<TicketKey>) {
+        if self.keys.put(keys, version) {
+            crate::metrics::TICKET_KEYS_VERSION.set(version as i64);
         }
     }
 
     /// Reads the set and installs it; rotates it first when `may_rotate` and it is due (or
-    /// there is none). A set this node cannot open (sealed with a master key it lacks,
-    /// damaged) is logged and the current keys kept: only Redis failures are errors.
+    /// there is none). A set this node cannot open is logged once, counted in
+    /// `linkedge_tls_ticket_keys_unreadable`, and the current keys kept (no node rotates it
+    /// then: `cert rotate-tickets --force` does): only Redis failures are errors.
     async fn sync(&self, may_rotate: bool) -> redis::RedisResult<()> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let (raw, stored) = match read(&self.db, &self.sealer).await {
-            Ok(r) => r,
-            Err(e) => match e.downcast::<redis::RedisError>() {
-                Ok(e) => return Err(e),
-                Err(e) => {
-                    if !self.unreadable.swap(true, Relaxed) {
-                        tracing::error!(error = %e, "session ticket keys: keeping the current keys");
-                    }
-                    return Ok(());
+        let old = read(&self.db, &self.sealer).await?;
+        let keys = match &old.keys {
+            Ok(k) => k.clone(),
+            Err(why) => {
+                if !self.unreadable.swap(true, Relaxed) {
+                    tracing::error!(error = %why, "session ticket keys: keeping the current keys");
                 }
-            },
-        };
-        self.unreadable.store(false, Relaxed);
-        let now = crate::time::unix_ms();
-        let due = stored.as_ref().is_none_or(|s| {
-            s.keys.first().is_none_or(|k| {
-                now >= k
-                    .created_ms
-                    .saturating_add(self.rotation.as_millis() as u64)
-            })
-        });
-        let set = match (may_rotate && due, stored) {
-            (false, Some(s)) => s,
-            (false, None) => return Ok(()),
-            (true, stored) => {
-                match rotate(&self.db, &self.sealer, raw.as_deref(), stored.as_ref()).await {
-                    Ok(Some(next)) => next,
-                    // Another node rotated first: its announcement brings the set.
-                    Ok(None) => return Ok(()),
-                    Err(e) => {
-                        return Err(e.downcast::<redis::RedisError>().unwrap_or_else(|e| {
-                            redis::RedisError::from(std::io::Error::other(e.to_string()))
-                        }));
-                    }
-                }
+                crate::metrics::TICKET_KEYS_UNREADABLE.set(1);
+                return Ok(());
             }
         };
-        self.install(&set);
+        self.unreadable.store(false, Relaxed);
+        crate::metrics::TICKET_KEYS_UNREADABLE.set(0);
+        let due = keys.is_empty()
+            || (may_rotate
+                && redis_now_ms(&self.db).await?
+                    >= old
+                        .created_ms
+                        .saturating_add(self.rotation.as_millis() as u64));
+        if !due {
+            self.install(old.version, keys);
+            return Ok(());
+        }
+        if !may_rotate {
+            return Ok(());
+        }
+        match rotate(&self.db, &self.sealer, &old).await {
+            Ok(Some((version, keys))) => self.install(version, keys),
+            // Another node rotated first: its announcement brings the set.
+            Ok(None) => {}
+            Err(e) => {
+                return Err(e.downcast::<redis::RedisError>().unwrap_or_else(|e| {
+                    redis::RedisError::from(std::io::Error::other(e.to_string()))
+                }));
+            }
+        }
         Ok(())
     }
 }
@@ -519,6 +654,35 @@ impl crate::store::follow::Followed for TicketFollower {
     }
 }
 
+/// Rotates a node's own keys (those it uses with no `certs` section, or until it first reads
+/// the shared set) every rotation: a background service.
+pub struct OwnRotation {
+    keys: Arc<TicketKeys>,
+    rotation: Duration,
+}
+
+impl OwnRotation {
+    /// Rotates `keys` every `rotation` while they are this node's own.
+    pub fn new(keys: Arc<TicketKeys>, rotation: Duration) -> OwnRotation {
+        OwnRotation { keys, rotation }
+    }
+}
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for OwnRotation {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.rotation) => {}
+                _ = shutdown.changed() => return,
+            }
+            if self.keys.version() == 0 {
+                self.keys.rotate_own();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,10 +691,15 @@ mod tests {
     fn keys_differ_per_name_and_per_secret() {
         let a = TicketKey::random(0);
         let b = TicketKey::random(0);
-        assert_ne!(a.derive(b"a.example"), a.derive(b"b.example"));
-        assert_ne!(a.derive(b"a.example"), b.derive(b"a.example"));
-        assert_eq!(a.derive(b"a.example"), a.derive(b"a.example"));
-        assert_ne!(a.derive(b""), a.derive(b"a.example"));
+        let n = |s: &'static str| Some(s.as_bytes());
+        assert_ne!(a.derive(n("a.example")), a.derive(n("b.example")));
+        assert_ne!(a.derive(n("a.example")), b.derive(n("a.example")));
+        assert_eq!(a.derive(n("a.example")), a.derive(n("a.example")));
+        assert_ne!(
+            a.derive(n("")),
+            a.derive(None),
+            "no SNI is not an empty SNI"
+        );
     }
 
     #[test]
