@@ -374,13 +374,14 @@ fn canonical_url(url: &str) -> Option<(std::borrow::Cow<'_, str>, std::borrow::C
     };
     let end = memchr::memchr3(b'/', b'?', b'#', &b[after..]).map_or(b.len(), |i| after + i);
     let authority = &url[after..end];
-    let (host, port) = match memchr::memrchr(b':', authority.as_bytes()) {
+    // Hosts are short: a plain loop beats a vectorised search's set-up.
+    let (host, port) = match authority.bytes().rposition(|c| c == b':') {
         Some(i) => (&authority[..i], Some(&authority[i + 1..])),
         None => (authority, None),
     };
     let default = if after == 8 { "443" } else { "80" };
+    // A fragment fails `canonical_tail` (`#` is not plain), as it must be dropped.
     let fast = b.get(end) == Some(&b'/')
-        && memchr::memchr(b'#', &b[end..]).is_none()
         && port.is_none_or(|p| {
             !p.is_empty()
                 && p != default
@@ -430,7 +431,10 @@ fn canonical_url_parsed(
 /// scheme (`//host/path?query`), so that a rule written for `https://` also stops the same
 /// destination over `http://` (which the site usually redirects to `https://`).
 fn url_key(canonical: &str) -> &str {
-    canonical.find("//").map_or(canonical, |i| &canonical[i..])
+    canonical
+        .strip_prefix("https:")
+        .or_else(|| canonical.strip_prefix("http:"))
+        .unwrap_or(canonical)
 }
 
 /// `url`'s canonical form ([`canonical_url`]), owned; `None` when it is not `http(s)://` with
@@ -855,14 +859,14 @@ impl BlockList {
             // The host and each parent with as many labels as some rule has (a host is at most
             // 253 bytes): usually one or two look-ups.
             let mut h: &str = &host;
-            let mut labels = memchr::memchr_iter(b'.', host.as_bytes()).count() + 1;
+            let mut labels = host.bytes().filter(|&c| c == b'.').count() + 1;
             loop {
                 if ix.subdomain_depths.get(labels).is_some_and(|n| *n > 0)
                     && bloom.may(B_SUB, h.as_bytes())
                 {
                     consider(&mut best, ix.subdomains.get(h), now);
                 }
-                match memchr::memchr(b'.', h.as_bytes()) {
+                match h.bytes().position(|c| c == b'.') {
                     Some(i) if i + 1 < h.len() => {
                         h = &h[i + 1..];
                         labels -= 1;
