@@ -1,10 +1,13 @@
 //! Handshake load generator for benches/load scenario 3: many concurrent clients, each opening a
 //! new TCP connection and a full TLS handshake per request (no session is ever offered for
-//! resumption), then `GET /health` with `Connection: close`.
+//! resumption), then `GET /health` with `Connection: close`. With `--resume`, each client
+//! offers the session of its previous connection (closed cleanly, so that it may be resumed),
+//! and with `--also ADDR` it alternates between the two addresses (two nodes sharing ticket
+//! keys: benches/tickets).
 //!
 //! ```sh
 //! cargo run --release --example hsload -- 127.0.0.1:8443 --seconds 10 --concurrency 64 \
-//!     [--sni-file names.txt | --sni localhost] [--groups X25519]
+//!     [--sni-file names.txt | --sni localhost] [--groups X25519] [--resume] [--also ADDR]
 //! ```
 //! `--groups` sets the key-exchange groups offered (OpenSSL syntax); by default this build's
 //! OpenSSL (3.6) offers the hybrid post-quantum X25519MLKEM768 first, as current browsers do.
@@ -12,7 +15,11 @@
 //! of each request (connect, full handshake, `GET /health` answered) at p50, p99 and max, in
 //! seconds.
 
-use openssl::ssl::{SslConnector, SslMethod, SslSessionCacheMode, SslVerifyMode};
+use openssl::ssl::{SslConnector, SslMethod, SslSession, SslSessionCacheMode, SslVerifyMode};
+use std::sync::atomic::AtomicBool;
+
+/// `--resume`: keep each connection's session for the next.
+static RESUME: AtomicBool = AtomicBool::new(false);
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +33,8 @@ struct Args {
     concurrency: usize,
     names: Vec<String>,
     groups: Option<String>,
+    resume: bool,
+    also: Option<String>,
 }
 
 fn args() -> Args {
@@ -35,6 +44,8 @@ fn args() -> Args {
         concurrency: 64,
         names: vec!["localhost".into()],
         groups: None,
+        resume: false,
+        also: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -43,6 +54,8 @@ fn args() -> Args {
             "--concurrency" => a.concurrency = it.next().unwrap().parse().unwrap(),
             "--sni" => a.names = vec![it.next().unwrap()],
             "--groups" => a.groups = it.next(),
+            "--resume" => a.resume = true,
+            "--also" => a.also = it.next(),
             "--sni-file" => {
                 a.names = std::fs::read_to_string(it.next().unwrap())
                     .unwrap()
@@ -69,12 +82,21 @@ struct Counts {
     resumed: AtomicU64,
 }
 
-async fn one(connector: &SslConnector, addr: &str, name: &str) -> Result<bool, String> {
+async fn one(
+    connector: &SslConnector,
+    addr: &str,
+    name: &str,
+    session: &mut Option<SslSession>,
+) -> Result<bool, String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     tcp.set_nodelay(true).ok();
     let mut cfg = connector.configure().map_err(|e| e.to_string())?;
     cfg.set_verify_hostname(false);
-    let ssl = cfg.into_ssl(name).map_err(|e| e.to_string())?;
+    let mut ssl = cfg.into_ssl(name).map_err(|e| e.to_string())?;
+    if let Some(sess) = session.as_ref() {
+        // SAFETY: the session comes from this same connector's settings, for the same name.
+        unsafe { ssl.set_session(sess).map_err(|e| e.to_string())? };
+    }
     let mut s = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| e.to_string())?;
     Pin::new(&mut s)
         .connect()
@@ -87,6 +109,11 @@ async fn one(connector: &SslConnector, addr: &str, name: &str) -> Result<bool, S
         .map_err(|e| e.to_string())?;
     let mut buf = Vec::with_capacity(512);
     let _ = s.read_to_end(&mut buf).await;
+    if session.is_some() || RESUME.load(Ordering::Relaxed) {
+        // The newest ticket, and a clean close, without which OpenSSL offers it no more.
+        *session = s.ssl().session().map(|x| x.to_owned());
+        let _ = s.shutdown().await;
+    }
     if !buf.starts_with(b"HTTP/1.1 200") {
         return Err(format!(
             "unexpected answer: {:?}",
@@ -98,6 +125,7 @@ async fn one(connector: &SslConnector, addr: &str, name: &str) -> Result<bool, S
 
 fn main() {
     let a = args();
+    RESUME.store(a.resume, Ordering::Relaxed);
     let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
     b.set_verify(SslVerifyMode::NONE);
     // No client-side session cache: every handshake is a full one.
@@ -118,21 +146,30 @@ fn main() {
     rt.block_on(async {
         let mut tasks = Vec::new();
         for t in 0..a.concurrency {
-            let (connector, counts, names, addr) = (
+            let (connector, counts, names, addr, also) = (
                 connector.clone(),
                 counts.clone(),
                 names.clone(),
                 a.addr.clone(),
+                a.also.clone(),
             );
             tasks.push(tokio::spawn(async move {
                 let mut i = t;
                 let mut first_error = None;
                 let mut took = Vec::new();
+                let mut session = None;
+                let mut n = 0usize;
                 while Instant::now() < deadline {
-                    let name = &names[i % names.len()];
+                    // One name per client when resuming: a session resumes under its own name.
+                    let name = &names[if a.resume { t } else { i } % names.len()];
                     i += a.concurrency;
+                    let at = match &also {
+                        Some(other) if n % 2 == 1 => other,
+                        _ => &addr,
+                    };
+                    n += 1;
                     let began = Instant::now();
-                    match one(&connector, &addr, name).await {
+                    match one(&connector, at, name, &mut session).await {
                         Ok(resumed) => {
                             took.push(began.elapsed());
                             counts.ok.fetch_add(1, Ordering::Relaxed);

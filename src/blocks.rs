@@ -363,14 +363,27 @@ fn normalize_escapes(s: &str, out: &mut String) {
 /// scan, when the URL is already so written, as minted links almost always are.
 fn canonical_url(url: &str) -> Option<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
     use std::borrow::Cow;
-    // Byte searches only (memchr): this runs on every click while rules exist.
+    if let Some((host, end)) = canonical_authority(url)
+        && canonical_tail(&url.as_bytes()[end..])
+    {
+        return Some((Cow::Borrowed(host), Cow::Borrowed(url)));
+    }
+    canonical_url_parsed(url)
+}
+
+/// When `url`'s scheme and authority are already canonical (a lowercase `http://` or
+/// `https://`, a [`fast_host`], no user info, no default or malformed port, and a path next):
+/// its host, and where its path starts. The host is then the canonical one whatever the path
+/// and query hold, so a click checks host rules without reading them.
+fn canonical_authority(url: &str) -> Option<(&str, usize)> {
+    // Byte searches only: this runs on every click while rules exist.
     let b = url.as_bytes();
     let after = if b.starts_with(b"https://") {
         8
     } else if b.starts_with(b"http://") {
         7
     } else {
-        return canonical_url_parsed(url);
+        return None;
     };
     let end = memchr::memchr3(b'/', b'?', b'#', &b[after..]).map_or(b.len(), |i| after + i);
     let authority = &url[after..end];
@@ -380,7 +393,6 @@ fn canonical_url(url: &str) -> Option<(std::borrow::Cow<'_, str>, std::borrow::C
         None => (authority, None),
     };
     let default = if after == 8 { "443" } else { "80" };
-    // A fragment fails `canonical_tail` (`#` is not plain), as it must be dropped.
     let fast = b.get(end) == Some(&b'/')
         && port.is_none_or(|p| {
             !p.is_empty()
@@ -390,14 +402,8 @@ fn canonical_url(url: &str) -> Option<(std::borrow::Cow<'_, str>, std::borrow::C
                 && p.bytes().all(|d| d.is_ascii_digit())
                 && p.parse::<u16>().is_ok()
         })
-        && canonical_tail(&b[end..]);
-    if fast
-        && let Some(Cow::Borrowed(h)) = canonical_host(host)
-        && h.len() == host.len()
-    {
-        return Some((Cow::Borrowed(h), Cow::Borrowed(url)));
-    }
-    canonical_url_parsed(url)
+        && fast_host(host.as_bytes());
+    fast.then_some((host, end))
 }
 
 /// [`canonical_url`] by the URL standard's parser: URLs not already canonical.
@@ -621,6 +627,9 @@ const B_MESSAGE: u8 = 5;
 const B_WORKSPACE: u8 = 6;
 const B_DOMAIN: u8 = 7;
 const B_PREFIX_HOST: u8 = 8;
+/// The host of a URL rule's destination: a click reads its path and query only when some URL
+/// rule (or prefix rule) may name its host.
+const B_URL_HOST: u8 = 9;
 
 fn message_key(workspace: u64, message: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
@@ -698,6 +707,11 @@ impl Index {
             && let Some(h) = dest_host(prefix)
         {
             self.bloom.add(B_PREFIX_HOST, h.as_bytes());
+        }
+        if let Target::Url { url } = &r.target
+            && let Some(h) = dest_host(url)
+        {
+            self.bloom.add(B_URL_HOST, h.as_bytes());
         }
         match &r.target {
             Target::Url { url } => push(&mut self.urls, url_key(url).into(), &r),
@@ -849,8 +863,15 @@ impl BlockList {
         {
             return best;
         }
-        let Some((host, normal)) = canonical_url(url) else {
-            return best;
+        // The host first: when the scheme and authority are canonical as written (as minted
+        // links' almost always are), the path and query are read only if some URL or prefix
+        // rule names this host.
+        let (host, mut normal) = match canonical_authority(url) {
+            Some((h, _)) => (std::borrow::Cow::Borrowed(h), None),
+            None => match canonical_url_parsed(url) {
+                Some((h, n)) => (h, Some(n)),
+                None => return best,
+            },
         };
         if !ix.hosts.is_empty() && bloom.may(B_HOST, host.as_bytes()) {
             consider(&mut best, ix.hosts.get(&*host), now);
@@ -875,14 +896,24 @@ impl BlockList {
                 }
             }
         }
+        let urls = !ix.urls.is_empty() && bloom.may(B_URL_HOST, host.as_bytes());
+        let prefixes = (!ix.prefixes.is_empty() && bloom.may(B_PREFIX_HOST, host.as_bytes()))
+            .then(|| ix.prefixes.get(&*host))
+            .flatten();
+        if !urls && prefixes.is_none() {
+            return best;
+        }
+        if normal.is_none() {
+            normal = canonical_url(url).map(|(_, n)| n);
+        }
+        let Some(normal) = normal else {
+            return best;
+        };
         let normal = url_key(&normal);
-        if !ix.urls.is_empty() && bloom.may(B_URL, normal.as_bytes()) {
+        if urls && bloom.may(B_URL, normal.as_bytes()) {
             consider(&mut best, ix.urls.get(normal), now);
         }
-        if let Some(p) = (!ix.prefixes.is_empty() && bloom.may(B_PREFIX_HOST, host.as_bytes()))
-            .then(|| ix.prefixes.get(&*host))
-            .flatten()
-        {
+        if let Some(p) = prefixes {
             for &len in &p.lens {
                 if len > normal.len() {
                     break;
