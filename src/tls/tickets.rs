@@ -21,8 +21,9 @@
 //!   handshake asked for (or its absence), so a ticket made under one name opens under no
 //!   other: resumption never carries a session across names (or past the certificate choice
 //!   made for a name).
-//! - At most [`MAX_TICKETS_TRIED`] tickets are tried per ClientHello, each with a name of at
-//!   most 255 bytes: a ClientHello stuffed with tickets costs no more than a normal one.
+//! - At most [`MAX_TICKETS_TRIED`] tickets are tried per connection (two per ClientHello),
+//!   each with a name of at most 255 bytes: a ClientHello stuffed with tickets costs no more
+//!   than a normal one.
 //! - The stateful session cache is off: a session id resumes nothing, tickets do.
 
 use crate::store::Db;
@@ -43,8 +44,9 @@ use std::time::Duration;
 /// The longest a ticket lives, whatever the rotation (OpenSSL's default session lifetime).
 const MAX_LIFETIME: Duration = Duration::from_secs(7200);
 
-/// Tickets tried per connection; the rest of a ClientHello's are ignored.
-pub const MAX_TICKETS_TRIED: u8 = 2;
+/// Tickets tried per connection (two per ClientHello, a HelloRetryRequest making two); the
+/// rest are ignored.
+pub const MAX_TICKETS_TRIED: u8 = 4;
 
 /// One ticket key: its name (sent in every ticket it seals) and its secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -84,14 +86,29 @@ impl TicketKey {
     }
 }
 
-/// The keys in use on this node, newest first: every one opens; the newest seals from
-/// `newest_seals_at_ms` (this node's clock), the one before until then.
+/// A key set in use: newest first, and when (this node's monotonic clock) the newest starts
+/// sealing; read as one, so a handshake never pairs one set with another's time.
+struct KeySet {
+    keys: Vec<TicketKey>,
+    newest_seals_at: std::time::Instant,
+    /// The version of the shared set; 0: this node's own keys.
+    version: u64,
+}
+
+impl KeySet {
+    /// Which key seals new tickets: the one before the newest during its grace period.
+    fn sealing(&self) -> usize {
+        if self.keys.len() > 1 && std::time::Instant::now() < self.newest_seals_at {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// The keys in use on this node (see [`KeySet`]): every one opens tickets.
 pub struct TicketKeys {
-    keys: RwLock<Arc<Vec<TicketKey>>>,
-    /// The version of the shared set installed; 0: this node's own keys.
-    version: AtomicU64,
-    /// When this node starts sealing with the newest key.
-    newest_seals_at_ms: AtomicU64,
+    set: RwLock<Arc<KeySet>>,
     /// How long after hearing of a new key a node starts sealing with it.
     grace_ms: AtomicU64,
 }
@@ -100,62 +117,62 @@ impl TicketKeys {
     /// Keys of this node's own, until the shared set is read.
     pub fn new() -> Arc<TicketKeys> {
         Arc::new(TicketKeys {
-            keys: RwLock::new(Arc::new(vec![TicketKey::random(0)])),
-            version: 0.into(),
-            newest_seals_at_ms: 0.into(),
+            set: RwLock::new(Arc::new(KeySet {
+                keys: vec![TicketKey::random(0)],
+                newest_seals_at: std::time::Instant::now(),
+                version: 0,
+            })),
             grace_ms: 0.into(),
         })
     }
 
-    /// Which of `set` seals new tickets (see [`TicketKeys`]).
-    fn sealing(&self, set: &[TicketKey]) -> usize {
-        if set.len() > 1 && crate::time::unix_ms() < self.newest_seals_at_ms.load(Relaxed) {
-            1
-        } else {
-            0
-        }
+    fn get(&self) -> Arc<KeySet> {
+        self.set.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn get(&self) -> Arc<Vec<TicketKey>> {
-        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Puts `keys` (newest first) in use, unless they are the ones in use; true when they were
-    /// not.
-    fn put(&self, keys: Vec<TicketKey>, version: u64) -> bool {
+    /// Puts `keys` (newest first) in use as `version`, unless they are the ones in use, or
+    /// (`own_only`) unless a shared set is in use; true when they were put.
+    fn put(&self, keys: Vec<TicketKey>, version: u64, own_only: bool) -> bool {
         if keys.is_empty() {
             return false;
         }
-        let mut held = self.keys.write().unwrap_or_else(|p| p.into_inner());
-        let names = |k: &[TicketKey]| k.iter().map(|k| k.name).collect::<Vec<_>>();
-        if names(&held) == names(&keys) {
+        let mut held = self.set.write().unwrap_or_else(|p| p.into_inner());
+        if own_only && held.version != 0 {
             return false;
         }
-        if held.first().map(|k| k.name) != Some(keys[0].name) {
-            let grace = self.grace_ms.load(Relaxed);
-            self.newest_seals_at_ms
-                .store(crate::time::unix_ms().saturating_add(grace), Relaxed);
+        let names = |k: &[TicketKey]| k.iter().map(|k| k.name).collect::<Vec<_>>();
+        if names(&held.keys) == names(&keys) {
+            return false;
         }
-        *held = Arc::new(keys);
-        self.version.store(version, Relaxed);
+        let newest_seals_at = if held.keys.first().map(|k| k.name) != Some(keys[0].name) {
+            std::time::Instant::now() + Duration::from_millis(self.grace_ms.load(Relaxed))
+        } else {
+            held.newest_seals_at
+        };
+        *held = Arc::new(KeySet {
+            keys,
+            newest_seals_at,
+            version,
+        });
         true
     }
 
     /// Makes a new key of this node's own the newest, keeping the one before: the rotation
-    /// of a node with no shared set.
+    /// of a node with no shared set (none once a shared set is in use).
     fn rotate_own(&self) {
-        let newest = self.get().first().cloned();
+        let newest = self.get().keys.first().cloned();
         self.put(
             std::iter::once(TicketKey::random(crate::time::unix_ms()))
                 .chain(newest)
                 .collect(),
             0,
+            true,
         );
     }
 
     /// The version of the shared key set in use (0: this node's own keys).
     pub fn version(&self) -> u64 {
-        self.version.load(Relaxed)
+        self.get().version
     }
 }
 
@@ -304,13 +321,12 @@ unsafe extern "C" fn ticket_key_cb(
         let Some(keys) = openssl::ssl::SslContextRef::from_ptr(ctx).ex_data(keys_index()) else {
             return -1;
         };
-        let set = keys.get();
-        let sealing = keys.sealing(&set);
         let (key, sni, answer) = if enc == 1 {
             let Ok(sni) = negotiated_sni(ssl) else {
                 return 0;
             };
-            let key = &set[sealing];
+            let set = keys.get();
+            let key = set.keys[set.sealing()].clone();
             std::ptr::copy_nonoverlapping(key.name.as_ptr(), name, 16);
             if ffi::RAND_bytes(iv, 16) != 1 {
                 return -1;
@@ -323,15 +339,16 @@ unsafe extern "C" fn ticket_key_cb(
                 return 0;
             }
             conn.set_ex_data(tried_index(), tried + 1);
+            let set = keys.get();
             let asked = std::slice::from_raw_parts(name, 16);
-            let Some(at) = set.iter().position(|k| k.name == asked) else {
+            let Some(at) = set.keys.iter().position(|k| k.name == asked) else {
                 return 0;
             };
             let Ok(sni) = hello_sni(ssl) else {
                 return 0;
             };
-            let renew = at > sealing || ffi::SSL_version(ssl) == TLS1_3;
-            (&set[at], sni, if renew { 2 } else { 1 })
+            let renew = at > set.sealing() || ffi::SSL_version(ssl) == TLS1_3;
+            (set.keys[at].clone(), sni, if renew { 2 } else { 1 })
         };
         let derived = key.derive(sni.as_ref().map(Name::get));
         let (aes, mac) = derived.split_at(32);
@@ -393,9 +410,13 @@ impl StoredKey {
     }
 }
 
-/// The shared key set, before sealing: current key first.
+/// The shared key set, before sealing: current key first, with the version and time the
+/// clear wrapper repeats (a wrapper edited in Redis to force or hold back a rotation then
+/// fails to open).
 #[derive(Clone, Serialize, Deserialize)]
 struct Stored {
+    version: u64,
+    created_ms: u64,
     keys: Vec<StoredKey>,
 }
 
@@ -467,6 +488,7 @@ async fn read(db: &Db, sealer: &Sealer) -> redis::RedisResult<Read> {
         .and_then(|plain| {
             serde_json::from_slice::<Stored>(&plain)
                 .ok()
+                .filter(|st| st.version == s.version && st.created_ms == s.created_ms)
                 .map(|st| {
                     st.keys
                         .iter()
@@ -496,6 +518,8 @@ async fn rotate(
     keys.extend(old.keys.as_ref().ok().and_then(|k| k.first().cloned()));
     let version = old.version + 1;
     let plain = Stored {
+        version,
+        created_ms: now,
         keys: keys.iter().map(StoredKey::of).collect(),
     };
     let (master_key, sealed) = sealer.seal(
@@ -584,7 +608,7 @@ impl TicketFollower {
     }
 
     fn install(&self, version: u64, keys: Vec<TicketKey>) {
-        if self.keys.put(keys, version) {
+        if self.keys.put(keys, version, false) {
             crate::metrics::TICKET_KEYS_VERSION.set(version as i64);
         }
     }
