@@ -257,7 +257,7 @@ async fn dashboard_and_alert_queries_run_against_real_prometheus_scraping_linked
         let queries = dashboard_queries();
         assert!(queries.len() > 25);
         let alerts = alert_exprs();
-        assert_eq!(alerts.len(), 13);
+        assert_eq!(alerts.len(), 15);
         for (what, expr) in queries.iter().chain(&alerts) {
             assert_exported(what, expr);
             let r = prom.query(expr);
