@@ -119,9 +119,12 @@ server: {{ threads: 1, pid_file: {work}/pid, upgrade_sock: {work}/upgrade.sock, 
                else [binary, "serve", "--config", str(conf)])
     if floor and floor[0] == "floor-pass":
         command.append(f"127.0.0.1:{upstream.server_port}")
+    # CACHE_SIM=1: callgrind's cache simulation too (first-level and last-level misses per
+    # request, printed to stderr), for costs instructions do not show.
+    cache = ["--cache-sim=yes"] if os.environ.get("CACHE_SIM") == "1" else []
     vg = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                            "--dump-instr=no", "--compress-strings=no", "--compress-pos=no",
-                           *command],
+                           *cache, *command],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -164,6 +167,12 @@ server: {{ threads: 1, pid_file: {work}/pid, upgrade_sock: {work}/upgrade.sock, 
             upstream.shutdown()
     dump = Path(f"{out}.1")
     total = next(int(l.split()[1]) for l in open(dump) if l.startswith(("summary:", "totals:")))
+    if cache:
+        names = next(l.split()[1:] for l in open(dump) if l.startswith("events:"))
+        sums = next(l.split()[1:] for l in open(dump) if l.startswith(("summary:", "totals:")))
+        per = {k: int(v) / n for k, v in zip(names, sums)}
+        print(f"{what}: per request " + ", ".join(f"{k} {v:.0f}" for k, v in per.items()),
+              file=sys.stderr)
     return total / n, self_costs(dump)
 
 
