@@ -16,10 +16,6 @@
 //! seconds.
 
 use openssl::ssl::{SslConnector, SslMethod, SslSession, SslSessionCacheMode, SslVerifyMode};
-use std::sync::atomic::AtomicBool;
-
-/// `--resume`: keep each connection's session for the next.
-static RESUME: AtomicBool = AtomicBool::new(false);
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,6 +82,7 @@ async fn one(
     connector: &SslConnector,
     addr: &str,
     name: &str,
+    resume: bool,
     session: &mut Option<SslSession>,
 ) -> Result<bool, String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
@@ -109,7 +106,7 @@ async fn one(
         .map_err(|e| e.to_string())?;
     let mut buf = Vec::with_capacity(512);
     let _ = s.read_to_end(&mut buf).await;
-    if session.is_some() || RESUME.load(Ordering::Relaxed) {
+    if resume {
         // The newest ticket, and a clean close, without which OpenSSL offers it no more.
         *session = s.ssl().session().map(|x| x.to_owned());
         let _ = s.shutdown().await;
@@ -125,7 +122,6 @@ async fn one(
 
 fn main() {
     let a = args();
-    RESUME.store(a.resume, Ordering::Relaxed);
     let mut b = SslConnector::builder(SslMethod::tls_client()).unwrap();
     b.set_verify(SslVerifyMode::NONE);
     // No client-side session cache: every handshake is a full one.
@@ -169,7 +165,7 @@ fn main() {
                     };
                     n += 1;
                     let began = Instant::now();
-                    match one(&connector, at, name, &mut session).await {
+                    match one(&connector, at, name, a.resume, &mut session).await {
                         Ok(resumed) => {
                             took.push(began.elapsed());
                             counts.ok.fetch_add(1, Ordering::Relaxed);

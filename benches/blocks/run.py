@@ -37,16 +37,6 @@ def rss_kb(pid):
     return 0
 
 
-def redis(work, name):
-    port = load.free_port()
-    p = subprocess.Popen(["taskset", "-c", load.LOAD_CORE, "redis-server", "--port", str(port),
-                          "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                          "--dir", str(work)], stdout=subprocess.DEVNULL)
-    atexit.register(p.terminate)
-    load.wait_port(port, f"redis {name}", p)
-    return port
-
-
 def node(work, name, redis_port):
     ports = {k: load.free_port() for k in ("http", "metrics")}
     key = work / "key"
@@ -89,13 +79,13 @@ def main():
     results = {"memory": {}}
 
     print("== load time and memory per rule", flush=True)
-    empty_port = redis(work, "empty")
+    empty_port = load.start_redis(work, "empty")
     base, _, _ = node(work, "none", empty_port)
     loaded(base, 0)
     time.sleep(1)
     base_rss = rss_kb(base.proc.pid)
     for n in (100_000, 1_000_000):
-        rp = redis(work, f"r{n}")
+        rp = load.start_redis(work, f"r{n}")
         subprocess.run([sys.executable, str(HERE / "seed.py"), str(rp), str(n)], check=True)
         srv, _, _ = node(work, f"n{n}", rp)
         secs = loaded(srv, n)
@@ -111,7 +101,7 @@ def main():
 
     print(f"\n== scenario 1: 100,000 rules against none, {args.rounds} alternating rounds (ABBA) of "
           f"{args.duration} s", flush=True)
-    rp = redis(work, "s100k")
+    rp = load.start_redis(work, "s100k")
     subprocess.run([sys.executable, str(HERE / "seed.py"), str(rp), "100000"], check=True)
     nodes = {}
     for name, port, n in (("none", empty_port, 0), ("100k-rules", rp, 100_000)):

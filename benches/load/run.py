@@ -7,6 +7,7 @@ core 1. Scenarios alternate servers (A B C A B C) and report the mean of the rou
 with socket errors or unexpected status codes is refused, not reported.
 """
 import argparse
+import atexit
 import json
 import math
 import os
@@ -193,6 +194,18 @@ def run_handshakes(port, seconds, concurrency=64, sni_file=None, groups="X25519"
         errors += f" {r['resumed']} resumed handshakes"
     return {"raw": out, "requests": r["handshakes"], "rps": r["per_second"], "p50": r.get("p50"),
             "p99": r.get("p99"), "max": r.get("max"), "errors": errors.strip()}
+
+
+def start_redis(work, name):
+    """A throwaway redis-server on a free port (load core, nothing persisted), stopped at exit;
+    its port."""
+    port = free_port()
+    p = subprocess.Popen(["taskset", "-c", LOAD_CORE, "redis-server", "--port", str(port),
+                          "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                          "--dir", str(work)], stdout=subprocess.DEVNULL)
+    atexit.register(p.terminate)
+    wait_port(port, f"redis {name}", p)
+    return port
 
 
 def metric(port, series):

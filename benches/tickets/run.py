@@ -31,16 +31,6 @@ HSLOAD = str(ROOT / "target/release/examples/hsload")
 SNI = "app.linkedge.test"
 
 
-def redis(work):
-    port = load.free_port()
-    p = subprocess.Popen(["taskset", "-c", load.LOAD_CORE, "redis-server", "--port", str(port),
-                          "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                          "--dir", str(work)], stdout=subprocess.DEVNULL)
-    atexit.register(p.terminate)
-    load.wait_port(port, "redis", p)
-    return port
-
-
 def node(work, name, redis_port):
     ports = {k: load.free_port() for k in ("http", "https", "metrics")}
     (work / "key").write_text("bench-link-key-not-a-secret-0123456789abcdef")
@@ -82,7 +72,7 @@ def main():
     args = p.parse_args()
     load.WORK = Path(tempfile.mkdtemp(prefix="linkedge-tickets-bench-"))
     work = load.WORK
-    rp = redis(work)
+    rp = load.start_redis(work, "tickets")
     a, pa = node(work, "a", rp)
     b, pb = node(work, "b", rp)
     deadline = time.time() + 20
