@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -196,6 +197,78 @@ def run_handshakes(port, seconds, concurrency=64, sni_file=None, groups="X25519"
             "p99": r.get("p99"), "max": r.get("max"), "errors": errors.strip()}
 
 
+# Scenario 7's mix: 60% h2 (browsers), 25% HTTP/1.1 over TLS (link scanners), 15% plain HTTP.
+MIX = "h2:60,h1:25,http:15"
+MIX_RESUME = 30
+MIX_CONCURRENCY = 64
+MIX_LINKS = 20000
+
+
+def mix_paths(token, n=MIX_LINKS):
+    """n distinct click links for Host localhost, minted with the bench key by the Python minting
+    client (clients/python), written once to a file of paths; its path."""
+    out = WORK / "mix-paths.txt"
+    if not out.exists():
+        sys.path.insert(0, str(ROOT / "clients" / "python"))
+        from linkedge_links import Minter
+        m = Minter(1, (WORK / "bench-link-key").read_text())
+        lines = []
+        for i in range(n):
+            u = m.click("localhost", f"https://shop.example.com/p/{i}?utm_source=newsletter&utm_medium=email",
+                        workspace=7, message=1000 + i // 20, link=i % 20)
+            lines.append("/c/" + u.rsplit("/", 1)[1])
+        out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def run_mix(tls_port, http_port, seconds, paths, groups=None):
+    """Scenario 7: examples/hsload's click mix (key-exchange groups: the client's default, or
+    `groups`); the client's own CPU seconds with it."""
+    cmd = ["taskset", "-c", LOAD_CORE, str(ROOT / "target/release/examples/hsload"),
+           f"127.0.0.1:{tls_port}", "--http", f"127.0.0.1:{http_port}", "--seconds", str(seconds),
+           "--concurrency", str(MIX_CONCURRENCY), "--sni", "localhost", "--mix", MIX,
+           "--resume-share", str(MIX_RESUME), "--paths", str(paths)]
+    cmd += ["--groups", groups] if groups else []
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    r = json.loads(out.strip().splitlines()[-1])
+    errors = f"{r['errors']} failed clicks ({r['first_error']})" if r["errors"] else ""
+    return {"raw": out, "requests": r["clicks"], "rps": r["per_second"], "p50": r.get("p50"),
+            "p99": r.get("p99"), "max": r.get("max"), "errors": errors, "resumed": r["resumed"],
+            "offered": r["offered"], "kinds": r["kinds"],
+            "client_cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)}
+
+
+def mix_summary(per):
+    """Scenario 7 per server: clicks per CPU-second of the server's core, the client's CPU per
+    second of load, sessions resumed of those offered, and the kinds served."""
+    out = {}
+    for name, runs in per.items():
+        cpu = sum(r["cpu_s"] for r in runs)
+        secs = sum(r["requests"] / r["rps"] for r in runs if r["rps"])
+        out[name] = {"clicks_per_core_s": sum(r["requests"] for r in runs) / cpu if cpu else None,
+                     "client_cpu_share": sum(r["client_cpu_s"] for r in runs) / secs if secs else None,
+                     "server_cpu_share": cpu / secs if secs else None,
+                     "resumed": sum(r["resumed"] for r in runs), "offered": sum(r["offered"] for r in runs),
+                     "kinds": {k: sum(r["kinds"][k] for r in runs) for k in runs[0]["kinds"]}}
+    return out
+
+
+def mix_events(ports, served0, xlen0):
+    """linkedge's 302s on clicks during scenario 7 against the events its writer added to the
+    stream, once its queue and spool are empty (at most 30 s)."""
+    m = ports["le_metrics"]
+    settle = time.time()
+    while time.time() - settle < 30 and (metric(m, 'linkedge_event_queue_depth{sink="default"}') > 0
+                                         or metric(m, 'linkedge_event_spool_bytes{sink="default"}') > 0):
+        time.sleep(0.1)
+    served = int(metric(m, 'linkedge_requests_total{route="click",status="302"}') - served0)
+    events = int(redis_cli(ports["redis"], "XLEN", "linkedge:events") or 0) - xlen0
+    print(f"  linkedge served {served} click redirects; {events} events added to the stream", flush=True)
+    return {"served_302": served, "events": events}
+
+
 def start_redis(work, name):
     """A throwaway redis-server on a free port (load core, nothing persisted), stopped at exit;
     its port."""
@@ -238,7 +311,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--duration", type=int, default=10, help="seconds per measured run (>= 10)")
     ap.add_argument("--rounds", type=int, default=2, help="A B C rounds per scenario")
-    ap.add_argument("--scenarios", default="1,2,3,4,5,6")
+    ap.add_argument("--scenarios", default="1,2,3,4,5,7,6")
     ap.add_argument("--sustain", type=int, default=60, help="seconds of scenario 6")
     ap.add_argument("--binary", default=str(ROOT / "target/release/linkedge"))
     ap.add_argument("--domains", type=int, default=10000,
@@ -258,12 +331,15 @@ def main():
                          "(skipped if the file is missing)")
     args = ap.parse_args()
     scenarios = [int(s) for s in args.scenarios.split(",")]
+    if 7 in scenarios and 6 in scenarios and scenarios.index(7) > scenarios.index(6):
+        sys.exit("--scenarios: put 7 before 6 (6 empties the events stream that 7 counts)")
 
     global WORK
     WORK = Path(tempfile.mkdtemp(prefix="linkedge-bench-"))
     ports = {k: free_port() for k in ["redis", "upstream", "le_http", "le_https", "le_metrics",
                                        "nx_http", "nx_https", "nx_hs", "cd_http", "cd_https", "cd_hs",
-                                       "fp_http", "fa_http", "fr_http", "fs_http"]}
+                                       "fp_http", "fa_http", "fr_http", "fs_http",
+                                       "nx_mix_http", "nx_mix_https"]}
     started = []
     floor_procs = []  # examples/floor processes: stopped with SIGINT (no short grace period)
     try:
@@ -317,7 +393,9 @@ routing: {{ default_region: us }}
 
         (WORK / "nginx.conf").write_text(fill((HERE / "nginx.conf").read_text(), dir=WORK, root=ROOT,
                                               upstream_port=ports["upstream"], http_port=ports["nx_http"],
-                                              https_port=ports["nx_https"], handshake_port=ports["nx_hs"]))
+                                              https_port=ports["nx_https"], handshake_port=ports["nx_hs"],
+                                              mix_http_port=ports["nx_mix_http"],
+                                              mix_https_port=ports["nx_mix_https"]))
         nx = Server("nginx", ["nginx", "-p", str(WORK), "-c", str(WORK / "nginx.conf")], ports["nx_http"])
         started.append(nx.proc)
 
@@ -384,6 +462,14 @@ routing: {{ default_region: us }}
                 lambda p: run_h2load(url(p, "https", f"/c/{token}"), d)),
             5: ("Requests proxied to a local upstream, 64 connections",
                 lambda p: run_wrk(url(p, "http", "/proxied/page"), d)),
+            7: (f"The click mix: every click a new connection and one GET of a distinct link, "
+                f"{MIX} ({MIX_RESUME}% of TLS connections offer an earlier session), the client's "
+                f"default groups (X25519MLKEM768 with linkedge; Debian's nginx has only X25519; "
+                f"linkedge-x25519: linkedge offered X25519 only, like nginx), {MIX_CONCURRENCY} clients; "
+                f"nginx writes an access log, linkedge records every click",
+                lambda p: run_mix(ports["nx_mix_https" if p == "nx" else "le_https"],
+                                  ports["nx_mix_http" if p == "nx" else "le_http"], d, mix_paths(token),
+                                  groups="X25519" if p == "lex" else None)),
         }
         results = {"machine": machine(), "duration_s": d, "rounds": args.rounds, "scenarios": {}}
         for sc in [s for s in scenarios if s in plans]:
@@ -394,6 +480,10 @@ routing: {{ default_region: us }}
                 group.update(floors)
             if sc == 5:
                 group.update(pass_floor)
+            if sc == 7:
+                group = {"linkedge": (le, "le"), "nginx": (nx, "nx"), "linkedge-x25519": (le, "lex")}
+                served0 = metric(ports["le_metrics"], 'linkedge_requests_total{route="click",status="302"}')
+                xlen0 = int(redis_cli(ports["redis"], "XLEN", "linkedge:events") or 0)
             if sc == 3:
                 group = {"linkedge": (le, "le"), "linkedge-1cert": (le, "le1"), "linkedge-pq": (le, "lepq"),
                          "nginx": (nx, "nx"),
@@ -404,7 +494,7 @@ routing: {{ default_region: us }}
                 run_handshakes(ports["le_https"], 3, sni_file=names)
             per = {n: [] for n in group}
             for name, (srv, p) in group.items():  # warm-up
-                run_wrk(url(p, "http", "/health"), 2) if sc != 3 else None
+                run_wrk(url("le" if p == "lex" else p, "http", "/health"), 2) if sc != 3 else None
             for r in range(args.rounds):
                 for name, (srv, p) in group.items():
                     res = measure(srv, lambda: fn(p))
@@ -412,6 +502,9 @@ routing: {{ default_region: us }}
                           f"  {('ERRORS: ' + res['errors']) if res['errors'] else ''}", flush=True)
                     per[name].append(res)
             results["scenarios"][sc] = {"title": title, "runs": per, "summary": summarize(per)}
+            if sc == 7:
+                results["scenarios"][sc]["mix"] = mix_summary(per)
+                results["scenarios"][sc]["events"] = mix_events(ports, served0, xlen0)
             if sc == 3:
                 results["memory"] = {
                     "registered_domains": int(redis_cli(ports["redis"], "HLEN", "linkedge:domains") or 0),
@@ -553,7 +646,7 @@ def render(results):
         if int(sc) == 6:
             continue
         s = data["summary"]
-        for name in [n for n in ["linkedge", "linkedge-1cert", "linkedge-pq", "pingora-proxy", "pingora-app",
+        for name in [n for n in ["linkedge", "linkedge-1cert", "linkedge-pq", "linkedge-x25519", "pingora-proxy", "pingora-app",
                                  "tokio-raw", "pingora-pass", "nginx", "caddy"] if n in s]:
             r = s.get(name, {})
             if "refused" in r:
@@ -566,6 +659,20 @@ def render(results):
             lines.append(f"| {sc} | {name} | {r['rps']:.0f} | {fmt_s(r['p50'])} | {fmt_s(r['p99'])} | "
                          f"{fmt_s(r['max'])} | {r['cpu_s_per_10k']:.3f} | {cs} | {r['peak_rss_kb'] / 1024:.1f} MiB | "
                          f"{ratio('nginx')} | {ratio('caddy')} |")
+        if "mix" in data:
+            for name, mx in data["mix"].items():
+                kinds = ", ".join(f"{k} {v}" for k, v in mx["kinds"].items())
+                nx_core = data["mix"].get("nginx", {}).get("clicks_per_core_s")
+                vs = (f" ({mx['clicks_per_core_s'] / nx_core:.2f}× nginx's)"
+                      if name != "nginx" and nx_core and mx["clicks_per_core_s"] else "")
+                lines.append(f"| {sc} | ({name}) | {mx['clicks_per_core_s']:.0f} clicks per CPU-second of "
+                             f"its core{vs}; its core busy {mx['server_cpu_share'] * 100:.0f}%, the client's "
+                             f"{mx['client_cpu_share'] * 100:.0f}%; {mx['resumed']} of {mx['offered']} offered "
+                             f"sessions resumed; {kinds} | | | | | | | | |")
+            ev = data.get("events")
+            if ev:
+                lines.append(f"| {sc} | (linkedge events) | {ev['served_302']} click redirects served, "
+                             f"{ev['events']} events in the stream | | | | | | | | |")
         if "direct_rps" in data:
             lines.append(f"| {sc} | (upstream direct) | {data['direct_rps']:.0f} | | | | | | | | |")
             lines.append(f"| {sc} | (linkedge pool reuse) | {data['reuse_ratio'] * 100:.2f}% of upstream "
